@@ -1,0 +1,221 @@
+"""A YOLO-format data set on disk: its ``data.yaml``, splits, images and labels.
+
+Paths in a ``data.yaml`` resolve relative to the yaml file itself (or to its ``path:`` key when that is
+absolute or relative to the yaml). Ultralytics resolves a *relative* ``path:`` against its own datasets folder
+instead, which silently points training at the wrong place; :func:`write_data_yaml` therefore never writes a
+relative ``path:`` key, only yaml-relative split folders, which both tools read the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from xraydet.errors import XrayDetError
+from xraydet.io import atomic_write_yaml
+from xraydet.structures import Detections
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class DatasetError(XrayDetError, ValueError):
+    """A data set that cannot be read, with the file (and line) at fault."""
+
+    def __init__(self, message: str, path: Path | str | None = None, line: int | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self.line = line
+        where = "" if path is None else f"{path}{'' if line is None else f':{line}'}: "
+        super().__init__(f"{where}{message}")
+
+
+class DataYaml(BaseModel):
+    """The fields of an Ultralytics ``data.yaml`` that xraydet reads (others are kept, not interpreted)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str | None = None
+    train: str | list[str] | None = None
+    val: str | list[str] | None = None
+    test: str | list[str] | None = None
+    names: list[str] | dict[int, str]
+    nc: int | None = None
+    threats: list[str] | None = None
+
+    @field_validator("names")
+    @classmethod
+    def _names_contiguous(cls, v: list[str] | dict[int, str]) -> list[str] | dict[int, str]:
+        if isinstance(v, dict) and sorted(v) != list(range(len(v))):
+            raise ValueError(f"class ids must be 0..{len(v) - 1} without gaps, got {sorted(v)}")
+        return v
+
+    def name_list(self) -> list[str]:
+        return list(self.names) if isinstance(self.names, list) else [self.names[i] for i in range(len(self.names))]
+
+
+@dataclass
+class Dataset:
+    """A data set: class names, threat classes and the image sources of each split.
+
+    Example:
+        >>> ds = load_dataset("../shared/data/opixray/data.yaml")  # doctest: +SKIP
+        >>> ds.names[:2], len(ds.images("val"))  # doctest: +SKIP
+        (['Scissor', 'Folding_Knife'], 350)
+    """
+
+    root: Path
+    names: list[str]
+    splits: dict[str, list[Path]]
+    threats: list[str] = field(default_factory=list)
+    yaml_path: Path | None = None
+
+    @property
+    def threat_ids(self) -> set[int]:
+        lowered = {t.lower() for t in self.threats}
+        return {i for i, n in enumerate(self.names) if n.lower() in lowered}
+
+    def images(self, split: str) -> list[Path]:
+        """All images of ``split``, sorted; an unknown split raises with the valid names."""
+        if split not in self.splits:
+            raise DatasetError(f"no split '{split}' (has: {', '.join(self.splits) or 'none'})", self.yaml_path)
+        found: list[Path] = []
+        for source in self.splits[split]:
+            found.extend(_images_in(source))
+        return sorted(found)
+
+    def iter_samples(self, split: str) -> Iterator[tuple[Path, Path]]:
+        """``(image, label_file)`` pairs of ``split``; the label file may not exist (a background image)."""
+        for image in self.images(split):
+            yield image, label_path_for(image)
+
+    def labels(self, image: Path, width: int, height: int) -> Detections:
+        """Ground truth of one image in pixel coordinates (empty if it has no label file)."""
+        label = label_path_for(image)
+        if not label.exists():
+            return Detections.empty()
+        return Detections.from_yolo(read_label_file(label), width, height)
+
+
+def label_path_for(image: Path) -> Path:
+    """Ultralytics' rule: the last ``images`` folder in the path becomes ``labels``, suffix ``.txt``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def parse_label_line(text: str, path: Path | str, line: int) -> np.ndarray:
+    """Parse one YOLO label line ``class cx cy w h`` (segments are reduced to their bounding box)."""
+    fields = text.split()
+    if len(fields) < 5 or (len(fields) > 5 and len(fields) % 2 == 0):
+        raise DatasetError(f"expected 'class cx cy w h', got {len(fields)} fields: {text.strip()!r}", path, line)
+    try:
+        values = [float(f) for f in fields]
+    except ValueError as err:
+        raise DatasetError(f"not a number in {text.strip()!r}", path, line) from err
+    cls = values[0]
+    if cls != int(cls) or cls < 0:
+        raise DatasetError(f"class id must be a non-negative integer, got {fields[0]!r}", path, line)
+    if len(values) == 5:
+        return np.array(values)
+    xs, ys = np.array(values[1::2]), np.array(values[2::2])
+    x1, x2, y1, y2 = xs.min(), xs.max(), ys.min(), ys.max()
+    return np.array([cls, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+
+
+def read_label_file(path: Path) -> np.ndarray:
+    """All rows of a YOLO label file as an ``(N, 5)`` array; a malformed line raises naming file and line."""
+    rows = [
+        parse_label_line(text, path, number)
+        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if text.strip()
+    ]
+    return np.stack(rows) if rows else np.zeros((0, 5))
+
+
+def _images_in(source: Path) -> list[Path]:
+    if source.is_dir():
+        return [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if source.suffix == ".txt" and source.is_file():
+        base = source.parent
+        lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [(base / ln).resolve() if not Path(ln).is_absolute() else Path(ln) for ln in lines]
+    if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        return [source]
+    raise DatasetError("split source does not exist (expected a folder of images or a .txt list)", source)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise DatasetError(f"not valid YAML: {err}", path) from err
+    if not isinstance(data, dict):
+        raise DatasetError("expected a mapping with 'names' and split keys", path)
+    return data
+
+
+def load_dataset(source: str | Path) -> Dataset:
+    """Open a data set from a ``data.yaml``, a folder holding one, or a bare ``images/<split>`` folder tree.
+
+    A folder of images with no labels at all (e.g. threat-free bags) loads as a single ``val`` split with no
+    class names, which is what false-alarm evaluation needs.
+    """
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise DatasetError("no such file or folder", source)
+    if source.is_dir():
+        for candidate in ("data.yaml", "dataset.yaml", "data.yml"):
+            if (source / candidate).is_file():
+                return load_dataset(source / candidate)
+        if (source / "images").is_dir():
+            splits = {p.name: [p] for p in sorted((source / "images").iterdir()) if p.is_dir()}
+            return Dataset(root=source.resolve(), names=[], splits=splits)
+        return Dataset(root=source.resolve(), names=[], splits={"val": [source.resolve()]})
+    raw = _read_yaml(source)
+    try:
+        spec = DataYaml.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'root'}: {e['msg']}" for e in err.errors())
+        raise DatasetError(f"invalid data.yaml ({problems})", source) from err
+    names = spec.name_list()
+    if spec.nc is not None and spec.nc != len(names):
+        raise DatasetError(f"nc is {spec.nc} but names lists {len(names)} classes", source)
+    base = source.parent.resolve()
+    if spec.path:
+        base = Path(spec.path) if Path(spec.path).is_absolute() else (base / spec.path).resolve()
+    splits: dict[str, list[Path]] = {}
+    for split in SPLIT_NAMES:
+        value = getattr(spec, split)
+        if value:
+            entries = [value] if isinstance(value, str) else value
+            splits[split] = [Path(e) if Path(e).is_absolute() else (base / e) for e in entries]
+    threats = spec.threats or []
+    unknown = [t for t in threats if t.lower() not in {n.lower() for n in names}]
+    if unknown:
+        raise DatasetError(f"threats lists classes not in names: {unknown}", source)
+    return Dataset(root=base, names=names, splits=splits, threats=threats, yaml_path=source.resolve())
+
+
+def write_data_yaml(
+    root: Path, names: list[str], splits: dict[str, str], threats: list[str] | None = None, absolute: bool = False
+) -> Path:
+    """Write ``root/data.yaml`` (atomically). Split paths are yaml-relative unless ``absolute``."""
+    root = Path(root)
+    body: dict[str, Any] = {}
+    if absolute:
+        body["path"] = str(root.resolve())
+    body.update(splits)
+    body["nc"] = len(names)
+    body["names"] = dict(enumerate(names))
+    if threats:
+        body["threats"] = list(threats)
+    return atomic_write_yaml(root / "data.yaml", body)

@@ -1,0 +1,37 @@
+"""What every inference backend offers: images in, :class:`~xraydet.structures.Detections` out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from xraydet.structures import Detections
+
+
+class Predictor(ABC):
+    """A loaded detector. Images are ``HxWx3`` RGB ``uint8`` arrays; boxes come back in their pixels.
+
+    Subclasses set ``names`` (class names by id), ``backend`` (a short word) and ``imgsz``.
+    """
+
+    names: list[str]
+    backend: str
+    imgsz: int
+    source: Path
+
+    @abstractmethod
+    def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
+        """Detect on one image; only boxes scoring at least ``conf`` are returned."""
+
+    def predict_batch(self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7) -> list[Detections]:
+        return [self.predict(im, conf, iou) for im in images]
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as an RGB ``uint8`` array (grey and RGBA scans are converted)."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))

@@ -1,0 +1,59 @@
+"""Adapter from Ultralytics ``Results`` to :class:`Detections`; the only place that reads them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xraydet.inference.base import Predictor
+from xraydet.structures import Detections
+
+os.environ.setdefault("YOLO_OFFLINE", "true")
+
+
+def detections_from_results(result: Any) -> Detections:
+    """Convert one ``ultralytics.engine.results.Results`` to :class:`Detections`."""
+    boxes = result.boxes
+    if boxes is None or len(boxes) == 0:
+        return Detections.empty(with_confidence=True)
+    return Detections(
+        xyxy=boxes.xyxy.cpu().numpy(),
+        class_id=boxes.cls.cpu().numpy().astype(np.int64),
+        confidence=boxes.conf.cpu().numpy(),
+    )
+
+
+class UltralyticsPredictor(Predictor):
+    """PyTorch inference through Ultralytics (``.pt`` weights; also loads ``.onnx`` through its AutoBackend)."""
+
+    backend = "ultralytics"
+
+    def __init__(self, weights: str | Path, device: str = "cpu", imgsz: int | None = None, threads: int | None = None):
+        import torch
+        from ultralytics import YOLO
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.source = Path(weights)
+        self.model = YOLO(str(weights), task="detect")
+        self.device = device
+        args = getattr(self.model, "overrides", {}) or {}
+        train_args = getattr(getattr(self.model, "model", None), "args", {}) or {}
+        self.imgsz = int(imgsz or args.get("imgsz") or (train_args.get("imgsz") if isinstance(train_args, dict) else None) or 640)
+        names = self.model.names
+        self.names = [names[i] for i in range(len(names))] if isinstance(names, dict) else list(names)
+
+    def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
+        return self.predict_batch([image], conf, iou)[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7) -> list[Detections]:
+        # Ultralytics reads numpy arrays as BGR (OpenCV order); ours are RGB.
+        bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]
+        results = self.model.predict(
+            bgr, conf=conf, iou=iou, imgsz=self.imgsz, device=self.device, verbose=False, max_det=300
+        )
+        return [detections_from_results(r) for r in results]
