@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Ultralytics keeps a settings file; point it at a temp folder so tests never touch the user's, and switch off
+# its own MLflow/TensorBoard loggers (xraydet records runs itself).
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="xraydet-yolo-cfg-"))
+from ultralytics.utils import SETTINGS
+
+_LOGGERS = ("mlflow", "tensorboard", "wandb", "clearml", "comet", "dvc", "neptune", "raytune")
+SETTINGS.update({k: False for k in _LOGGERS if k in SETTINGS})
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("XRAYDET_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -88,7 +96,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         data = root / "data" / "data.yaml"
     model = YOLO("yolov8n.yaml")
     model.train(
-        data=str(data), epochs=2, imgsz=160, batch=16, device="cpu", workers=0, project=str(root),
-        name="run", exist_ok=True, plots=False, verbose=False, seed=0,
+        data=str(data),
+        epochs=2,
+        imgsz=160,
+        batch=16,
+        device="cpu",
+        workers=0,
+        project=str(root),
+        name="run",
+        exist_ok=True,
+        plots=False,
+        verbose=False,
+        seed=0,
     )
     return root / "run" / "weights" / "best.pt"

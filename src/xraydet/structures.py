@@ -121,7 +121,11 @@ class Detections:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, int, float | None]]:
         for i in range(len(self)):
-            yield self.xyxy[i], int(self.class_id[i]), None if self.confidence is None else float(self.confidence[i])
+            yield (
+                self.xyxy[i],
+                int(self.class_id[i]),
+                None if self.confidence is None else float(self.confidence[i]),
+            )
 
     def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Detections:
         """Select boxes by index, slice, integer list or boolean mask."""

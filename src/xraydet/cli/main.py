@@ -1,20 +1,23 @@
-"""Entry point of the ``xraydet`` command: assembles the command groups and turns input errors into messages."""
+"""Entry point of ``xraydet``: assembles the command groups and turns input errors into messages."""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-os.environ.setdefault("YOLO_OFFLINE", "true")
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.logging import RichHandler  # noqa: E402
-
-from xraydet import __version__  # noqa: E402
-from xraydet.cli import data as data_cli  # noqa: E402
-from xraydet.errors import XrayDetError  # noqa: E402
+# Importing xraydet sets YOLO_OFFLINE before anything can import Ultralytics.
+from xraydet import __version__
+from xraydet.cli import data as data_cli
+from xraydet.cli import evaluate as evaluate_cli
+from xraydet.cli import plan as plan_cli
+from xraydet.cli import registry as registry_cli
+from xraydet.cli import serve as serve_cli
+from xraydet.cli import train as train_cli
+from xraydet.errors import XrayDetError
 
 app = typer.Typer(
     name="xraydet",
@@ -26,7 +29,7 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Each command module adds its own commands; order here is the order of `xraydet --help`.
-for module in (data_cli,):
+for module in (data_cli, train_cli, evaluate_cli, registry_cli, serve_cli, plan_cli):
     module.register(app)
 
 

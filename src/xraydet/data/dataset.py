@@ -56,7 +56,11 @@ class DataYaml(BaseModel):
         return v
 
     def name_list(self) -> list[str]:
-        return list(self.names) if isinstance(self.names, list) else [self.names[i] for i in range(len(self.names))]
+        return (
+            list(self.names)
+            if isinstance(self.names, list)
+            else [self.names[i] for i in range(len(self.names))]
+        )
 
 
 @dataclass
@@ -83,7 +87,9 @@ class Dataset:
     def images(self, split: str) -> list[Path]:
         """All images of ``split``, sorted; an unknown split raises with the valid names."""
         if split not in self.splits:
-            raise DatasetError(f"no split '{split}' (has: {', '.join(self.splits) or 'none'})", self.yaml_path)
+            raise DatasetError(
+                f"no split '{split}' (has: {', '.join(self.splits) or 'none'})", self.yaml_path
+            )
         found: list[Path] = []
         for source in self.splits[split]:
             found.extend(_images_in(source))
@@ -116,7 +122,9 @@ def parse_label_line(text: str, path: Path | str, line: int) -> np.ndarray:
     """Parse one YOLO label line ``class cx cy w h`` (segments are reduced to their bounding box)."""
     fields = text.split()
     if len(fields) < 5 or (len(fields) > 5 and len(fields) % 2 == 0):
-        raise DatasetError(f"expected 'class cx cy w h', got {len(fields)} fields: {text.strip()!r}", path, line)
+        raise DatasetError(
+            f"expected 'class cx cy w h', got {len(fields)} fields: {text.strip()!r}", path, line
+        )
     try:
         values = [float(f) for f in fields]
     except ValueError as err:
@@ -135,7 +143,7 @@ def read_label_file(path: Path) -> np.ndarray:
     """All rows of a YOLO label file as an ``(N, 5)`` array; a malformed line raises naming file and line."""
     rows = [
         parse_label_line(text, path, number)
-        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1)
         if text.strip()
     ]
     return np.stack(rows) if rows else np.zeros((0, 5))
@@ -206,7 +214,11 @@ def load_dataset(source: str | Path) -> Dataset:
 
 
 def write_data_yaml(
-    root: Path, names: list[str], splits: dict[str, str], threats: list[str] | None = None, absolute: bool = False
+    root: Path,
+    names: list[str],
+    splits: dict[str, str],
+    threats: list[str] | None = None,
+    absolute: bool = False,
 ) -> Path:
     """Write ``root/data.yaml`` (atomically). Split paths are yaml-relative unless ``absolute``."""
     root = Path(root)

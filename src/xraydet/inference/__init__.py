@@ -10,7 +10,11 @@ BACKENDS = ("auto", "onnx", "ultralytics")
 
 
 def load_predictor(
-    weights: str | Path, backend: str = "auto", device: str = "cpu", imgsz: int | None = None, threads: int | None = None
+    weights: str | Path,
+    backend: str = "auto",
+    device: str = "cpu",
+    imgsz: int | None = None,
+    threads: int | None = None,
 ) -> Predictor:
     """Load ``weights`` with the chosen backend.
 

@@ -27,7 +27,9 @@ class Predictor(ABC):
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
         """Detect on one image; only boxes scoring at least ``conf`` are returned."""
 
-    def predict_batch(self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7) -> list[Detections]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7
+    ) -> list[Detections]:
         return [self.predict(im, conf, iou) for im in images]
 
 

@@ -28,11 +28,13 @@ def detections_from_results(result: Any) -> Detections:
 
 
 class UltralyticsPredictor(Predictor):
-    """PyTorch inference through Ultralytics (``.pt`` weights; also loads ``.onnx`` through its AutoBackend)."""
+    """PyTorch inference through Ultralytics (``.pt`` weights; ``.onnx`` too, through its AutoBackend)."""
 
     backend = "ultralytics"
 
-    def __init__(self, weights: str | Path, device: str = "cpu", imgsz: int | None = None, threads: int | None = None):
+    def __init__(
+        self, weights: str | Path, device: str = "cpu", imgsz: int | None = None, threads: int | None = None
+    ):
         import torch
         from ultralytics import YOLO
 
@@ -43,14 +45,21 @@ class UltralyticsPredictor(Predictor):
         self.device = device
         args = getattr(self.model, "overrides", {}) or {}
         train_args = getattr(getattr(self.model, "model", None), "args", {}) or {}
-        self.imgsz = int(imgsz or args.get("imgsz") or (train_args.get("imgsz") if isinstance(train_args, dict) else None) or 640)
+        self.imgsz = int(
+            imgsz
+            or args.get("imgsz")
+            or (train_args.get("imgsz") if isinstance(train_args, dict) else None)
+            or 640
+        )
         names = self.model.names
         self.names = [names[i] for i in range(len(names))] if isinstance(names, dict) else list(names)
 
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
         return self.predict_batch([image], conf, iou)[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7) -> list[Detections]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7
+    ) -> list[Detections]:
         # Ultralytics reads numpy arrays as BGR (OpenCV order); ours are RGB.
         bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]
         results = self.model.predict(

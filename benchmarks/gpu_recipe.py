@@ -1,0 +1,193 @@
+"""Run several training configurations side by side on one GPU and tabulate time-to-accuracy.
+
+Every job trains from a model YAML (no pretrained weights) on a private copy of the data set, so nothing is
+written next to the source data. Jobs run concurrently as separate processes sharing the GPU and the CPU
+cores; each job's wall time, images/s and final validation of best.pt are recorded.
+
+Usage (GPU machine, after ``source .gpu/env.sh``)::
+
+    python benchmarks/gpu_recipe.py benchmarks/gpu_jobs.yaml --data $XRAY_DATA/opixray/data.yaml --out $OUT
+
+CPU smoke test of the exact same code path (tiny settings)::
+
+    python benchmarks/gpu_recipe.py benchmarks/gpu_jobs.yaml --data ../shared/data/opixray/data.yaml \
+        --out /tmp/gpu-smoke --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+os.environ.setdefault("YOLO_OFFLINE", "true")
+
+
+def copy_dataset(src_yaml: Path, dest: Path, limit: int | None = None) -> Path:
+    """Copy a YOLO data set (images + labels of train/val) to ``dest``; return the new data.yaml."""
+    spec = yaml.safe_load(src_yaml.read_text())
+    base = src_yaml.parent
+    for split in ("train", "val"):
+        img_dir = base / spec[split]
+        lbl_dir = base / str(spec[split]).replace("images", "labels", 1)
+        images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        if limit:
+            images = images[: limit if split == "train" else max(limit // 2, 4)]
+        (dest / "images" / split).mkdir(parents=True, exist_ok=True)
+        (dest / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for image in images:
+            shutil.copy2(image, dest / "images" / split / image.name)
+            label = lbl_dir / f"{image.stem}.txt"
+            if label.exists():
+                shutil.copy2(label, dest / "labels" / split / label.name)
+    out = {"path": str(dest), "train": "images/train", "val": "images/val", "names": spec["names"]}
+    (dest / "data.yaml").write_text(yaml.safe_dump(out, sort_keys=False))
+    return dest / "data.yaml"
+
+
+def n_images(data_yaml: Path, split: str) -> int:
+    spec = yaml.safe_load(data_yaml.read_text())
+    return sum(1 for p in (Path(spec["path"]) / spec[split]).iterdir() if p.suffix.lower() in {".jpg", ".png"})
+
+
+def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
+    """Train one job in this process (called in a child process per job)."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.engine import trainer as trainer_mod
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({"mlflow": False, "tensorboard": False, "wandb": False})
+    # Offline, Ultralytics' AMP self-test would try to download a checkpoint; AMP is sound on Hopper.
+    trainer_mod.check_amp = lambda model: torch.cuda.is_available()
+    args: dict[str, Any] = dict(job.get("args", {}))
+    args.update(
+        data=str(data), device=device, project=str(out), name=job["name"], exist_ok=True, plots=False,
+        verbose=False, seed=int(job.get("seed", 0)), deterministic=False, val=True,
+    )
+    started = time.time()
+    model = YOLO(job["model"])
+    model.train(**args)
+    wall = time.time() - started
+    run_dir = out / job["name"]
+    best = run_dir / "weights" / "best.pt"
+    metrics = YOLO(str(best)).val(
+        data=str(data), imgsz=args.get("imgsz", 640), batch=32, device=device, plots=False, verbose=False,
+        project=str(out / "val"), name=job["name"], exist_ok=True,
+    )
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    epochs = len(rows)
+    train_time = float(rows[-1]["time"]) if rows else wall
+    summary = {
+        "name": job["name"], "model": job["model"], "args": job.get("args", {}), "epochs": epochs,
+        "wall_s": round(wall, 1), "train_s": round(train_time, 1),
+        "images_per_s": round(epochs * n_images(data, "train") / train_time, 1) if train_time else None,
+        "map50": round(float(metrics.box.map50), 4), "map50_95": round(float(metrics.box.map), 4),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "curve": [
+            {"epoch": int(float(r["epoch"])), "time": float(r["time"]),
+             "map50": float(r["metrics/mAP50(B)"]), "map50_95": float(r["metrics/mAP50-95(B)"])}
+            for r in rows
+        ],
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def at_time(curve: list[dict[str, float]], t: float) -> float | None:
+    """Val mAP50 of the last epoch finished by wall time ``t`` (None if none had)."""
+    done = [p["map50"] for p in curve if p["time"] <= t]
+    return done[-1] if done else None
+
+
+def table(summaries: list[dict[str, Any]]) -> str:
+    lines = [
+        "| job | model | epochs | train s | images/s | val mAP50 | val mAP50-95 | device |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s['name']} | {s['model']} | {s['epochs']} | {s['train_s']} | {s['images_per_s']} | "
+            f"{s['map50']:.3f} | {s['map50_95']:.3f} | {s['device']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("jobs", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run of the same code path")
+    parser.add_argument("--only", nargs="*", help="run only these job names")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    spec = yaml.safe_load(ns.jobs.read_text())
+    jobs = [j for j in spec["jobs"] if not ns.only or j["name"] in ns.only]
+    device = ns.device or ("0" if not ns.smoke else "cpu")
+    if ns.one:
+        job = next(j for j in jobs if j["name"] == ns.one)
+        if ns.smoke:
+            job = {**job, "args": {**job.get("args", {}), **spec.get("smoke", {})}}
+        run_one(job, ns.prepared, ns.out, device)
+        return
+    ns.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="xraydet-gpu-"))
+    data = copy_dataset(ns.data, work / "data", limit=32 if ns.smoke else None)
+    print(f"data copied to {data}", flush=True)
+    procs = {}
+    for job in jobs:
+        (work / "runs").mkdir(parents=True, exist_ok=True)
+        log = (work / "runs" / f"{job['name']}.log").open("w")
+        cmd = [sys.executable, __file__, str(ns.jobs), "--data", str(ns.data), "--out", str(work / "runs"),
+               "--device", device, "--one", job["name"], "--prepared", str(data)]
+        if ns.smoke:
+            cmd.append("--smoke")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs[job["name"]] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        print(f"started {job['name']}", flush=True)
+    for name, proc in procs.items():
+        rc = proc.wait()
+        print(f"{name} exited {rc}", flush=True)
+    summaries = []
+    for job in jobs:
+        path = work / "runs" / job["name"] / "summary.json"
+        if path.exists():
+            summaries.append(json.loads(path.read_text()))
+    report = {"jobs": summaries}
+    pairs = spec.get("compare_equal_time", [])
+    for a, b in pairs:
+        sa = next((s for s in summaries if s["name"] == a), None)
+        sb = next((s for s in summaries if s["name"] == b), None)
+        if sa and sb:
+            t = min(sa["curve"][-1]["time"], sb["curve"][-1]["time"])
+            report.setdefault("equal_time", []).append(
+                {"a": a, "b": b, "t_s": t, "map50_a": at_time(sa["curve"], t), "map50_b": at_time(sb["curve"], t)}
+            )
+    (ns.out / "summary.json").write_text(json.dumps(report, indent=2))
+    (ns.out / "table.md").write_text(table(summaries) + "\n")
+    print(table(summaries))
+    print(json.dumps(report.get("equal_time", []), indent=2))
+    best = max(summaries, key=lambda s: s["map50_95"], default=None)
+    if best:
+        weights = work / "runs" / best["name"] / "weights" / "best.pt"
+        # Result files come back at most 16 MB each: split larger weights (cat best.pt.part* > best.pt).
+        subprocess.run(["split", "-b", "15M", "-d", str(weights), str(ns.out / "best.pt.part")], check=True)
+        print(f"best: {best['name']} mAP50 {best['map50']} mAP50-95 {best['map50_95']}")
+    logs = ns.out / "logs.tar.gz"
+    subprocess.run(["tar", "czf", str(logs), "--exclude=*.pt", "--exclude=*.cache", "-C", str(work / "runs"), "."], check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""``xraydet data synth | convert | doctor``: a thin CLI over :mod:`xraydet.data.synth`, ``convert`` and
+``doctor`` (the logic lives there; this module only parses options and prints)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def _progress(label: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; the callback takes ``(done, total)``."""
+    with Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(done: int, total_: int) -> None:
+            bar.update(task, completed=done, total=total_)
+
+        yield update
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+# ------------------------------------------------------------------------------------------------ synth
+def synth_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (must not exist unless --overwrite)."),
+    n_train: int = typer.Option(200, "--n-train", help="Train images."),
+    n_val: int = typer.Option(50, "--n-val", help="Val images."),
+    imgsz: int = typer.Option(320, "--imgsz", help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    threat_free_fraction: float = typer.Option(
+        0.2, "--threat-free-fraction", help="Share of bags without threats."
+    ),
+    max_threats: int = typer.Option(2, "--max-threats", help="Threats per threat bag: 1..N."),
+    bottle_probability: float = typer.Option(
+        0.4, "--bottle-probability", help="Chance of a (labelled) bottle."
+    ),
+    clutter: float = typer.Option(1.0, "--clutter", help="Amount of clutter (0 = objects on a blank belt)."),
+    image_format: str = typer.Option("jpg", "--format", help="jpg or png."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Generate a synthetic dual-energy X-ray baggage data set with pixel-exact YOLO labels."""
+    from pydantic import ValidationError
+
+    from xraydet.data.synth import NAMES, THREATS, SynthConfig, generate
+    from xraydet.errors import ConfigError
+
+    try:
+        cfg = SynthConfig(
+            n_train=n_train,
+            n_val=n_val,
+            imgsz=imgsz,
+            seed=seed,
+            threat_free_fraction=threat_free_fraction,
+            max_threats=max_threats,
+            bottle_probability=bottle_probability,
+            clutter=clutter,
+            image_format=image_format,  # type: ignore[arg-type]
+        )
+    except ValidationError as err:
+        problems = "; ".join(
+            f"--{'-'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"invalid synth options ({problems})") from err
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    total = cfg.n_train + cfg.n_val
+    with _progress("rendering bags", total) as update:
+        done = [0]
+
+        def step(n: int) -> None:
+            done[0] += n
+            update(done[0], total)
+
+        data_yaml = generate(cfg, out, overwrite=overwrite, progress=step)
+    console.print(
+        f"wrote {cfg.n_train} train + {cfg.n_val} val scans ({cfg.imgsz} px) to [bold]{escape(str(out))}"
+    )
+    console.print(
+        f"classes: {', '.join(f'{i} {n}' for i, n in enumerate(NAMES))}; threats: {', '.join(THREATS)}"
+    )
+    console.print(f"data.yaml: {escape(str(data_yaml))}")
+
+
+# ---------------------------------------------------------------------------------------------- convert
+def convert_cmd(
+    src: Path = typer.Argument(
+        ..., help="Annotation file, or a folder of them (splits from train/valid/test)."
+    ),
+    from_fmt: str = typer.Option(..., "--from", help="Source format: coco, voc or loctoken."),
+    to_fmt: str = typer.Option("yolo", "--to", help="Target format (yolo)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output YOLO data set folder."),
+    classes: str | None = typer.Option(None, "--classes", help="Explicit class order, comma-separated."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Folder with the images, if not beside the labels."
+    ),
+    bins: int = typer.Option(1024, "--bins", help="Loc-token bins per image side (PaliGemma: 1024)."),
+    split: str | None = typer.Option(None, "--split", help="Put everything into this split."),
+    threats: str | None = typer.Option(
+        None, "--threats", help="Classes to list as threats, comma-separated."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Convert COCO / Pascal VOC / loc-token JSONL annotations to YOLO; the class order is printed."""
+    from xraydet.data.convert import SOURCE_FORMATS, convert
+    from xraydet.errors import ConfigError
+
+    if to_fmt != "yolo":
+        raise ConfigError(f"--to {to_fmt}: only 'yolo' is supported")
+    if from_fmt not in SOURCE_FORMATS:
+        raise ConfigError(f"--from {from_fmt}: choose from {', '.join(SOURCE_FORMATS)}")
+    if bins < 2:
+        raise ConfigError("--bins must be at least 2")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    with _progress("converting") as update:
+        result = convert(
+            src,
+            from_fmt,
+            out,
+            classes=_split_list(classes),
+            images=images,
+            bins=bins,
+            split=split,
+            threats=_split_list(threats),
+            overwrite=overwrite,
+            progress=update,
+        )
+    table = Table(title="Class order written to data.yaml", title_justify="left")
+    table.add_column("YOLO id", justify="right")
+    table.add_column("class")
+    table.add_column("from")
+    for i, (name, line) in enumerate(zip(result.names, result.mapping, strict=True)):
+        table.add_row(str(i), escape(name), escape(line))
+    console.print(table)
+    for note in result.notes[:20]:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    if len(result.notes) > 20:
+        console.print(f"[yellow]note:[/] ... {len(result.notes) - 20} more in conversion.json")
+    for name, s in result.splits.items():
+        console.print(f"{name}: {s.images} images, {s.boxes} boxes")
+    console.print(f"data.yaml: {escape(str(result.data_yaml))}")
+
+
+# ----------------------------------------------------------------------------------------------- doctor
+def doctor_cmd(
+    dataset: Path = typer.Argument(..., help="data.yaml or a folder with one."),
+    split: str | None = typer.Option(None, "--split", help="Split to check (default: val, else train)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for doctor.json, scores.png, contact sheets."
+    ),
+    max_images: int = typer.Option(300, "--max-images", help="Labelled images sampled for the scores."),
+    seed: int = typer.Option(0, "--seed"),
+    probe: bool = typer.Option(
+        False, "--probe", help="Also run the quick overfit probe (trains on a temp copy)."
+    ),
+    probe_images: int = typer.Option(24, "--probe-images", help="Images the probe trains on."),
+    probe_epochs: int = typer.Option(40, "--probe-epochs", help="Probe epochs (from scratch, CPU)."),
+    probe_imgsz: int = typer.Option(160, "--probe-imgsz"),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
+) -> None:
+    """Do the boxes sit on objects? Scores the labels against transposed/shifted/rescaled copies.
+
+    Exits 1 when the labels are flagged (or the probe's train-set mAP does not climb).
+    """
+    from xraydet.data.doctor import doctor
+
+    with _progress("scoring labels") as update:
+        report = doctor(
+            dataset,
+            split,
+            out_dir=out,
+            max_images=max_images,
+            seed=seed,
+            probe=probe,
+            probe_images=probe_images,
+            probe_epochs=probe_epochs,
+            probe_imgsz=probe_imgsz,
+            progress=update,
+        )
+    if json_out:
+        console.print_json(json.dumps(report.model_dump(mode="json")))
+    else:
+        table = Table(
+            title=f"Label-content scores ({report.n_images} images, {report.n_boxes} boxes, "
+            f"split {report.split})",
+            title_justify="left",
+        )
+        for col in ("labels", "judged on", "contrast", "fit", "given wins", "verdict"):
+            table.add_column(col, justify="left" if col in ("labels", "judged on", "verdict") else "right")
+        table.add_row("given", "", f"{report.given_contrast:.3f}", f"{report.given_fit:.3f}", "", "")
+        for p in report.perturbations:
+            table.add_row(
+                p.name,
+                "contrast" if p.family == "position" else "fit",
+                f"{p.contrast:.3f}",
+                f"{p.fit:.3f}",
+                f"{p.win_rate:.0%}",
+                "[red]scores as high: FLAG" if p.flagged else "[green]lower: ok",
+            )
+        console.print(table)
+        if report.probe is not None:
+            colour = "green" if report.probe.climbed else "red"
+            console.print(f"probe: [{colour}]{escape(report.probe.verdict)}[/]")
+        if out is not None:
+            console.print(f"report, plot and contact sheets in [bold]{escape(str(out))}")
+    if report.verdict == "no-labels":
+        err_console.print("[yellow]no labelled images in this split: nothing to score")
+    elif report.verdict == "flagged":
+        err_console.print(f"[bold red]flagged:[/] labels look {' / '.join(report.faults)}")
+    else:
+        err_console.print("[bold green]pass:[/] the given boxes score higher than every perturbation")
+    if report.flagged:
+        raise typer.Exit(1)
+
+
+def register(data_app: typer.Typer) -> None:
+    """Add ``synth``, ``convert`` and ``doctor`` to the ``xraydet data`` group."""
+    data_app.command("synth")(synth_cmd)
+    data_app.command("convert")(convert_cmd)
+    data_app.command("doctor")(doctor_cmd)

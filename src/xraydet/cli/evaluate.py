@@ -1,0 +1,222 @@
+"""``xraydet eval`` (and ``eval compare``), ``xraydet gate`` and ``xraydet review``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from typer.core import TyperGroup
+
+console = Console()
+
+
+class _DefaultRunGroup(TyperGroup):
+    """Routes ``eval MODEL DATASET ...`` to ``run``; ``eval compare ...`` stays a subcommand."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_DefaultRunGroup,
+    no_args_is_help=True,
+    help="Evaluate a model as a screening checkpoint: `xraydet eval MODEL DATASET (options)` "
+    "(same as `eval run`), or `xraydet eval compare MODEL1 MODEL2 ... --dataset D`.",
+)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1%}"
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+@eval_app.command("run")
+def eval_run(
+    model: str = typer.Argument(
+        ...,
+        help="A .pt or .onnx file, a registry reference (name, name@champion, "
+        "name/3) or an http(s):// URL of an xraydet API.",
+    ),
+    dataset: Path = typer.Argument(..., help="data.yaml, or a folder holding one."),
+    split: str = typer.Option("val", help="Split to evaluate."),
+    negatives: list[Path] = typer.Option([], "--negatives", help="Folder of threat-free bags (repeatable)."),
+    conf: float = typer.Option(0.25, help="Operating threshold of the screening metrics (mAP uses 0.001)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Report folder [default: eval_reports/<model>-<split>]."
+    ),
+    max_images: int | None = typer.Option(
+        None, "--max-images", min=1, help="Seeded sample of at most N images."
+    ),
+    backend: str = typer.Option("auto", help="auto | onnx | ultralytics."),
+    imgsz: int | None = typer.Option(None, help="Inference size [default: the model's]."),
+    device: str = typer.Option("cpu", help="Device for the Ultralytics backend."),
+    target_detection: float = typer.Option(
+        0.95, "--target-detection", help="Detection rate the sweep must reach."
+    ),
+    seed: int = typer.Option(0, help="Seed of the image sample and the plots."),
+) -> None:
+    """Evaluate MODEL on DATASET and write a report folder (report.json, report.md, predictions, plots)."""
+    from xraydet.evaluation.runner import evaluate
+
+    out = out or Path("eval_reports") / f"{Path(model).stem or 'model'}-{split}"
+    with _progress() as bar:
+        task = bar.add_task("predicting", total=None)
+        report = evaluate(
+            model,
+            dataset,
+            split=split,
+            negatives=negatives,
+            conf=conf,
+            out_dir=out,
+            max_images=max_images,
+            seed=seed,
+            backend=backend,
+            imgsz=imgsz,
+            device=device,
+            target_detection=target_detection,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    b, s, lat = report.box, report.screening, report.latency
+    table = Table(
+        title=f"{Path(report.model).name}: {report.n_images} + {report.n_negative_images} threat-free images"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in [
+        ("mAP50 / mAP50-95", f"{b.map50:.3f} / {b.map50_95:.3f}"),
+        (f"precision / recall @ {report.conf}", f"{b.precision:.3f} / {b.recall:.3f}"),
+        ("threat detection rate", f"{_pct(s.threat_detection_rate)} ({s.threats_found}/{s.n_threat_bags})"),
+        ("any threat box in the bag", _pct(s.threat_detection_rate_any)),
+        ("false-alarm rate", f"{_pct(s.false_alarm_rate)} ({s.false_alarms}/{s.n_threat_free_bags})"),
+        (s.accuracy_label, _pct(s.accuracy)),
+        ("avg detections per image", f"{s.avg_detections:.2f}"),
+        (
+            f"threshold for {report.sweep.target_detection:.0%} detection",
+            "none"
+            if report.sweep.recommended_threshold is None
+            else f"{report.sweep.recommended_threshold:.2f}",
+        ),
+        (
+            "latency p50 / p95",
+            f"{lat.p50_ms or 0:.1f} / {lat.p95_ms or 0:.1f} ms ({lat.backend}, {lat.device})",
+        ),
+    ]:
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"report: {out}/report.md")
+
+
+@eval_app.command("compare")
+def eval_compare(
+    models: list[str] = typer.Argument(..., help="Model files, registry references or http(s):// API URLs."),
+    dataset: Path = typer.Option(..., "--dataset", help="data.yaml, or a folder holding one."),
+    n: int = typer.Option(50, "--n", min=1, help="Number of sampled images (the same for every model)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    split: str = typer.Option("val", help="Split to sample from."),
+    conf: float = typer.Option(0.25, help="Operating threshold."),
+    negatives: list[Path] = typer.Option([], "--negatives", help="Folder of threat-free bags (repeatable)."),
+    out: Path = typer.Option(Path("eval_reports/comparison"), "--out", help="Output folder."),
+    backend: str = typer.Option("auto", help="auto | onnx | ultralytics (for model files)."),
+    imgsz: int | None = typer.Option(None, help="Inference size [default: each model's]."),
+) -> None:
+    """Run several models on the same N sampled images and write comparison.md / comparison.json."""
+    from xraydet.evaluation.compare import compare_models, render_comparison
+
+    cmp = compare_models(
+        models,
+        dataset,
+        n=n,
+        seed=seed,
+        split=split,
+        conf=conf,
+        negatives=negatives,
+        out_dir=out,
+        backend=backend,
+        imgsz=imgsz,
+    )
+    console.print(render_comparison(cmp))
+    console.print(f"comparison: {out}/comparison.md")
+
+
+def _fmt(name: str, value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    if "ms" in name:
+        return f"{value:.1f}"
+    if "reviewed" in name:
+        return f"{value:.0f}"
+    return f"{value:.3f}"
+
+
+def gate(
+    report_dir: Path = typer.Argument(..., help="Report folder written by `xraydet eval`."),
+    policy: Path | None = typer.Option(None, "--policy", help="Policy YAML [default: the seed's policy]."),
+    review_dir: Path | None = typer.Option(
+        None, "--review-dir", help="Review folder [default: REPORT_DIR/review]."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
+) -> None:
+    """Check a report against the production readiness policy; exit 0 only when every criterion passes."""
+    from xraydet.evaluation.gate import check_gate, load_policy
+    from xraydet.io import atomic_write_json
+
+    result = check_gate(report_dir, load_policy(policy) if policy else None, review_dir)
+    if report_dir.is_dir():
+        atomic_write_json(report_dir / "gate.json", result.model_dump(mode="json"))
+    if as_json:
+        typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    else:
+        # one line per criterion: in a pipe or log (no terminal) use a wide console rather than wrap rows
+        out = Console()
+        out = out if out.is_terminal else Console(width=160)
+        table = Table(title=f"Production readiness gate: {report_dir}")
+        for col in ("result", "criterion", "measured", "limit"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("detail")
+        for c in result.criteria:
+            verdict = "[yellow]SKIP[/]" if c.skipped else "[green]PASS[/]" if c.passed else "[red]FAIL[/]"
+            limit = "off" if c.limit is None else f"{c.op} {_fmt(c.name, c.limit)}"
+            table.add_row(verdict, c.name, _fmt(c.name, c.value), limit, c.detail)
+        out.print(table)
+        out.print("[bold green]GATE PASSED[/]" if result.passed else "[bold red]GATE FAILED[/]")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def review(
+    report_dir: Path = typer.Argument(..., help="Report folder written by `xraydet eval`."),
+    n: int = typer.Option(100, "--n", min=1, help="Number of random predictions to review."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8765, help="Port to listen on."),
+) -> None:
+    """Serve a page to review N random predictions (keys c / w / m, arrows); verdicts feed `xraydet gate`."""
+    from xraydet.evaluation.review.server import serve
+
+    console.print(
+        f"review {n} predictions of {report_dir} at http://{host}:{port}/ (Ctrl+C to stop; "
+        "every verdict is saved as it is made)"
+    )
+    serve(report_dir, n=n, seed=seed, host=host, port=port)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")
+    app.command("gate")(gate)
+    app.command("review")(review)

@@ -1,0 +1,248 @@
+"""Convert COCO, Pascal VOC and loc-token JSONL annotations to a YOLO data set.
+
+The class order is decided in one place (:func:`resolve_classes`), written explicitly into ``data.yaml`` and
+``conversion.json``, and returned for printing: ``--classes`` fixes it; otherwise COCO keeps its categories in
+id order and the name-only formats sort names alphabetically. A label that is not in the class list is an
+error naming the file and line/record, never a silent re-index.
+
+Example:
+    >>> result = convert(Path("export/"), "coco", Path("yolo/"))  # doctest: +SKIP
+    >>> result.names  # doctest: +SKIP
+    ['knife', 'gun']
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+from pydantic import BaseModel
+
+from xraydet.data.dataset import write_data_yaml
+from xraydet.data.formats import AnnotationSet, FormatError, Record, coco, loctoken, voc
+from xraydet.data.formats.yolo import format_lines
+from xraydet.io import atomic_directory, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SOURCE_FORMATS = ("coco", "voc", "loctoken")
+_SUFFIX = {"coco": ".json", "voc": ".xml", "loctoken": ".jsonl"}
+_SPLIT_WORD = re.compile(r"(?:^|[^a-z])(train|training|valid|validation|val|test)(?:[^a-z]|$)")
+_SPLIT_ALIAS = {"training": "train", "valid": "val", "validation": "val"}
+
+
+class SplitSummary(BaseModel):
+    images: int
+    boxes: int
+    sources: list[str]
+
+
+class ConvertResult(BaseModel):
+    """What a conversion wrote: the class order, how source classes were mapped, counts and notes."""
+
+    out: Path
+    data_yaml: Path
+    source_format: str
+    names: list[str]
+    mapping: list[str]
+    splits: dict[str, SplitSummary]
+    notes: list[str]
+
+
+def infer_split(path: Path, root: Path, default: str) -> str:
+    """The split a file belongs to, from the words in its path below ``root`` (``valid`` -> ``val``)."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = (path.name,)
+    for part in reversed(parts):
+        match = _SPLIT_WORD.search(part.lower())
+        if match:
+            return _SPLIT_ALIAS.get(match.group(1), match.group(1))
+    return default
+
+
+def discover(src: Path, fmt: str, split: str | None = None) -> dict[str, list[Path]]:
+    """Annotation files of ``src`` grouped by split (a file, or a folder searched recursively)."""
+    if fmt not in SOURCE_FORMATS:
+        raise FormatError(f"unknown format '{fmt}' (choose from {', '.join(SOURCE_FORMATS)})")
+    src = Path(src)
+    if not src.exists():
+        raise FormatError("no such file or folder", src)
+    files = [src] if src.is_file() else sorted(p for p in src.rglob(f"*{_SUFFIX[fmt]}") if p.is_file())
+    if not files:
+        raise FormatError(f"no {_SUFFIX[fmt]} annotation files found for format '{fmt}'", src)
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        name = split or infer_split(f, src if src.is_dir() else src.parent, "train")
+        groups.setdefault(name, []).append(f)
+    return groups
+
+
+def read_file(path: Path, fmt: str, bins: int = loctoken.DEFAULT_BINS) -> AnnotationSet:
+    if fmt == "coco":
+        return coco.read(path)
+    if fmt == "voc":
+        return voc.read(path)
+    return loctoken.read(path, bins)
+
+
+def resolve_classes(
+    sets: list[tuple[Path, AnnotationSet]], classes: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """Decide the YOLO class order and describe the mapping; unknown labels raise naming their record."""
+    declared = {tuple(s.declared_names) for _, s in sets if s.declared_names is not None}
+    if len(declared) > 1:
+        listing = "; ".join(f"{p}: {s.declared_names}" for p, s in sets)
+        raise FormatError(f"annotation files declare different class lists ({listing}); pass --classes")
+    if classes is not None:
+        names = [c.strip() for c in classes if c.strip()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise FormatError(f"--classes lists {dupes} more than once")
+    elif declared:
+        names = list(next(iter(declared)))
+    else:
+        names = sorted({label for _, s in sets for r in s.records for label in r.labels})
+    known = set(names)
+    for _, s in sets:
+        for rec in s.records:
+            for label in rec.labels:
+                if label not in known:
+                    hint = [n for n in names if n.lower() == label.lower()]
+                    extra = f" (did you mean '{hint[0]}'? names are case-sensitive)" if hint else ""
+                    raise FormatError(f"{rec.where}: class '{label}' is not in the class list {names}{extra}")
+    source_ids: dict[str, int] = {}
+    for _, s in sets:
+        source_ids.update(s.source_ids or {})
+    mapping = [
+        (f"COCO category {source_ids[n]} '{n}' -> class {i}" if n in source_ids else f"'{n}' -> class {i}")
+        for i, n in enumerate(names)
+    ]
+    return names, mapping
+
+
+def _find_image(rec: Record, annotation: Path, images: Path | None) -> Path:
+    ref = Path(rec.file_name)
+    if ref.is_absolute() and ref.is_file():
+        return ref
+    bases = [images] if images is not None else []
+    bases += [annotation.parent, annotation.parent.parent / "JPEGImages", annotation.parent.parent / "images"]
+    for base in bases:
+        for candidate in (base / ref, base / ref.name):
+            if candidate.is_file():
+                return candidate
+    searched = ", ".join(str(b) for b in bases)
+    raise FormatError(
+        f"{rec.where}: image '{rec.file_name}' not found (looked in {searched}; pass --images DIR)"
+    )
+
+
+def _image_size(rec: Record, path: Path | None) -> tuple[int, int]:
+    import io
+
+    try:
+        with Image.open(io.BytesIO(rec.image_bytes) if rec.image_bytes is not None else path) as im:  # type: ignore[arg-type]
+            return im.size
+    except OSError as err:
+        raise FormatError(f"{rec.where}: cannot open image '{rec.file_name}': {err}") from err
+
+
+def convert(
+    src: Path,
+    fmt: str,
+    out: Path,
+    *,
+    classes: list[str] | None = None,
+    images: Path | None = None,
+    bins: int = loctoken.DEFAULT_BINS,
+    split: str | None = None,
+    threats: list[str] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ConvertResult:
+    """Convert annotations in ``fmt`` under ``src`` into a YOLO data set at ``out`` (atomically).
+
+    Args:
+        src: An annotation file or a folder of them (split inferred from path words: train/valid/val/test).
+        fmt: ``coco``, ``voc`` or ``loctoken``.
+        out: Output folder (``images/<split>``, ``labels/<split>``, ``data.yaml``, ``conversion.json``).
+        classes: Explicit class order; labels outside it raise.
+        images: Folder holding the images when they are not beside the annotations.
+        bins: Loc-token bins per image side (1024 for PaliGemma).
+        split: Put everything into this split instead of inferring it.
+        threats: Class names to list as ``threats:`` in data.yaml.
+        progress: Called with ``(done, total)`` images.
+    """
+    groups = discover(Path(src), fmt, split)
+    sets = [(f, read_file(f, fmt, bins)) for files in groups.values() for f in files]
+    names, mapping = resolve_classes(sets, classes)
+    missing_threats = [t for t in threats or [] if t not in names]
+    if missing_threats:
+        raise FormatError(f"--threats names {missing_threats}, which are not classes ({names})")
+    notes = [n for _, s in sets for n in s.notes]
+    total = sum(len(s.records) for _, s in sets)
+    done = 0
+    summaries: dict[str, SplitSummary] = {}
+    with atomic_directory(Path(out), overwrite=overwrite) as tmp:
+        for split_name, files in groups.items():
+            (tmp / "images" / split_name).mkdir(parents=True, exist_ok=True)
+            (tmp / "labels" / split_name).mkdir(parents=True, exist_ok=True)
+            taken: dict[str, str] = {}
+            n_images = n_boxes = 0
+            for f, s in sets:
+                if f not in files:
+                    continue
+                for rec in s.records:
+                    path = None if rec.image_bytes is not None else _find_image(rec, f, images)
+                    width, height = _image_size(rec, path)
+                    if rec.width is not None and (rec.width, rec.height) != (width, height):
+                        raise FormatError(
+                            f"{rec.where}: annotations are for a {rec.width}x{rec.height} image but "
+                            f"'{rec.file_name}' is {width}x{height}"
+                        )
+                    rec.set_size(width, height)
+                    notes.extend(rec.notes)
+                    dest_name = Path(rec.file_name).name
+                    stem = Path(dest_name).stem
+                    if stem in taken:
+                        raise FormatError(
+                            f"{rec.where}: image name '{dest_name}' clashes with {taken[stem]} "
+                            "(same file stem in one split)"
+                        )
+                    taken[stem] = rec.where
+                    dest = tmp / "images" / split_name / dest_name
+                    if rec.image_bytes is not None:
+                        dest.write_bytes(rec.image_bytes)
+                    else:
+                        shutil.copyfile(path, dest)  # type: ignore[arg-type]
+                    label_text = format_lines(rec.detections(names), width, height)
+                    (tmp / "labels" / split_name / f"{Path(dest_name).stem}.txt").write_text(
+                        label_text, encoding="utf-8"
+                    )
+                    n_images += 1
+                    n_boxes += len(rec.boxes)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            summaries[split_name] = SplitSummary(
+                images=n_images, boxes=n_boxes, sources=[str(f) for f in files]
+            )
+        write_data_yaml(tmp, names, {s: f"images/{s}" for s in groups}, threats)
+        result = ConvertResult(
+            out=Path(out),
+            data_yaml=Path(out) / "data.yaml",
+            source_format=fmt,
+            names=names,
+            mapping=mapping,
+            splits=summaries,
+            notes=notes,
+        )
+        atomic_write_json(tmp / "conversion.json", result.model_dump(mode="json"))
+    for line in mapping:
+        log.debug("class mapping: %s", line)
+    return result

@@ -1,0 +1,447 @@
+"""``xraydet data merge``: several YOLO data sets into one, with one class list and every label id remapped.
+
+Class names are fixed first (``--rename old=new``, a map file), then united by name: the first source's
+classes keep their order, new names follow in order of appearance (optionally matching names
+case-insensitively; the first spelling wins). Two classes of one source renamed to the same name merge into
+one class on purpose. Every label line is rewritten with its new id (coordinates are kept byte for byte),
+the sources' ``threats:`` lists are united, ``valid``/``validation`` splits go to ``val``, and an image whose
+stem is already taken in its output split is renamed ``<source>__<name>`` (labels go by stem, so ``a.jpg``
+and ``a.png`` collide too). The output is built in a temp folder and renamed into place only when complete.
+
+Map file (YAML)::
+
+    rename:            # applied to every source
+      Knife: knife
+    sources:           # applied to one source (keys: the source names printed by merge)
+      opixray:
+        Scissor: scissors
+
+A flat mapping ``{old: new}`` is read as ``rename:``. Renames from ``--rename`` apply after the map file's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel
+
+from xraydet.data.dataset import (
+    Dataset,
+    DatasetError,
+    label_path_for,
+    load_dataset,
+    parse_label_line,
+    write_data_yaml,
+)
+from xraydet.data.split import place_file, unique_name
+from xraydet.data.stats import DatasetStats, StatsBuilder
+from xraydet.errors import ConfigError, XrayDetError
+from xraydet.io import atomic_directory, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
+SPLIT_ORDER = ("train", "val", "test")
+
+
+class SourceSummary(BaseModel):
+    """One source as merged: its classes, where each went, and its counts."""
+
+    name: str
+    path: str
+    names: list[str]
+    class_map: dict[str, str]
+    id_map: list[int]
+    split_map: dict[str, str]
+    renamed_files: int
+    stats: DatasetStats
+
+
+class MergeResult(BaseModel):
+    """The merged class list and threats, per-source summaries and the merged counts."""
+
+    out: Path
+    dry_run: bool
+    names: list[str]
+    threats: list[str]
+    sources: list[SourceSummary]
+    stats: DatasetStats
+    renamed_files: int
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def parse_renames(items: Iterable[str]) -> dict[str, str]:
+    """``["old=new", ...]`` to a dict; a malformed item raises naming it.
+
+    Example:
+        >>> parse_renames(["Knife=knife", "Gun = gun"])
+        {'Knife': 'knife', 'Gun': 'gun'}
+    """
+    result: dict[str, str] = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise ConfigError(f"--rename expects OLD=NEW, got {item!r}")
+        result[old.strip()] = new.strip()
+    return result
+
+
+def load_map_file(path: str | Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Read a map file: ``(renames for all sources, {source name: renames})``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read the map file ({err})") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'rename:' and/or 'sources:'")
+    if not {"rename", "sources"} & set(raw):
+        raw = {"rename": raw}
+    extra = set(raw) - {"rename", "sources"}
+    if extra:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(extra)}; use 'rename:' and 'sources:'")
+
+    def as_names(obj: Any, key: str) -> dict[str, str]:
+        if obj is None:
+            return {}
+        if not isinstance(obj, dict) or not all(isinstance(v, str | int) for v in obj.values()):
+            raise ConfigError(f"{path}: '{key}' must map old class names to new names")
+        return {str(k): str(v) for k, v in obj.items()}
+
+    per_source = raw.get("sources") or {}
+    if not isinstance(per_source, dict):
+        raise ConfigError(f"{path}: 'sources' must map source names to renames")
+    return as_names(raw.get("rename"), "rename"), {
+        str(s): as_names(m, f"sources.{s}") for s, m in per_source.items()
+    }
+
+
+def _key(name: str, case_insensitive: bool) -> str:
+    return name.casefold() if case_insensitive else name
+
+
+def rename_classes(
+    names: Sequence[str], renames: dict[str, str], case_insensitive: bool = False
+) -> list[str]:
+    """Apply ``renames`` to ``names`` (matching case-insensitively if asked).
+
+    Example:
+        >>> rename_classes(["Knife", "gun"], {"knife": "blade"}, case_insensitive=True)
+        ['blade', 'gun']
+    """
+    table = {_key(k, case_insensitive): v for k, v in renames.items()}
+    return [table.get(_key(n, case_insensitive), n) for n in names]
+
+
+def unify_names(
+    per_source: Sequence[Sequence[str]], case_insensitive: bool = False
+) -> tuple[list[str], list[list[int]]]:
+    """The merged class list and, per source, the new id of each old id.
+
+    Example:
+        >>> unify_names([["knife", "gun"], ["Gun", "bottle", "knife"]], case_insensitive=True)
+        (['knife', 'gun', 'bottle'], [[0, 1], [1, 2, 0]])
+    """
+    merged: list[str] = []
+    index: dict[str, int] = {}
+    maps: list[list[int]] = []
+    for names in per_source:
+        ids = []
+        for name in names:
+            key = _key(name, case_insensitive)
+            if key not in index:
+                index[key] = len(merged)
+                merged.append(name)
+            ids.append(index[key])
+        maps.append(ids)
+    return merged, maps
+
+
+def unify_threats(
+    per_source: Sequence[Sequence[str]], merged: Sequence[str], case_insensitive: bool = False
+) -> list[str]:
+    """The union of the (renamed) threat lists, spelt as in ``merged``, in order of appearance."""
+    spelling = {_key(n, case_insensitive): n for n in merged}
+    result: list[str] = []
+    for threats in per_source:
+        for t in threats:
+            name = spelling.get(_key(t, case_insensitive))
+            if name is not None and name not in result:
+                result.append(name)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- labels
+
+
+@dataclass
+class RemappedLabels:
+    text: str
+    old_ids: list[int]
+    new_ids: list[int]
+    wh: np.ndarray  # (N, 2) normalised box sizes
+
+
+def remap_label_text(text: str, id_map: Sequence[int], path: Path | str = "") -> RemappedLabels:
+    """Rewrite each line's class id through ``id_map``, keeping the coordinates' text unchanged.
+
+    A line that does not parse or whose id is outside ``id_map`` raises :class:`DatasetError` naming the file
+    and line.
+
+    Example:
+        >>> remap_label_text("1 0.5 0.5 0.1 0.2\\n", [3, 0]).text
+        '0 0.5 0.5 0.1 0.2\\n'
+    """
+    lines: list[str] = []
+    old_ids: list[int] = []
+    wh: list[tuple[float, float]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = parse_label_line(line, path, number)
+        except DatasetError:
+            raise
+        except (ValueError, OverflowError) as err:
+            raise DatasetError(f"not a number in {line.strip()!r}", path, number) from err
+        old = int(row[0])
+        if old >= len(id_map):
+            raise DatasetError(
+                f"class id {old} but the source's names has {len(id_map)} classes; run `xraydet data check`",
+                path,
+                number,
+            )
+        lines.append(" ".join([str(id_map[old]), *line.split()[1:]]))
+        old_ids.append(old)
+        wh.append((float(row[3]), float(row[4])))
+    return RemappedLabels(
+        text="".join(f"{line}\n" for line in lines),
+        old_ids=old_ids,
+        new_ids=[id_map[i] for i in old_ids],
+        wh=np.array(wh, dtype=np.float64).reshape(-1, 2),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _FilePlan:
+    split: str
+    image: Path
+    dest_name: str
+    label_text: str | None  # None: the source image has no label file
+
+
+def source_names(datasets: Sequence[Dataset]) -> list[str]:
+    """A short unique name per source (its folder name), used for collision prefixes and map files.
+
+    Example:
+        >>> from xraydet.data.dataset import Dataset
+        >>> source_names([Dataset(Path("/d/opixray"), [], {}, [], Path("/d/opixray/data.yaml"))] * 2)
+        ['opixray', 'opixray-2']
+    """
+    result: list[str] = []
+    for ds in datasets:
+        base = (ds.yaml_path.parent if ds.yaml_path else ds.root).name or "source"
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", base)
+        name, i = base, 2
+        while name in result:
+            name, i = f"{base}-{i}", i + 1
+        result.append(name)
+    return result
+
+
+def rename_steps(
+    source: str, map_global: dict[str, str], per_source: dict[str, dict[str, str]], cli: dict[str, str]
+) -> list[dict[str, str]]:
+    """The renames applied to one source, in order: its map-file section, the map file's ``rename:``, CLI."""
+    return [per_source.get(source, {}), map_global, cli]
+
+
+def apply_steps(names: Sequence[str], steps: Sequence[dict[str, str]], case_insensitive: bool) -> list[str]:
+    """Apply rename steps one after the other (``pistol -> Gun`` then ``Gun -> firearm`` chains).
+
+    Example:
+        >>> apply_steps(["pistol", "Gun"], [{"pistol": "Gun"}, {"Gun": "firearm"}], False)
+        ['firearm', 'firearm']
+    """
+    result = list(names)
+    for step in steps:
+        result = rename_classes(result, step, case_insensitive)
+    return result
+
+
+def _check_renames_used(
+    datasets: Sequence[Dataset],
+    sources: Sequence[str],
+    map_global: dict[str, str],
+    per_source: dict[str, dict[str, str]],
+    cli: dict[str, str],
+    case_insensitive: bool,
+) -> None:
+    """Refuse renames that match no class (a typo would otherwise silently leave two classes apart)."""
+    unknown_sources = set(per_source) - set(sources)
+    if unknown_sources:
+        raise ConfigError(
+            f"map file names unknown source(s) {sorted(unknown_sources)}; sources are {list(sources)}"
+        )
+    used: list[set[str]] = [set(), set(), set()]
+    for ds, src in zip(datasets, sources, strict=True):
+        names = list(ds.names)
+        for i, step in enumerate(rename_steps(src, map_global, per_source, cli)):
+            present = {_key(n, case_insensitive) for n in names}
+            used[i] |= {old for old in step if _key(old, case_insensitive) in present}
+            names = rename_classes(names, step, case_insensitive)
+    unused = [f"{src}:{old}" for src, table in per_source.items() for old in table if old not in used[0]]
+    unused += [old for old in map_global if old not in used[1]] + [old for old in cli if old not in used[2]]
+    if unused:
+        known = sorted({n for ds in datasets for n in ds.names})
+        raise ConfigError(f"rename of unknown class(es) {unused}; the sources' classes are {known}")
+
+
+def merge_datasets(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    *,
+    renames: dict[str, str] | None = None,
+    map_file: str | Path | None = None,
+    case_insensitive: bool = False,
+    dry_run: bool = False,
+    link: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> MergeResult:
+    """Merge YOLO data sets into ``out`` (atomically); return what was (with ``dry_run``: would be) done.
+
+    Args:
+        sources: data.yaml files or folders, in order; the first source's classes come first.
+        out: output folder; it must not exist unless ``overwrite``.
+        renames: ``{old: new}`` applied to every source before the union (after ``map_file``'s renames).
+        map_file: YAML with ``rename:`` and ``sources: {name: {old: new}}``.
+        case_insensitive: ``Knife`` and ``knife`` are one class.
+        dry_run: plan and count, write nothing.
+        link: hard-link (or symlink) images instead of copying them.
+
+    Raises:
+        DatasetError: a source or a label line that cannot be read (nothing is written).
+        ConfigError: a rename of a class no source has, or a bad map file.
+
+    Example:
+        >>> r = merge_datasets(["opixray/data.yaml", "synth/data.yaml"], "merged")  # doctest: +SKIP
+        >>> r.names  # doctest: +SKIP
+        ['Scissor', 'Folding_Knife', ..., 'knife', 'scissors', 'gun', 'bottle']
+    """
+    if not sources:
+        raise ConfigError("merge needs at least one source")
+    out = Path(out)
+    if out.exists() and not overwrite and not dry_run:
+        raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
+    datasets = [load_dataset(s) for s in sources]
+    names_of = source_names(datasets)
+    map_global, per_source = load_map_file(map_file) if map_file else ({}, {})
+    cli = dict(renames or {})
+    _check_renames_used(datasets, names_of, map_global, per_source, cli, case_insensitive)
+    steps = [rename_steps(n, map_global, per_source, cli) for n in names_of]
+    renamed = [apply_steps(ds.names, st, case_insensitive) for ds, st in zip(datasets, steps, strict=True)]
+    merged, id_maps = unify_names(renamed, case_insensitive)
+    renamed_threats = [
+        apply_steps(ds.threats, st, case_insensitive) for ds, st in zip(datasets, steps, strict=True)
+    ]
+    threats = unify_threats(renamed_threats, merged, case_insensitive)
+
+    merged_stats = StatsBuilder(merged)
+    taken: dict[str, set[str]] = {}
+    plans: list[_FilePlan] = []
+    summaries: list[SourceSummary] = []
+    for ds, name, id_map in zip(datasets, names_of, id_maps, strict=True):
+        own_stats = StatsBuilder(ds.names)
+        split_map = {s: SPLIT_ALIASES.get(s.lower(), s) for s in ds.splits}
+        n_renamed = 0
+        for split, target in split_map.items():
+            for image in ds.images(split):
+                label = label_path_for(image)
+                remapped = remap_label_text(_read_text(label), id_map, label) if label.exists() else None
+                dest = unique_name(image, name, taken.setdefault(target, set()))
+                n_renamed += dest != image.name
+                plans.append(_FilePlan(target, image, dest, remapped.text if remapped else None))
+                if remapped:
+                    own_stats.add(split, remapped.old_ids, remapped.wh)
+                    merged_stats.add(target, remapped.new_ids, remapped.wh)
+                else:
+                    own_stats.add(split, [], np.zeros((0, 2)))
+                    merged_stats.add(target, [], np.zeros((0, 2)))
+        summaries.append(
+            SourceSummary(
+                name=name,
+                path=str(ds.yaml_path or ds.root),
+                names=ds.names,
+                class_map=dict(zip(ds.names, [merged[i] for i in id_map], strict=True)),
+                id_map=id_map,
+                split_map=split_map,
+                renamed_files=n_renamed,
+                stats=own_stats.finish(),
+            )
+        )
+    result = MergeResult(
+        out=out,
+        dry_run=dry_run,
+        names=merged,
+        threats=threats,
+        sources=summaries,
+        stats=merged_stats.finish(),
+        renamed_files=sum(s.renamed_files for s in summaries),
+    )
+    if dry_run:
+        return result
+    _write(out, plans, result, link, overwrite, progress)
+    return result
+
+
+def _read_text(label: Path) -> str:
+    try:
+        return label.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"cannot read the label file ({err})", label) from err
+
+
+def _write(
+    out: Path,
+    plans: Sequence[_FilePlan],
+    result: MergeResult,
+    link: bool,
+    overwrite: bool,
+    progress: Callable[[int], None] | None,
+) -> None:
+    splits = sorted(
+        {p.split for p in plans}, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9, s)
+    )
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        for split in splits:
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "labels" / split).mkdir(parents=True)
+        for plan in plans:
+            place_file(plan.image, tmp / "images" / plan.split / plan.dest_name, link)
+            if plan.label_text is not None:
+                label = tmp / "labels" / plan.split / f"{Path(plan.dest_name).stem}.txt"
+                label.write_text(plan.label_text, encoding="utf-8")
+            if progress:
+                progress(1)
+        write_data_yaml(tmp, result.names, {s: f"images/{s}" for s in splits}, result.threats)
+        body = result.model_dump(mode="json", exclude={"out", "dry_run"})
+        body["files"] = [
+            {"split": p.split, "image": f"images/{p.split}/{p.dest_name}", "source": str(p.image)}
+            for p in plans
+        ]
+        atomic_write_text(tmp / "merge.json", json.dumps(body, indent=1) + "\n")
+    log.info("merged %d images into %s", len(plans), out)

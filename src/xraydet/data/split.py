@@ -1,0 +1,220 @@
+"""``xraydet data split``: a seeded, class-stratified train/val(/test) split into a new YOLO folder.
+
+All images of the source (every split it has) are pooled and grouped by a *stratum*: the rarest class present
+in the image (rarest by number of images over the whole set), so that a rare class is spread over the splits
+even when it always shares its images with common classes; images without boxes form their own stratum and are
+spread in proportion like any other. Split sizes per stratum are apportioned by largest remainder so that the
+totals match ``round(N * fraction)`` exactly. Same source, fractions and seed give the same split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from xraydet.data.dataset import label_path_for, load_dataset, read_label_file, write_data_yaml
+from xraydet.data.stats import DatasetStats, StatsBuilder
+from xraydet.errors import ConfigError, XrayDetError
+from xraydet.io import atomic_directory
+
+log = logging.getLogger(__name__)
+
+BACKGROUND = -1  # stratum of images without boxes
+K = TypeVar("K", bound=Hashable)
+
+
+class SplitResult(BaseModel):
+    """What was written: the output folder, images per split and the per-split class counts."""
+
+    out: Path
+    source: str
+    seed: int
+    val: float
+    test: float
+    names: list[str]
+    counts: dict[str, int]
+    stats: DatasetStats
+
+
+def stratum_keys(class_sets: Sequence[set[int]]) -> list[int]:
+    """The stratum of each image: its rarest class by image count (ties: lower id), or ``BACKGROUND``.
+
+    Example:
+        >>> stratum_keys([{0}, {0, 1}, set(), {0}])
+        [0, 1, -1, 0]
+    """
+    freq: dict[int, int] = {}
+    for classes in class_sets:
+        for c in classes:
+            freq[c] = freq.get(c, 0) + 1
+    return [min(classes, key=lambda c: (freq[c], c)) if classes else BACKGROUND for classes in class_sets]
+
+
+def apportion(sizes: Mapping[K, int], target: int) -> dict[K, int]:
+    """Share ``target`` items among groups in proportion to ``sizes`` (largest remainder, ties by key order).
+
+    Example:
+        >>> apportion({"a": 10, "b": 5, "c": 5}, 4)
+        {'a': 2, 'b': 1, 'c': 1}
+    """
+    total = sum(sizes.values())
+    if total == 0 or target <= 0:
+        return dict.fromkeys(sizes, 0)
+    target = min(target, total)
+    share = {k: n * target // total for k, n in sizes.items()}  # integer arithmetic: ties are exact
+    remainder = {k: n * target % total for k, n in sizes.items()}
+    keys = list(sizes)
+    left = target - sum(share.values())
+    for k in sorted(keys, key=lambda k: (-remainder[k], keys.index(k)))[:left]:
+        share[k] += 1
+    return share
+
+
+def assign_splits(class_sets: Sequence[set[int]], val: float, test: float = 0.0, seed: int = 0) -> list[str]:
+    """The split (``train``/``val``/``test``) of each image, stratified by :func:`stratum_keys` and seeded.
+
+    Example:
+        >>> splits = assign_splits([{0}] * 8 + [{1}] * 2, val=0.5, seed=0)
+        >>> splits.count("val"), splits[8:].count("val")
+        (5, 1)
+    """
+    validate_fractions(val, test)
+    keys = stratum_keys(class_sets)
+    groups: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    groups = dict(sorted(groups.items()))
+    n = len(class_sets)
+    sizes = {k: len(v) for k, v in groups.items()}
+    n_test = apportion(sizes, round(n * test))
+    n_val = apportion({k: sizes[k] - n_test[k] for k in sizes}, round(n * val))
+    rng = np.random.default_rng(seed)
+    result = ["train"] * n
+    for k, members in groups.items():
+        order = [members[i] for i in rng.permutation(len(members))]
+        for i in order[: n_test[k]]:
+            result[i] = "test"
+        for i in order[n_test[k] : n_test[k] + n_val[k]]:
+            result[i] = "val"
+    return result
+
+
+def validate_fractions(val: float, test: float) -> None:
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ConfigError(f"--val {val} and --test {test} must be >= 0 and add up to less than 1")
+
+
+def place_file(src: Path, dest: Path, link: bool) -> None:
+    """Copy ``src`` to ``dest``; with ``link`` a hard link, or a symlink where a hard link cannot be made."""
+    if link:
+        try:
+            os.link(src, dest)
+            return
+        except OSError:
+            dest.symlink_to(src.resolve())
+            return
+    shutil.copy2(src, dest)
+
+
+def unique_name(image: Path, prefix: str, taken: set[str]) -> str:
+    """``image.name`` unless its stem is taken (labels go by stem), then ``prefix__name``, then numbered.
+
+    Example:
+        >>> unique_name(Path("a.jpg"), "train", {"a"})
+        'train__a.jpg'
+    """
+    numbered = (f"{prefix}__{image.stem}_{i}{image.suffix}" for i in range(2, 1_000_000))
+    for name in itertools.chain([image.name, f"{prefix}__{image.name}"], numbered):
+        stem = Path(name).stem
+        if stem not in taken:
+            taken.add(stem)
+            return name
+    raise RuntimeError(f"no free name for {image}")  # unreachable in practice
+
+
+def split_dataset(
+    source: str | Path,
+    out: str | Path,
+    val: float = 0.15,
+    test: float = 0.0,
+    seed: int = 0,
+    link: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> SplitResult:
+    """Pool all images of ``source`` and write a stratified split to ``out`` (atomically).
+
+    Raises:
+        DatasetError: a label file that does not parse (run ``xraydet data check`` first).
+        ConfigError: fractions out of range.
+        XrayDetError: ``out`` exists and ``overwrite`` is False.
+
+    Example:
+        >>> split_dataset("data/opixray", "data/opixray-resplit", val=0.15, seed=0).counts  # doctest: +SKIP
+        {'train': 1998, 'val': 352}
+    """
+    validate_fractions(val, test)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
+    ds = load_dataset(source)
+    pool: list[tuple[str, Path]] = sorted(
+        {(split, img) for split in ds.splits for img in ds.images(split)}, key=lambda t: (str(t[1]), t[0])
+    )
+    rows = [
+        read_label_file(label_path_for(img)) if label_path_for(img).exists() else np.zeros((0, 5))
+        for _, img in pool
+    ]
+    class_sets = [set(r[:, 0].astype(int).tolist()) for r in rows]
+    assigned = assign_splits(class_sets, val, test, seed)
+    split_names = ["train", "val"] + (["test"] if test > 0 else [])
+    builder = StatsBuilder(ds.names)
+    for s in split_names:
+        builder.touch(s)
+    manifest: list[dict[str, str]] = []
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        taken: dict[str, set[str]] = {s: set() for s in split_names}
+        for (src_split, image), r, split in zip(pool, rows, assigned, strict=True):
+            name = unique_name(image, src_split, taken[split])
+            (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
+            (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
+            place_file(image, tmp / "images" / split / name, link)
+            label = label_path_for(image)
+            if label.exists():
+                shutil.copy2(label, tmp / "labels" / split / f"{Path(name).stem}.txt")
+            builder.add(split, r[:, 0].astype(int), r[:, 3:5])
+            manifest.append({"split": split, "image": f"images/{split}/{name}", "source": str(image)})
+            if progress:
+                progress(1)
+        for s in split_names:
+            (tmp / "images" / s).mkdir(parents=True, exist_ok=True)
+        write_data_yaml(tmp, ds.names, {s: f"images/{s}" for s in split_names}, ds.threats)
+        body = {
+            "source": str(ds.yaml_path or ds.root),
+            "val": val,
+            "test": test,
+            "seed": seed,
+            "files": manifest,
+        }
+        (tmp / "split.json").write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    counts = {s: assigned.count(s) for s in split_names}
+    log.info("split %d images into %s", len(pool), counts)
+    return SplitResult(
+        out=out,
+        source=str(ds.yaml_path or ds.root),
+        seed=seed,
+        val=val,
+        test=test,
+        names=ds.names,
+        counts=counts,
+        stats=builder.finish(),
+    )

@@ -1,0 +1,200 @@
+"""Compare several models on the same sampled images: one table, Markdown and JSON.
+
+Every model is evaluated by :func:`~xraydet.evaluation.runner.evaluate` with the same ``max_images`` and
+``seed``, so all of them see exactly the same images (the seed kept ``MODEL_COMPARISON_ALL.md`` and a
+50-sample comparison the same way). Models are weights files, registry references or ``http(s)://`` URLs of
+a running xraydet API (its latency then includes the network round trip).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from xraydet.evaluation.report import EvalReport
+from xraydet.io import atomic_write_json, atomic_write_text
+
+
+class ComparisonRow(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    backend: str
+    n_images: int
+    n_negative_images: int
+    map50: float
+    map50_95: float
+    precision: float
+    recall: float
+    accuracy: float | None
+    threat_detection_rate: float | None
+    threat_detection_rate_any: float | None
+    threats_found: int
+    n_threat_bags: int
+    false_alarm_rate: float | None
+    avg_detections: float
+    p50_ms: float | None
+    p95_ms: float | None
+    images_per_s: float | None
+    report_dir: str | None = None
+
+    @classmethod
+    def from_report(cls, name: str, report: EvalReport, report_dir: Path | None = None) -> ComparisonRow:
+        s, lat = report.screening, report.latency
+        return cls(
+            model=name,
+            backend=report.backend,
+            n_images=report.n_images,
+            n_negative_images=report.n_negative_images,
+            map50=report.box.map50,
+            map50_95=report.box.map50_95,
+            precision=report.box.precision,
+            recall=report.box.recall,
+            accuracy=s.accuracy,
+            threat_detection_rate=s.threat_detection_rate,
+            threat_detection_rate_any=s.threat_detection_rate_any,
+            threats_found=s.threats_found,
+            n_threat_bags=s.n_threat_bags,
+            false_alarm_rate=s.false_alarm_rate,
+            avg_detections=s.avg_detections,
+            p50_ms=lat.p50_ms,
+            p95_ms=lat.p95_ms,
+            images_per_s=lat.images_per_s,
+            report_dir=None if report_dir is None else str(report_dir),
+        )
+
+
+class Comparison(BaseModel):
+    created: str
+    dataset: str
+    split: str
+    n: int
+    seed: int
+    conf: float
+    negatives: list[str]
+    rows: list[ComparisonRow]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:60] or "model"
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1%}"
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def render_comparison(cmp: Comparison) -> str:
+    """The comparison as a Markdown table, best mAP50 in bold."""
+    best = max((r.map50 for r in cmp.rows), default=None)
+    header = [
+        "model",
+        "backend",
+        "mAP50",
+        "mAP50-95",
+        "seed accuracy",
+        "threat detection",
+        "any threat box",
+        "threats found",
+        "false alarms",
+        "avg det/img",
+        "p50 ms",
+        "p95 ms",
+        "img/s",
+    ]
+    lines = [
+        "# Model comparison",
+        "",
+        f"{cmp.n} images sampled with seed {cmp.seed} from `{cmp.dataset}` (split `{cmp.split}`), the same "
+        f"for every model; threat-free folders: {', '.join(cmp.negatives) or 'none'}; "
+        f"operating threshold {cmp.conf}. "
+        "Seed accuracy = class of the top-1 box equals the image's first label (the seed plan's 'Accuracy').",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for r in cmp.rows:
+        map50 = (
+            f"**{r.map50:.3f}**"
+            if best is not None and r.map50 == best and len(cmp.rows) > 1
+            else f"{r.map50:.3f}"
+        )
+        cells = [
+            f"`{r.model}`",
+            r.backend,
+            map50,
+            _num(r.map50_95),
+            _pct(r.accuracy),
+            _pct(r.threat_detection_rate),
+            _pct(r.threat_detection_rate_any),
+            f"{r.threats_found}/{r.n_threat_bags}",
+            _pct(r.false_alarm_rate),
+            _num(r.avg_detections, 2),
+            _num(r.p50_ms, 1),
+            _num(r.p95_ms, 1),
+            _num(r.images_per_s, 1),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_models(
+    models: Sequence[str | Path],
+    dataset: str | Path,
+    *,
+    n: int = 50,
+    seed: int = 0,
+    split: str = "val",
+    conf: float = 0.25,
+    negatives: Sequence[str | Path] | None = None,
+    out_dir: str | Path | None = None,
+    backend: str = "auto",
+    imgsz: int | None = None,
+) -> Comparison:
+    """Evaluate each model on the same ``n`` seeded images; write comparison.md/.json (and per-model reports).
+
+    Example:
+        >>> cmp = compare_models(["a.pt", "b.onnx", "http://127.0.0.1:8000"], "d.yaml")  # doctest: +SKIP
+        >>> [r.map50 for r in cmp.rows]  # doctest: +SKIP
+    """
+    from xraydet.evaluation.runner import evaluate
+
+    rows = []
+    out = None if out_dir is None else Path(out_dir)
+    for i, model in enumerate(models):
+        label = str(model).rstrip("/")
+        sub = None if out is None else out / "models" / f"{i + 1:02d}_{_slug(label.rsplit('/', 1)[-1])}"
+        report = evaluate(
+            model,
+            dataset,
+            split=split,
+            negatives=negatives,
+            conf=conf,
+            out_dir=sub,
+            max_images=n,
+            seed=seed,
+            backend=backend,
+            imgsz=imgsz,
+        )
+        rows.append(ComparisonRow.from_report(label, report, sub))
+    cmp = Comparison(
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        dataset=str(dataset),
+        split=split,
+        n=n,
+        seed=seed,
+        conf=conf,
+        negatives=[str(p) for p in negatives or []],
+        rows=rows,
+    )
+    if out is not None:
+        atomic_write_json(out / "comparison.json", cmp.model_dump(mode="json"))
+        atomic_write_text(out / "comparison.md", render_comparison(cmp))
+    return cmp

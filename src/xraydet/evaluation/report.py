@@ -1,0 +1,239 @@
+"""The evaluation report: one pydantic record (``report.json``), its Markdown rendering, and loading it back.
+
+A report folder holds ``report.json``, ``report.md``, ``predictions.jsonl`` (one line per image: its boxes at
+the operating threshold and its labels, read by ``xraydet review``) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from xraydet.errors import XrayDetError
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+PREDICTIONS_JSONL = "predictions.jsonl"
+
+
+class BoxMetrics(BaseModel):
+    """COCO-style box metrics over all predictions at conf 0.001; P/R at the operating ``conf``."""
+
+    map50: float
+    map50_95: float
+    per_class_ap50: dict[str, float | None]
+    per_class_ap50_95: dict[str, float | None]
+    precision: float
+    recall: float
+    per_class_precision: dict[str, float | None]
+    per_class_recall: dict[str, float | None]
+    per_class_labels: dict[str, int]
+    n_images: int
+    n_labels: int
+    conf: float
+    confusion_matrix: list[list[int]]
+    confusion_labels: list[str]
+    pr_curves: dict[str, list[float]] = Field(default_factory=dict)
+
+
+class ScreeningMetrics(BaseModel):
+    """Bag-level metrics at the operating threshold (definitions in :mod:`xraydet.evaluation.screening`)."""
+
+    conf: float
+    overlap_iou: float
+    n_bags: int
+    n_threat_bags: int
+    n_threat_free_bags: int
+    n_negative_bags: int
+    threats_found: int
+    threats_found_any: int
+    threat_detection_rate: float | None
+    threat_detection_rate_any: float | None
+    false_alarms: int
+    false_alarm_rate: float | None
+    false_alarm_rate_negatives: float | None
+    accuracy: float | None
+    accuracy_label: str
+    n_accuracy_images: int
+    per_class_accuracy: dict[str, float]
+    avg_detections: float
+    avg_detections_negatives: float | None
+
+
+class SweepPoint(BaseModel):
+    threshold: float
+    detection_rate: float | None
+    detection_rate_any: float | None
+    false_alarm_rate: float | None
+
+
+class SweepResult(BaseModel):
+    target_detection: float
+    recommended_threshold: float | None
+    recommended: SweepPoint | None
+    note: str = ""
+    points: list[SweepPoint]
+
+
+class LatencyStats(BaseModel):
+    p50_ms: float | None
+    p95_ms: float | None
+    mean_ms: float | None
+    images_per_s: float | None
+    n_images: int
+    backend: str
+    device: str
+    imgsz: int | None
+    conf: float
+
+
+class EvalReport(BaseModel):
+    """Everything ``xraydet eval`` measured, plus what was measured on (model, data, settings)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    report_id: str
+    created: str
+    xraydet_version: str
+    model: str
+    backend: str
+    dataset: str
+    split: str
+    negatives: list[str]
+    names: list[str]
+    threats: list[str]
+    conf: float
+    eval_conf: float
+    max_det: int
+    imgsz: int | None
+    seed: int
+    n_images: int
+    n_negative_images: int
+    box: BoxMetrics
+    screening: ScreeningMetrics
+    sweep: SweepResult
+    latency: LatencyStats
+    plots: list[str] = Field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def load_report(path: str | Path) -> EvalReport:
+    """Read ``report.json`` from a report folder (or the file itself); errors name the file."""
+    path = Path(path)
+    file = path / REPORT_JSON if path.is_dir() else path
+    if not file.is_file():
+        raise XrayDetError(
+            f"{file}: no evaluation report here (run `xraydet eval MODEL DATASET --out DIR` first)"
+        )
+    try:
+        return EvalReport.model_validate(json.loads(file.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValidationError) as err:
+        raise XrayDetError(f"{file}: not a valid evaluation report ({err})") from err
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_markdown(report: EvalReport) -> str:
+    """The report as Markdown: headline numbers first, then per-class tables, the sweep and latency."""
+    b, s, w, lat = report.box, report.screening, report.sweep, report.latency
+    lines = [
+        f"# Evaluation of `{Path(report.model).name}`",
+        "",
+        f"- model: `{report.model}` ({report.backend}, imgsz {report.imgsz})",
+        f"- data: `{report.dataset}` split `{report.split}`: {report.n_images} images; "
+        f"threat-free folders: {', '.join(f'`{n}`' for n in report.negatives) or 'none'} "
+        f"({report.n_negative_images} images)",
+        f"- operating threshold: {report.conf}; mAP from all predictions at conf {report.eval_conf} "
+        f"(max {report.max_det} per image)",
+        f"- created {report.created}, report id `{report.report_id}`",
+        "",
+        "## Headline",
+        "",
+        *_table(
+            ["metric", "value"],
+            [
+                ["mAP50", _num(b.map50)],
+                ["mAP50-95", _num(b.map50_95)],
+                [f"precision / recall @ {b.conf}", f"{_num(b.precision)} / {_num(b.recall)}"],
+                [
+                    f"threat detection rate (threat box IoU >= {s.overlap_iou} with a threat)",
+                    f"{_pct(s.threat_detection_rate)} ({s.threats_found}/{s.n_threat_bags})",
+                ],
+                [
+                    "threat detection rate (any threat box in the bag)",
+                    f"{_pct(s.threat_detection_rate_any)} ({s.threats_found_any}/{s.n_threat_bags})",
+                ],
+                [
+                    "false-alarm rate (threat-free bags with a threat box)",
+                    f"{_pct(s.false_alarm_rate)} ({s.false_alarms}/{s.n_threat_free_bags})",
+                ],
+                ["false-alarm rate, negatives folders only", _pct(s.false_alarm_rate_negatives)],
+                [s.accuracy_label, f"{_pct(s.accuracy)} (of {s.n_accuracy_images})"],
+                ["avg detections per image", _num(s.avg_detections, 2)],
+                ["latency p50 / p95 (ms)", f"{_num(lat.p50_ms, 1)} / {_num(lat.p95_ms, 1)}"],
+                ["images/s", _num(lat.images_per_s, 1)],
+            ],
+        ),
+        "",
+        "## Per class",
+        "",
+        *_table(
+            ["class", "labels", "AP50", "AP50-95", f"P@{b.conf}", f"R@{b.conf}", "seed accuracy"],
+            [
+                [
+                    n,
+                    str(b.per_class_labels.get(n, 0)),
+                    _num(b.per_class_ap50.get(n)),
+                    _num(b.per_class_ap50_95.get(n)),
+                    _num(b.per_class_precision.get(n)),
+                    _num(b.per_class_recall.get(n)),
+                    _pct(s.per_class_accuracy.get(n)),
+                ]
+                for n in report.names
+            ],
+        ),
+        "",
+        f"## Threshold sweep (target detection {w.target_detection:.0%})",
+        "",
+        f"Recommended threshold: **{_num(w.recommended_threshold, 2)}**"
+        + (
+            f" (detection {_pct(w.recommended.detection_rate)},"
+            f" false alarms {_pct(w.recommended.false_alarm_rate)})"
+            if w.recommended
+            else ""
+        )
+        + (f". {w.note}" if w.note else ""),
+        "",
+        *_table(
+            ["threshold", "detection rate", "detection rate (any box)", "false-alarm rate"],
+            [
+                [
+                    f"{p.threshold:.2f}",
+                    _pct(p.detection_rate),
+                    _pct(p.detection_rate_any),
+                    _pct(p.false_alarm_rate),
+                ]
+                for p in w.points
+                if round(p.threshold * 100) % 5 == 0
+            ],
+        ),
+        "",
+        f"Latency: {lat.n_images} images, backend {lat.backend} on {lat.device}, conf {lat.conf}.",
+        "",
+    ]
+    if report.plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in report.plots] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""The ``train`` step kind: one phase's training job (helper C's TrainJob), run, resumed or reused.
+
+The run folder is ``<state>/steps/<phase>/run`` and is recorded *before* training starts, so an interruption
+at any point (Ctrl-C, a crash, ``kill -9``) leaves a run the next attempt can pick up: a run with a terminal
+``summary.json`` is reused as it is, a run with ``weights/last.pt`` is resumed with ``resume_training``, and
+anything else starts over. The outcome exposes what transitions need: ``status``, ``final.*``, ``best.*``,
+``decision`` (the decision gate's verdict), ``red_flags`` (how many red-flag hooks warned or stopped).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from xraydet.errors import ConfigError
+from xraydet.plan.steps import StepContext, StepResult, reference_problems, register_step_kind
+
+if TYPE_CHECKING:
+    from xraydet.plan.schema import Plan
+    from xraydet.training.summary import RunResult
+
+log = logging.getLogger(__name__)
+
+GATE_HOOK = "decision_gate"
+RED_FLAG_HOOKS = ("nan_loss", "oscillation", "plateau", "overfitting")
+TERMINAL = ("completed", "stopped", "timed_out", "failed")
+
+
+class TrainParams(BaseModel):
+    """A phase's job: TrainJob keys inline (``job``) and/or a job YAML (``job_file``; inline keys win)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: dict[str, Any] = Field(default_factory=dict)
+    job_file: str | None = None
+
+
+def _check(params: TrainParams, plan: Plan) -> list[str]:
+    """Validate the job now (with a stand-in for ``data``, which may be made by an earlier step)."""
+    from xraydet.training.job import job_from_dict
+
+    problems = reference_problems([params.job.get("data")], plan, "job.data")
+    if params.job_file is None:
+        if "data" not in params.job:
+            problems.append("job.data: required (a data.yaml path or @name of a data set or data step)")
+        # the data set may not exist yet (an earlier step makes it): validate against a stand-in data.yaml
+        with tempfile.TemporaryDirectory(prefix="xraydet-plan-check-") as tmp:
+            stand_in = Path(tmp) / "data.yaml"
+            stand_in.write_text("names: [object]\ntrain: images\nval: images\n", encoding="utf-8")
+            try:
+                job_from_dict({**params.job, "data": str(stand_in)}, where="job")
+            except ConfigError as err:
+                problems.append(str(err))
+    return problems
+
+
+def build_job(ctx: StepContext, params: TrainParams) -> Any:
+    """The TrainJob for this phase with ``@`` references and relative paths resolved."""
+    from xraydet.training.job import job_from_dict
+
+    raw = dict(params.job)
+    if params.job_file:
+        import yaml
+
+        path = ctx.resolve_path(params.job_file)
+        if not path.is_file():
+            raise ConfigError(f"{ctx.step.where}.job_file: {path} not found")
+        base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = {**base, **raw}
+    if isinstance(raw.get("data"), str):
+        raw["data"] = str(ctx.resolve_data(raw["data"]))
+    raw.setdefault("name", ctx.step.id)
+    return job_from_dict(raw, where=f"{ctx.step.where}.job", base_dir=ctx.base_dir)
+
+
+def train_or_resume(ctx: StepContext, job: Any, run_dir: Path) -> RunResult:
+    """Reuse a finished run, resume an interrupted one, or start a fresh one (see module docstring)."""
+    from xraydet.training import load_run_result, resume_training, run_training
+
+    interrupted = ctx.previous is not None and ctx.previous.status in ("running", "interrupted", "failed")
+    if interrupted and (run_dir / "summary.json").is_file():
+        result = load_run_result(run_dir)
+        if result.status in TERMINAL and result.status != "failed":
+            log.info("%s: training had finished before the interruption; reusing %s", ctx.step.id, run_dir)
+            return result
+    if interrupted and (run_dir / "weights" / "last.pt").is_file():
+        log.info("%s: resuming the interrupted training in %s", ctx.step.id, run_dir)
+        return resume_training(run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return run_training(job, run_dir)
+
+
+def outcome_of(result: RunResult, job: Any) -> dict[str, Any]:
+    """The numbers and words of a run that transitions read."""
+    gate = result.verdict(GATE_HOOK)
+    flags = [v for v in result.verdicts if v.hook in RED_FLAG_HOOKS and v.decision != "continue"]
+    latest: dict[str, str] = {}
+    for v in result.verdicts:
+        latest[v.hook] = v.decision
+    return {
+        "status": result.status,
+        "stop_reason": result.stop_reason,
+        "epochs_completed": result.epochs_completed,
+        "epochs_planned": result.epochs_planned,
+        "final": dict(result.final_metrics),
+        "best": dict(result.best_metrics),
+        "best_epoch": result.best_epoch,
+        "decision": gate.decision if gate else "none",
+        "decision_epoch": gate.epoch if gate else None,
+        "verdicts": latest,
+        "red_flags": len(flags),
+        "red_flag_hooks": sorted({v.hook for v in flags}),
+        "model": job.model,
+        "data": str(job.data),
+        "training_wall_time_s": result.wall_time_s,
+    }
+
+
+@register_step_kind("train", TrainParams, "train a phase's job (xraydet train)", _check)
+def run_train(ctx: StepContext, params: TrainParams) -> StepResult:
+    job = build_job(ctx, params)
+    run_dir = ctx.work_dir / "run"
+    ctx.save_progress({"run_dir": run_dir})
+    result = train_or_resume(ctx, job, run_dir)
+    files: dict[str, Path] = {"summary": run_dir / "summary.json"}
+    for name, path in (("best_weights", result.best_weights), ("last_weights", result.last_weights)):
+        if path is not None and Path(path).is_file():
+            files[name] = Path(path)
+    decisions = [
+        {
+            "what": f"{v.hook} at epoch {v.epoch}",
+            "decision": v.decision,
+            "reason": v.reason,
+            "values": v.values,
+        }
+        for v in result.verdicts
+        if v.hook == GATE_HOOK or v.decision != "continue"
+    ]
+    history = [
+        {"epoch": h.get("epoch"), "map50": h.get("map50"), "map50_95": h.get("map50_95")}
+        for h in result.history
+    ]
+    return StepResult(
+        outputs={"run_dir": run_dir, "mlflow_run_id": result.mlflow_run_id},
+        files=files,
+        outcome=outcome_of(result, job),
+        decisions=decisions,
+        details={"history": history, "resumes": result.resumes, "retries": result.retries},
+    )

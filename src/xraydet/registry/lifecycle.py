@@ -1,0 +1,294 @@
+"""Promotion and rollback: evaluate, decide (:mod:`xraydet.registry.promotion`), then move the champion alias.
+
+Every decision is written as tags on the candidate version (``decision``, ``decision_reasons``,
+``decision_time``, ...) and as ``decision.json`` beside the two evaluation reports, which are also logged to
+the candidate's MLflow run under ``promotion/<time>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from xraydet.errors import ConfigError, XrayDetError
+from xraydet.io import atomic_write_json
+from xraydet.registry.promotion import (
+    ComparisonPolicy,
+    PromotionDecision,
+    compare_reports,
+    decide,
+    pop_history,
+    push_history,
+    report_metrics,
+    same_evaluation_problems,
+)
+from xraydet.registry.refs import fetch_version
+from xraydet.registry.store import (
+    TAG_SHA256,
+    RegistryError,
+    alias_version,
+    champion_history,
+    client,
+    get_model,
+    get_version,
+    set_champion,
+    set_version_tags,
+    sha256_file,
+)
+from xraydet.tracking import runs_root
+
+log = logging.getLogger(__name__)
+
+# Latency is not compared at promotion; a few timed images keep the report complete without the cost.
+LATENCY_SAMPLES = 5
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _evaluation_api() -> tuple[Any, Any, Any, Any]:
+    try:
+        from xraydet.evaluation import evaluate
+        from xraydet.evaluation.gate import GatePolicy, check_gate, load_policy
+    except ImportError as err:
+        raise XrayDetError(f"promotion needs the evaluation package (xraydet.evaluation): {err}") from err
+    return evaluate, check_gate, GatePolicy, load_policy
+
+
+def _gate_policy(policy: Any, gate_policy_cls: Any, load_policy: Any) -> Any:
+    if policy is None:
+        return gate_policy_cls()
+    if isinstance(policy, str | Path):
+        path = Path(policy)
+        if not path.is_file():
+            raise ConfigError(f"gate policy file not found: {path}")
+        return load_policy(path)
+    return policy
+
+
+def champion(name: str) -> str | None:
+    """The version the ``champion`` alias of ``name`` points to (``None`` when there is none yet)."""
+    return alias_version(name)
+
+
+class EvalSettings(BaseModel):
+    """The evaluation set both models are measured on (recorded in the decision)."""
+
+    dataset: str
+    split: str = "val"
+    negatives: list[str] = Field(default_factory=list)
+    conf: float = 0.25
+    seed: int = 0
+    max_images: int | None = None
+
+
+def settings_of_report(report: Any) -> EvalSettings:
+    """The settings that reproduce ``report``'s image selection (``max_images`` from its image counts)."""
+    from xraydet.data.dataset import load_dataset
+    from xraydet.evaluation.runner import negative_images
+
+    n_split = len(load_dataset(report.dataset).images(report.split))
+    n_neg = len(negative_images(report.negatives)) if report.negatives else 0
+    sampled = report.n_images < n_split or report.n_negative_images < n_neg
+    return EvalSettings(dataset=report.dataset, split=report.split, negatives=list(report.negatives),
+                        conf=report.conf, seed=report.seed,
+                        max_images=max(report.n_images, report.n_negative_images) if sampled else None)
+
+
+def _reviewed_report(path: str | Path, mv: Any, dataset: str | Path | None) -> tuple[Any, Path]:
+    """Load an existing evaluation of the candidate and check it evaluated this very model and data set."""
+    from xraydet.data.dataset import load_dataset
+    from xraydet.evaluation.report import load_report
+
+    report = load_report(path)
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    weights, expected = Path(report.model), (mv.tags or {}).get(TAG_SHA256)
+    if weights.is_file() and expected and sha256_file(weights) != expected:
+        raise RegistryError(f"{folder}: this report evaluated {weights}, which is not "
+                            f"{mv.name} v{mv.version} (its sha256 differs)")
+    if not weights.is_file():
+        log.warning("%s: cannot verify the evaluated model (%s is gone)", folder, weights)
+    if dataset is not None:
+        wanted = load_dataset(dataset)
+        if str(wanted.yaml_path or wanted.root) != report.dataset:
+            raise ConfigError(f"{folder}: the report evaluated {report.dataset}, not {dataset}; "
+                              "drop --dataset or evaluate again")
+    return report, folder
+
+
+def promote(
+    name: str,
+    version: str | int,
+    dataset: str | Path | None,
+    policy: Any = None,
+    negatives: str | Path | list[str | Path] | None = None,
+    *,
+    comparison: ComparisonPolicy | None = None,
+    force_reason: str | None = None,
+    split: str = "val",
+    conf: float = 0.25,
+    seed: int = 0,
+    max_images: int | None = None,
+    backend: str = "auto",
+    imgsz: int | None = None,
+    review_dir: str | Path | None = None,
+    candidate_report: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    plots: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> PromotionDecision:
+    """Make ``name/version`` the champion if it passes the readiness gate and is not worse than the champion.
+
+    The candidate and the current champion are evaluated on the same images (``dataset`` split ``split``, the
+    threat-free ``negatives`` folders, same ``seed``, ``conf`` and ``max_images``).
+
+    Args:
+        name: registered model name.
+        version: candidate version.
+        dataset: evaluation data set (data.yaml or its folder); may be ``None`` with ``candidate_report``.
+        policy: a ``GatePolicy``, a policy YAML path, or ``None`` for the default (the seed's) policy.
+        negatives: folder(s) of threat-free images, for the false-alarm rate.
+        comparison: what "not worse" means (default: mAP50, threat detection rate, false-alarm rate, 0.005).
+        force_reason: promote despite a worse comparison, recording this reason. Never overrides the gate.
+        review_dir: the human review for the gate (default with ``candidate_report``: its ``review/``).
+        candidate_report: an existing evaluation of the candidate (typically one a person has reviewed, as the
+            default policy requires): the gate is checked on it and the champion is evaluated with its
+            settings, instead of evaluating the candidate again.
+        out_dir: where the reports and ``decision.json`` go
+            (default ``<runs>/promotions/<name>-v<version>-<time>``).
+        plots: draw the evaluation plots in the report folders.
+        progress: called with ``("candidate" | "champion", done, total)`` while evaluating.
+
+    Returns:
+        The decision; ``decision.promoted`` tells whether the alias moved.
+    """
+    if force_reason is not None and not force_reason.strip():
+        raise ConfigError("--force-reason needs a non-empty reason; it is recorded on the model version")
+    if dataset is None and candidate_report is None:
+        raise ConfigError("promote needs an evaluation data set (--dataset) or a --candidate-report")
+    c = client()
+    version = str(version)
+    candidate = get_version(name, version, c)
+    current = alias_version(name, c=c)
+    if current == version:
+        return decide(name, version, None, champion_version=current)
+
+    evaluate, check_gate, gate_policy_cls, load_policy = _evaluation_api()
+    gate_policy = _gate_policy(policy, gate_policy_cls, load_policy)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(out_dir) if out_dir else runs_root() / "promotions" / f"{name}-v{version}-{stamp}"
+
+    def run_eval(mv: Any, label: str, settings: EvalSettings) -> Any:
+        log.info("evaluating %s v%s (%s) on %s", name, mv.version, label, settings.dataset)
+        step = (lambda done, total: progress(label, done, total)) if progress else None
+        return evaluate(fetch_version(mv), settings.dataset, split=settings.split,
+                        negatives=settings.negatives or None, conf=settings.conf, out_dir=out / label,
+                        max_images=settings.max_images, seed=settings.seed, backend=backend, imgsz=imgsz,
+                        latency_samples=LATENCY_SAMPLES, plots=plots, progress=step)
+
+    if candidate_report is not None:
+        cand_report, report_dir = _reviewed_report(candidate_report, candidate, dataset)
+        settings = settings_of_report(cand_report)
+        gate = check_gate(report_dir, gate_policy, review_dir=review_dir)
+    else:
+        assert dataset is not None
+        negative_dirs = [negatives] if isinstance(negatives, str | Path) else list(negatives or [])
+        settings = EvalSettings(dataset=str(dataset), split=split, negatives=[str(n) for n in negative_dirs],
+                                conf=conf, seed=seed, max_images=max_images)
+        cand_report = run_eval(candidate, "candidate", settings)
+        gate = check_gate(cand_report, gate_policy, review_dir=review_dir)
+    champ_report = None
+    comparisons: list[Any] = []
+    problems: list[str] = []
+    # A failed gate cannot be overridden, so the champion need not be evaluated then.
+    if current is not None and gate.passed:
+        champ_report = run_eval(get_version(name, current, c), "champion", settings)
+        comparisons = compare_reports(cand_report, champ_report, comparison)
+        problems = same_evaluation_problems(cand_report, champ_report)
+    decision = decide(name, version, gate, champion_version=current, comparisons=comparisons,
+                      evaluation_problems=problems, force_reason=force_reason)
+    decision.candidate_metrics = report_metrics(cand_report)
+    decision.champion_metrics = report_metrics(champ_report) if champ_report is not None else {}
+    report_path = str(candidate_report or out / "candidate")
+    decision.evaluation = settings.model_dump() | {"candidate_report": report_path}
+    _apply(decision, current, c)
+    _record(decision, out, candidate.run_id, c)
+    log.info("promotion of %s v%s: %s", name, version, decision.decision)
+    return decision
+
+
+def _apply(decision: PromotionDecision, current: str | None, c: Any) -> None:
+    """Move the alias for a positive decision, unless another promotion moved it meanwhile."""
+    if not decision.promoted:
+        return
+    name, version = decision.name, decision.version
+    now_champion = alias_version(name, c=c)
+    if now_champion != current:
+        decision.decision, decision.promoted = "refused", False
+        decision.reasons = [f"the champion changed from v{current} to v{now_champion} during evaluation; "
+                            "run promote again"]
+        return
+    set_champion(name, version, push_history(champion_history(name, c), current), c)
+    if current is not None:
+        set_version_tags(name, current, {"replaced_by": version, "replaced_time": decision.decided_at}, c)
+
+
+def _record(decision: PromotionDecision, out: Path, run_id: str | None, c: Any) -> None:
+    atomic_write_json(out / "decision.json", decision.model_dump(mode="json"))
+    set_version_tags(decision.name, decision.version, {
+        "decision": decision.decision,
+        "decision_reasons": decision.reasons,
+        "decision_time": decision.decided_at,
+        "decision_gate_passed": str(decision.gate_passed),
+        "decision_champion_before": decision.champion_version or "none",
+        "decision_force_reason": decision.force_reason,
+        "decision_metrics": {k: v for k, v in decision.candidate_metrics.items() if v is not None},
+        "decision_report": str(out),
+    }, c)
+    if run_id:
+        try:
+            c.log_artifacts(run_id, str(out), f"promotion/{decision.decided_at.replace(':', '')}")
+        except Exception as err:  # the tags and the local folder already hold the decision
+            log.warning("could not log the promotion reports to run %s: %s", run_id, err)
+
+
+def rollback(name: str) -> str:
+    """Point ``champion`` back at the previous champion; return that version.
+
+    Walks back one step per call through the ``previous_champion`` history, skipping versions that were
+    deleted since.
+    """
+    c = client()
+    get_model(name, c)
+    current = alias_version(name, c=c)
+    history = champion_history(name, c)
+    target, rest = pop_history(history)
+    while target is not None and (target == current or not _exists(name, target, c)):
+        log.warning("skipping v%s in the champion history of %s (current or deleted)", target, name)
+        target, rest = pop_history(rest)
+    if target is None:
+        where = f"champion is v{current}" if current else "no champion is set"
+        raise RegistryError(
+            f"model {name!r} has no previous champion to roll back to ({where}, history empty)"
+        )
+    set_champion(name, target, rest, c)
+    now = _now()
+    set_version_tags(name, target, {"rollback_time": now, "rollback_from": current or "none"}, c)
+    if current is not None:
+        set_version_tags(name, current, {"rolled_back_time": now, "rolled_back_to": target}, c)
+    log.info("rolled %s back from v%s to v%s", name, current, target)
+    return target
+
+
+def _exists(name: str, version: str, c: Any) -> bool:
+    try:
+        get_version(name, version, c)
+    except RegistryError:
+        return False
+    return True

@@ -1,0 +1,263 @@
+"""The detection API: ``create_app(settings)`` builds the FastAPI application that ``xraydet serve`` runs.
+
+Routes: ``GET /health``, ``POST /v1/detect``, ``POST /v1/detect/batch``, ``GET /v1/models`` and the admin
+route ``POST /v1/admin/reload`` (API key). Detection endpoints are plain ``def`` functions, so FastAPI runs
+them in its thread pool and the event loop stays free while a model works. Bad input is always a 4xx with a
+message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from xraydet.serving.auth import require_api_key
+from xraydet.serving.images import ImageError, configure_pil, decode_image
+from xraydet.serving.model_holder import LoadedModel, ModelHolder
+from xraydet.serving.model_source import ModelSource, source_for
+from xraydet.serving.schemas import (
+    BatchEntry,
+    BatchResponse,
+    DetectResponse,
+    ErrorResponse,
+    HealthResponse,
+    Item,
+    ModelInfo,
+    ModelsResponse,
+    ReloadResponse,
+)
+from xraydet.serving.settings import ServeSettings
+from xraydet.structures import Detections
+
+log = logging.getLogger(__name__)
+
+_MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the file bytes
+
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "empty, truncated or corrupt image"},
+    413: {"model": ErrorResponse, "description": "upload or image too large"},
+    415: {"model": ErrorResponse, "description": "not an image"},
+    503: {"model": ErrorResponse, "description": "no model loaded"},
+}
+
+CONF_QUERY = Query(0.25, ge=0, le=1, description="minimum confidence of returned boxes")
+IOU_QUERY = Query(None, ge=0, le=1, description="NMS IoU threshold (server default if omitted)")
+
+
+def detections_to_response(
+    model: LoadedModel, dets: Detections, width: int, height: int, latency_ms: float
+) -> DetectResponse:
+    """The API's view of one image's detections (best first)."""
+    dets = dets.sorted_by_confidence()
+    threat_ids = model.threat_ids
+    items = []
+    for box, cls, conf in dets:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        items.append(
+            Item(
+                name=model.names[cls] if 0 <= cls < len(model.names) else str(cls),
+                class_id=cls,
+                confidence=round(float(conf or 0.0), 6),
+                bbox=[round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)],
+                bbox_normalized=[
+                    round(x1 / width, 6),
+                    round(y1 / height, 6),
+                    round(x2 / width, 6),
+                    round(y2 / height, 6),
+                ],
+                is_threat=cls in threat_ids,
+            )
+        )
+    threats = [it for it in items if it.is_threat]
+    return DetectResponse(
+        items=items,
+        total_count=len(items),
+        threats=threats,
+        has_threat=bool(threats),
+        image_width=width,
+        image_height=height,
+        model_name=model.ref.name,
+        model_version=model.ref.version,
+        latency_ms=round(latency_ms, 3),
+    )
+
+
+def _model_or_503(request: Request) -> LoadedModel:
+    model = request.app.state.holder.current
+    if model is None:
+        detail = request.app.state.holder.last_error or "model is still loading"
+        raise HTTPException(503, f"no model loaded: {detail}")
+    return model
+
+
+def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise ImageError(f"{upload.filename or 'file'}: upload larger than {limit} bytes", 413)
+    return data
+
+
+def _detect_one(
+    model: LoadedModel, data: bytes, filename: str, settings: ServeSettings, conf: float, iou: float | None
+) -> DetectResponse:
+    t0 = time.perf_counter()
+    image = decode_image(data, settings.max_pixels, filename)
+    dets = model.predict(image, conf, settings.default_iou if iou is None else iou)
+    h, w = image.shape[:2]
+    return detections_to_response(model, dets, w, h, (time.perf_counter() - t0) * 1000)
+
+
+def _model_info(model: LoadedModel) -> ModelInfo:
+    p = model.predictor
+    return ModelInfo(
+        name=model.ref.name,
+        version=model.ref.version,
+        backend=p.backend,
+        weights=str(model.ref.weights),
+        imgsz=p.imgsz,
+        classes=list(model.names),
+        threats=model.threats,
+        threats_source=model.threats_source,
+        loaded_at=model.loaded_at,
+    )
+
+
+async def _poll(holder: ModelHolder, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        await run_in_threadpool(holder.refresh)
+
+
+def create_app(settings: ServeSettings, source: ModelSource | None = None) -> FastAPI:
+    """Build the API for ``settings``; the model comes from ``source`` or from ``settings.model``.
+
+    The first model is loaded at startup (a failure leaves the server up but unhealthy, retrying at each
+    poll); afterwards the source is checked every ``settings.poll_s`` seconds and on ``POST
+    /v1/admin/reload``.
+
+    Example:
+        >>> app = create_app(ServeSettings(model="best.onnx"))  # doctest: +SKIP
+        >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
+    """
+    if source is None:
+        if not settings.model:
+            raise ValueError("pass a model source or set settings.model")
+        source = source_for(settings.model)
+    holder = ModelHolder(source, settings)
+    configure_pil(settings.max_pixels)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(holder.refresh)
+        task = asyncio.create_task(_poll(holder, settings.poll_s)) if settings.poll_s > 0 else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    single_limit = settings.max_upload_bytes + _MULTIPART_SLACK
+    batch_limit = settings.max_upload_bytes * settings.max_batch_files + _MULTIPART_SLACK
+    app = FastAPI(
+        title="xraydet detection API",
+        version="1",
+        description="Threat detection on X-ray baggage scans.",
+        lifespan=lifespan,
+        max_body_size=batch_limit,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+
+    @app.exception_handler(ImageError)
+    async def _image_error(request: Request, err: ImageError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=err.status_code)
+
+    @app.get(
+        "/health",
+        response_model=HealthResponse,
+        responses={503: {"model": HealthResponse, "description": "no model loaded"}},
+    )
+    def health() -> JSONResponse:
+        model = holder.current
+        body = HealthResponse(
+            status="healthy" if model else "unhealthy",
+            model_loaded=model is not None,
+            model=model.ref.name if model else None,
+            version=model.ref.version if model else None,
+            backend=model.predictor.backend if model else None,
+        )
+        return JSONResponse(body.model_dump(), status_code=200 if model else 503)
+
+    @app.post(
+        "/v1/detect", response_model=DetectResponse, responses=_UPLOAD_ERRORS, max_body_size=single_limit
+    )
+    def detect(
+        request: Request,
+        file: UploadFile = File(..., description="the scan (JPEG, PNG, BMP, TIFF, WebP)"),
+        conf_threshold: float = CONF_QUERY,
+        iou_threshold: float | None = IOU_QUERY,
+    ) -> DetectResponse:
+        model = _model_or_503(request)  # this request uses this model to the end, even across a swap
+        data = _read_upload(file, settings.max_upload_bytes)
+        return _detect_one(model, data, file.filename or "file", settings, conf_threshold, iou_threshold)
+
+    @app.post("/v1/detect/batch", response_model=BatchResponse, responses=_UPLOAD_ERRORS)
+    def detect_batch(
+        request: Request,
+        files: list[UploadFile] = File(..., description="several scans; each gets its own result"),
+        conf_threshold: float = CONF_QUERY,
+        iou_threshold: float | None = IOU_QUERY,
+    ) -> BatchResponse:
+        model = _model_or_503(request)
+        if len(files) > settings.max_batch_files:
+            raise ImageError(f"{len(files)} files in one batch; the limit is {settings.max_batch_files}", 413)
+        t0 = time.perf_counter()
+        entries = []
+        for upload in files:
+            name = upload.filename or "file"
+            try:
+                data = _read_upload(upload, settings.max_upload_bytes)
+                result = _detect_one(model, data, name, settings, conf_threshold, iou_threshold)
+                entries.append(BatchEntry(filename=name, ok=True, status_code=200, result=result))
+            except ImageError as err:
+                entries.append(
+                    BatchEntry(filename=name, ok=False, status_code=err.status_code, error=str(err))
+                )
+        return BatchResponse(
+            results=entries,
+            total_count=sum(e.result.total_count for e in entries if e.result),
+            n_files=len(entries),
+            n_failed=sum(not e.ok for e in entries),
+            model_version=model.ref.version,
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+        )
+
+    @app.get("/v1/models", response_model=ModelsResponse)
+    def models() -> ModelsResponse:
+        model = holder.current
+        return ModelsResponse(current=_model_info(model) if model else None, last_error=holder.last_error)
+
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadResponse,
+        dependencies=[Depends(require_api_key)],
+        responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+    )
+    async def reload() -> ReloadResponse:
+        changed = await run_in_threadpool(holder.refresh)
+        model = holder.current
+        return ReloadResponse(
+            changed=changed, version=model.ref.version if model else None, error=holder.last_error
+        )
+
+    return app

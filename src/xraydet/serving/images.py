@@ -1,0 +1,96 @@
+"""Turning uploaded bytes into an RGB array, refusing anything that could hurt the server.
+
+Limits are checked before the pixels are decoded: the byte size as the upload is read, the pixel count from
+the image header (``Image.open`` does not decode), so a decompression bomb (a small file that expands to
+gigabytes) gets a 413 instead of exhausting memory.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from xraydet.errors import XrayDetError
+
+# Formats a scanner export or a test client plausibly sends; others (EPS, PDF ...) could call external tools.
+FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
+
+
+def _pil_open(data: bytes) -> Image.Image:
+    opener = Image.open
+    if opener.__module__ != Image.__name__:
+        # Ultralytics replaces Image.open with a wrapper that, on an unidentified file, tries to pip-install a
+        # HEIF plugin and retry: never wanted for an untrusted upload. Use PIL's own function.
+        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
+    return opener(io.BytesIO(data), formats=FORMATS)
+
+
+class ImageError(XrayDetError):
+    """An upload that is not a usable image; ``status_code`` is what the API answers."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def configure_pil(max_pixels: int) -> None:
+    """Make PIL's own bomb check match ours (it raises above twice this, and warns above it)."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def decode_image(data: bytes, max_pixels: int, filename: str = "upload") -> np.ndarray:
+    """Decode an uploaded image into an ``HxWx3`` RGB ``uint8`` array.
+
+    Raises:
+        ImageError: 400 empty/truncated/corrupt, 413 too many pixels, 415 not an image.
+
+    Example:
+        >>> buf = io.BytesIO(); Image.new("L", (4, 3)).save(buf, "PNG")
+        >>> decode_image(buf.getvalue(), 100).shape
+        (3, 4, 3)
+    """
+    if not data:
+        raise ImageError(f"{filename}: empty file (0 bytes)", 400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = _pil_open(data)
+        except Image.DecompressionBombError as err:
+            raise ImageError(f"{filename}: image too large ({err})", 413) from err
+        except UnidentifiedImageError as err:
+            raise ImageError(
+                f"{filename}: not an image in a supported format ({', '.join(FORMATS)})", 415
+            ) from err
+        except Exception as err:  # broken headers surface as many exception types inside PIL's plugins
+            raise ImageError(f"{filename}: corrupt image header ({type(err).__name__}: {err})", 400) from err
+        with im:
+            w, h = im.size
+            if w < 1 or h < 1:
+                raise ImageError(f"{filename}: image has no pixels ({w}x{h})", 400)
+            if w * h > max_pixels:
+                raise ImageError(
+                    f"{filename}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}", 413
+                )
+            try:
+                im.load()
+                return _to_rgb(im)
+            except Image.DecompressionBombError as err:
+                raise ImageError(f"{filename}: image too large ({err})", 413) from err
+            except MemoryError:
+                raise
+            except Exception as err:  # truncated or corrupt data: OSError mostly, but plugins vary
+                raise ImageError(f"{filename}: truncated or corrupt image data ({err})", 400) from err
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in {"I", "I;16", "I;16B", "I;16L", "F"}:
+        # 16-bit / float scans: stretch to 8 bit (PIL's own conversion would clip at 255).
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))

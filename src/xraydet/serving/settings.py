@@ -1,0 +1,39 @@
+"""Server settings, validated once at the edge (CLI flags or code), then read everywhere."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ServeSettings(BaseModel):
+    """Everything ``xraydet serve`` can be told.
+
+    Attributes:
+        model: a weights path (``.onnx``/``.pt``) or a registry name (``name``, ``name@champion``); None
+            when a :class:`~xraydet.serving.model_source.ModelSource` is passed to ``create_app`` directly.
+        backend: ``onnx`` (ONNX Runtime; a ``.pt`` is exported once to a cache), ``ultralytics`` (PyTorch) or
+            ``auto`` (ONNX on CPU, Ultralytics on a GPU device).
+        threats: threat class names overriding what the model says (see ``serving.threats``).
+    """
+
+    model: str | None = None
+    backend: Literal["auto", "onnx", "ultralytics"] = "auto"
+    device: str = "cpu"
+    imgsz: int | None = Field(default=None, ge=32, le=4096)
+    threads: int | None = Field(default=None, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_key: str | None = Field(default_factory=lambda: os.environ.get("XRAYDET_API_KEY") or None)
+    max_upload_mb: float = Field(default=10.0, gt=0)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    max_batch_files: int = Field(default=16, ge=1)
+    poll_s: float = Field(default=30.0, ge=0, description="seconds between model-source checks; 0 = never")
+    default_iou: float = Field(default=0.7, ge=0, le=1)
+    threats: list[str] | None = None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

@@ -1,0 +1,57 @@
+"""Which of a model's classes are threats.
+
+The answer is looked up in this order and the source is reported by ``GET /v1/models``:
+
+1. the server's ``threats`` setting (``--threats knife,gun``);
+2. a sidecar file ``<weights>.threats.json`` holding a JSON list of class names;
+3. ``xraydet_threats`` in the ONNX metadata (written by :func:`xraydet.inference.export.export_onnx`);
+4. the ``threats`` entry of the data.yaml recorded in a ``.pt`` checkpoint's ``train_args``, if it still
+   exists;
+5. otherwise every class counts as a threat (a screening default: nothing is silently ignored).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from xraydet.errors import ConfigError
+from xraydet.inference.export import THREATS_KEY
+
+
+def sidecar_path(weights: Path) -> Path:
+    return weights.with_name(weights.name + ".threats.json")
+
+
+def _check(threats: Any, names: list[str], where: str) -> list[str]:
+    if not isinstance(threats, list) or not all(isinstance(t, str) for t in threats):
+        raise ConfigError(f"{where}: threats must be a list of class names, got {threats!r}")
+    unknown = [t for t in threats if t not in names]
+    if unknown:
+        raise ConfigError(f"{where}: unknown threat classes {unknown}; the model's classes are {names}")
+    return list(threats)
+
+
+def resolve_threats(
+    weights: Path, names: list[str], metadata: dict[str, Any] | None = None, override: list[str] | None = None
+) -> tuple[list[str], str]:
+    """The threat class names of a model and where they came from (see the module docstring)."""
+    if override is not None:
+        return _check(override, names, "--threats setting"), "settings"
+    sidecar = sidecar_path(weights)
+    if sidecar.is_file():
+        try:
+            data = json.loads(sidecar.read_text())
+        except ValueError as err:
+            raise ConfigError(f"{sidecar}: not valid JSON ({err})") from err
+        return _check(data, names, str(sidecar)), f"sidecar {sidecar.name}"
+    if metadata and metadata.get(THREATS_KEY) is not None:
+        return _check(metadata[THREATS_KEY], names, f"{weights} metadata"), "onnx metadata"
+    if weights.suffix == ".pt":
+        from xraydet.inference.export import checkpoint_info
+
+        found = checkpoint_info(weights)["threats"]
+        if found is not None:
+            return _check(found, names, f"{weights} training data.yaml"), "training data.yaml"
+    return list(names), "default: all classes (nothing known about threats)"

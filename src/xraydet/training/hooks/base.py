@@ -1,0 +1,164 @@
+"""Hooks: small objects that watch a training run and may ask it to stop (detectron2's HookBase, for YOLO).
+
+Order of calls for one run (the Ultralytics bridge feeds them from its callbacks)::
+
+    before_train(ctx)
+    for each epoch:  before_epoch(ctx) -> after_batch(ctx)* -> after_save(ctx) -> after_fit_epoch(ctx, record)
+    after_train(ctx)              # always, also when training raised (called from a ``finally``)
+
+``after_batch`` and ``after_fit_epoch`` return verdicts (or None). A verdict whose decision is ``"stop"`` ends
+the run: at the end of the current epoch (graceful: validation, checkpoint and final evaluation still happen),
+or at once when ``immediate`` is set (e.g. a NaN loss: nothing after it is worth saving). Every hook can
+``state_dict()``/``load_state_dict()`` so that a resumed run continues with the same memory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from xraydet.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Decision = Literal["continue", "warn", "stop"]
+
+
+class Verdict(BaseModel):
+    """One hook's judgement at one epoch, with the numbers that led to it."""
+
+    hook: str
+    epoch: int
+    decision: Decision
+    reason: str
+    values: dict[str, Any] = Field(default_factory=dict)
+    immediate: bool = False
+    status: str | None = None  # run status a "stop" leads to: "stopped" unless set ("timed_out" for timeout)
+
+
+@dataclass
+class TrainContext:
+    """What hooks may read about the run. Filled by the bridge; hooks never see the Ultralytics trainer."""
+
+    run_dir: Path
+    epochs: int
+    epoch: int = 0  # 1-based epoch in progress (or just finished in after_fit_epoch)
+    start_epoch: int = 0  # epochs already done when this training process started
+    batch_index: int = -1
+    loss: float | None = None  # the latest batch's total loss
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0  # since this process's before_train
+    attempt: int = 1
+    replay: bool = False  # True while a resumed run re-feeds epochs its hooks missed
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.run_dir / "weights"
+
+
+class HookBase:
+    """No-op base; override what you need. ``name`` is the registry key and the verdicts' ``hook`` field."""
+
+    name: ClassVar[str] = "hook"
+
+    def before_train(self, ctx: TrainContext) -> None:
+        """Called once per training process (also after a resume or an OOM retry)."""
+
+    def before_epoch(self, ctx: TrainContext) -> None:
+        """Called at the start of each epoch."""
+
+    def after_batch(self, ctx: TrainContext) -> list[Verdict] | Verdict | None:
+        """Called after each training batch; keep it cheap."""
+        return None
+
+    def after_save(self, ctx: TrainContext) -> None:
+        """Called after Ultralytics wrote ``weights/last.pt`` (and maybe ``best.pt``) for ``ctx.epoch``."""
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> list[Verdict] | Verdict | None:
+        """Called after validation and checkpointing of each epoch with its metric record."""
+        return None
+
+    def after_train(self, ctx: TrainContext) -> None:
+        """Always called last, even when training raised."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def as_verdicts(result: list[Verdict] | Verdict | None) -> list[Verdict]:
+    if result is None:
+        return []
+    return [result] if isinstance(result, Verdict) else list(result)
+
+
+# --- registry ---
+
+HOOKS: dict[str, type[HookBase]] = {}
+
+
+def register_hook(cls: type[HookBase]) -> type[HookBase]:
+    """Class decorator: make a hook nameable from a job file (``hooks: [{name: ..., params: {...}}]``)."""
+    if cls.name in HOOKS and HOOKS[cls.name] is not cls:
+        raise ValueError(f"a hook named '{cls.name}' is already registered ({HOOKS[cls.name].__qualname__})")
+    HOOKS[cls.name] = cls
+    return cls
+
+
+def build_hook(name: str, params: dict[str, Any] | None = None) -> HookBase:
+    """Instantiate a registered hook; unknown names and parameters raise listing the valid ones."""
+    if name not in HOOKS:
+        raise ConfigError(f"unknown hook '{name}'; registered hooks: {', '.join(sorted(HOOKS)) or 'none'}")
+    cls = HOOKS[name]
+    params = dict(params or {})
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise ConfigError(f"hook '{name}': unknown parameter(s) {unknown}; accepted: {', '.join(accepted)}")
+    return cls(**params)
+
+
+class HookList:
+    """Runs hooks in order; collects verdicts; duplicate names are refused (state is keyed by name)."""
+
+    def __init__(self, hooks: Iterable[HookBase]) -> None:
+        self.hooks = list(hooks)
+        names = [h.name for h in self.hooks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"hook name(s) used twice: {dupes}")
+
+    def call(self, method: str, ctx: TrainContext, *args: Any) -> list[Verdict]:
+        verdicts: list[Verdict] = []
+        for hook in self.hooks:
+            fn: Callable[..., Any] = getattr(hook, method)
+            verdicts.extend(as_verdicts(fn(ctx, *args)))
+        return verdicts
+
+    def after_train(self, ctx: TrainContext) -> None:
+        """Call every hook's ``after_train``, even if one of them raises (the first error is re-raised)."""
+        first: BaseException | None = None
+        for hook in self.hooks:
+            try:
+                hook.after_train(ctx)
+            except Exception as err:
+                log.exception("hook %s failed in after_train", hook.name)
+                first = first or err
+        if first is not None:
+            raise first
+
+    def state_dict(self) -> dict[str, Any]:
+        return {h.name: h.state_dict() for h in self.hooks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            if hook.name in state:
+                hook.load_state_dict(state[hook.name])

@@ -1,0 +1,59 @@
+"""Periodic checkpoints: copy ``weights/last.pt`` to ``weights/epochNNN.pt`` every N epochs.
+
+Ultralytics' own ``save_period`` names files by 0-based epoch (``epoch9.pt`` after ten epochs); this hook
+names them by the number of epochs done (``epoch010.pt``), as a person reading the seed plan expects, and
+copies atomically so a killed run never leaves a torn file. The copies keep the optimizer state, so any of
+them can seed a resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from xraydet.training.hooks.base import HookBase, TrainContext, register_hook
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_name(epoch: int) -> str:
+    """``checkpoint_name(10) == "epoch010.pt"``"""
+    return f"epoch{epoch:03d}.pt"
+
+
+@register_hook
+class PeriodicCheckpoint(HookBase):
+    """Every ``every`` epochs (1-based count), keep a copy of ``last.pt``; ``every=0`` turns it off."""
+
+    name = "checkpoints"
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+        self.saved: list[str] = []
+
+    def after_save(self, ctx: TrainContext) -> None:
+        if self.every <= 0 or ctx.epoch % self.every != 0:
+            return
+        last = ctx.weights_dir / "last.pt"
+        if not last.is_file():
+            log.warning("checkpoints: %s missing at epoch %d, nothing to copy", last, ctx.epoch)
+            return
+        target = ctx.weights_dir / checkpoint_name(ctx.epoch)
+        _atomic_copy(last, target)
+        if target.name not in self.saved:
+            self.saved.append(target.name)
+        log.info("checkpoint %s written", target)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"saved": list(self.saved)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.saved = list(state.get("saved", []))
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)

@@ -1,0 +1,83 @@
+"""The seed plan's decision point: at epoch K look at val mAP50; continue, continue with a warning, or stop.
+
+Seed: "Decision point at Epoch 100: > 0.40 continue to 200; 0.30-0.40 continue, may reach 0.45+; < 0.30 STOP,
+proceed to Phase 2 (add data)". ``decide`` is the pure rule; the hook applies it once, at the decision epoch.
+
+Example:
+    >>> decide(0.35, continue_above=0.40, stop_below=0.30)[0]
+    'warn'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xraydet.training.hooks.base import Decision, HookBase, TrainContext, Verdict, register_hook
+
+
+def decide(value: float, continue_above: float, stop_below: float) -> tuple[Decision, str]:
+    """Map a metric value to a decision: ``>= continue_above`` continue, ``< stop_below`` stop, else warn.
+
+    A non-finite value (NaN) stops: a run that cannot even be measured is not worth continuing.
+    """
+    if value != value or value in (float("inf"), float("-inf")):
+        return "stop", f"value is {value}: the run cannot be measured"
+    if value >= continue_above:
+        return "continue", f"{value:.4f} >= {continue_above}: on track"
+    if value < stop_below:
+        return "stop", f"{value:.4f} < {stop_below}: stop and add data (seed Phase 2)"
+    return "warn", f"{stop_below} <= {value:.4f} < {continue_above}: continue, may still reach the target"
+
+
+@register_hook
+class DecisionGate(HookBase):
+    """Fires once, at ``decision_epoch`` (1-based), on ``metric`` of that epoch's validation."""
+
+    name = "decision_gate"
+
+    def __init__(
+        self,
+        decision_epoch: int = 100,
+        continue_above: float = 0.40,
+        stop_below: float = 0.30,
+        metric: str = "map50",
+        on_stop: str = "stop",
+    ) -> None:
+        self.decision_epoch = decision_epoch
+        self.continue_above = continue_above
+        self.stop_below = stop_below
+        self.metric = metric
+        self.on_stop = on_stop
+        self.verdict: Verdict | None = None
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        if self.verdict is not None or record.get("epoch", 0) < self.decision_epoch:
+            return None
+        if self.metric not in record:
+            raise KeyError(
+                f"decision gate: metric '{self.metric}' not in the epoch record ({sorted(record)})"
+            )
+        value = float(record[self.metric])
+        decision, why = decide(value, self.continue_above, self.stop_below)
+        if decision == "stop" and self.on_stop == "warn":
+            decision, why = "warn", why + " (on_stop=warn: continuing)"
+        self.verdict = Verdict(
+            hook=self.name,
+            epoch=int(record["epoch"]),
+            decision=decision,
+            reason=f"{self.metric} at epoch {record['epoch']}: {why}",
+            values={
+                self.metric: value,
+                "decision_epoch": self.decision_epoch,
+                "continue_above": self.continue_above,
+                "stop_below": self.stop_below,
+            },
+        )
+        return self.verdict
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"verdict": None if self.verdict is None else self.verdict.model_dump()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raw = state.get("verdict")
+        self.verdict = None if raw is None else Verdict.model_validate(raw)

@@ -1,0 +1,228 @@
+"""The seed plan's red flags, measured rather than eyeballed.
+
+- NaN/inf loss ("Loss = NaN -> training failed"): checked after every batch, stops at once by default.
+- Oscillation ("loss oscillating wildly -> LR too high"): over the last ``window`` epochs, the share of sign
+  changes between successive first differences, and their mean size relative to the mean level.
+- Plateau ("mAP50 stuck", "no improvement after N epochs"): no new best of the metric for ``patience`` epochs.
+- Overfitting ("train/mAP50 >> val/mAP50"): over a window, the train loss trend falls while the val loss
+  trend rises by at least ``min_val_rise`` (relative).
+
+Each measurement is a pure function, unit-tested on recorded histories; the hooks fire when a condition
+becomes true (once per episode, re-armed when it clears) and log the epoch and the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
+
+
+def oscillation(values: Sequence[float]) -> tuple[float, float]:
+    """Sign-change ratio of the first differences and their mean size relative to the mean level.
+
+    Example:
+        >>> oscillation([1.0, 2.0, 1.0, 2.0, 1.0])
+        (1.0, 0.7142857142857143)
+        >>> oscillation([1.0, 2.0, 3.0, 4.0])[0]
+        0.0
+    """
+    v = np.asarray(values, dtype=float)
+    d = np.diff(v)
+    nz = d[d != 0]
+    ratio = float(np.mean(np.sign(nz[1:]) != np.sign(nz[:-1]))) if len(nz) >= 2 else 0.0
+    level = float(np.mean(np.abs(v))) if len(v) else 0.0
+    amplitude = float(np.mean(np.abs(d))) / level if level > 0 and len(d) else 0.0
+    return ratio, amplitude
+
+
+def slope(values: Sequence[float]) -> float:
+    """Least-squares slope per epoch. Example: ``slope([1, 2, 3]) == 1.0``."""
+    y = np.asarray(values, dtype=float)
+    if len(y) < 2:
+        return 0.0
+    x = np.arange(len(y), dtype=float)
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def epochs_since_best(values: Sequence[float], min_delta: float = 0.0) -> int:
+    """Epochs since the last value that beat every earlier one by more than ``min_delta``.
+
+    Example:
+        >>> epochs_since_best([0.1, 0.3, 0.3, 0.29])
+        2
+    """
+    best, best_i = -math.inf, -1
+    for i, value in enumerate(values):
+        if value > best + min_delta:
+            best, best_i = value, i
+    return len(values) - 1 - best_i if best_i >= 0 else len(values)
+
+
+def _series(history: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in history if key in r and math.isfinite(float(r[key]))]
+
+
+class _Flag(HookBase):
+    """Shared episode logic: fire when the condition turns true, re-arm when it turns false."""
+
+    def __init__(self, action: str = "warn") -> None:
+        self.action = action
+        self.active: dict[str, bool] = {}
+        self.fired: list[dict[str, Any]] = []
+
+    def _fire(
+        self, key: str, condition: bool, ctx: TrainContext, reason: str, values: dict[str, Any]
+    ) -> Verdict | None:
+        was = self.active.get(key, False)
+        self.active[key] = condition
+        if not condition or was:
+            return None
+        verdict = Verdict(
+            hook=self.name,
+            epoch=ctx.epoch,
+            decision="stop" if self.action == "stop" else "warn",
+            reason=reason,
+            values=values,
+        )
+        self.fired.append(verdict.model_dump())
+        return verdict
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"active": dict(self.active), "fired": list(self.fired)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.active = dict(state.get("active", {}))
+        self.fired = list(state.get("fired", []))
+
+
+@register_hook
+class NanLossFlag(_Flag):
+    """A NaN or infinite loss, in a batch or in an epoch's train/val losses: stops at once by default."""
+
+    name = "nan_loss"
+
+    def __init__(self, action: str = "stop") -> None:
+        super().__init__(action)
+
+    def after_batch(self, ctx: TrainContext) -> Verdict | None:
+        if ctx.loss is None or math.isfinite(ctx.loss):
+            return None
+        return self._nan_verdict(ctx, {"loss": ctx.loss, "batch": ctx.batch_index}, "training loss")
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        bad = {k: v for k, v in record.items() if k.endswith("_loss") and not math.isfinite(float(v))}
+        if not bad:
+            return None
+        return self._nan_verdict(ctx, bad, ", ".join(sorted(bad)))
+
+    def _nan_verdict(self, ctx: TrainContext, values: dict[str, Any], what: str) -> Verdict | None:
+        verdict = self._fire("nan", True, ctx, f"{what} is NaN/inf at epoch {ctx.epoch}", values)
+        if verdict is not None and verdict.decision == "stop":
+            verdict.immediate = True
+        return verdict
+
+
+@register_hook
+class OscillationFlag(_Flag):
+    """Val mAP50 or val loss going up and down by a large relative amount (LR too high, batch too small)."""
+
+    name = "oscillation"
+
+    def __init__(
+        self,
+        metrics: Sequence[str] = ("map50", "val_loss"),
+        window: int = 10,
+        min_sign_change_ratio: float = 0.6,
+        min_rel_amplitude: float = 0.05,
+        action: str = "warn",
+    ) -> None:
+        super().__init__(action)
+        self.metrics = list(metrics)
+        self.window = window
+        self.min_sign_change_ratio = min_sign_change_ratio
+        self.min_rel_amplitude = min_rel_amplitude
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> list[Verdict]:
+        out = []
+        for key in self.metrics:
+            values = _series(ctx.history, key)[-self.window :]
+            if len(values) < self.window:
+                continue
+            ratio, amp = oscillation(values)
+            hit = ratio >= self.min_sign_change_ratio and amp >= self.min_rel_amplitude
+            reason = (
+                f"{key} oscillates over epochs {ctx.epoch - self.window + 1}-{ctx.epoch}: sign-change ratio "
+                f"{ratio:.2f} >= {self.min_sign_change_ratio}, relative amplitude {amp:.3f} "
+                f">= {self.min_rel_amplitude}"
+            )
+            values_out = {
+                "metric": key,
+                "sign_change_ratio": ratio,
+                "rel_amplitude": amp,
+                "window": self.window,
+            }
+            verdict = self._fire(key, hit, ctx, reason, values_out)
+            if verdict:
+                out.append(verdict)
+        return out
+
+
+@register_hook
+class PlateauFlag(_Flag):
+    """No new best of ``metric`` (by more than ``min_delta``) for ``patience`` epochs."""
+
+    name = "plateau"
+
+    def __init__(
+        self, metric: str = "map50", patience: int = 20, min_delta: float = 0.001, action: str = "warn"
+    ) -> None:
+        super().__init__(action)
+        self.metric = metric
+        self.patience = patience
+        self.min_delta = min_delta
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        values = _series(ctx.history, self.metric)
+        if len(values) <= self.patience:
+            return None
+        stale = epochs_since_best(values, self.min_delta)
+        best = max(values)
+        reason = (
+            f"{self.metric} has not improved for {stale} epochs (best {best:.4f}, patience {self.patience})"
+        )
+        values_out = {"metric": self.metric, "epochs_since_best": stale, "best": best, "current": values[-1]}
+        return self._fire("plateau", stale >= self.patience, ctx, reason, values_out)
+
+
+@register_hook
+class OverfitFlag(_Flag):
+    """Train loss trending down while val loss trends up over ``window`` epochs."""
+
+    name = "overfitting"
+
+    def __init__(self, window: int = 10, min_val_rise: float = 0.02, action: str = "warn") -> None:
+        super().__init__(action)
+        self.window = window
+        self.min_val_rise = min_val_rise
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        train = _series(ctx.history, "train_loss")[-self.window :]
+        val = _series(ctx.history, "val_loss")[-self.window :]
+        if min(len(train), len(val)) < self.window:
+            return None
+        train_slope, val_slope = slope(train), slope(val)
+        level = float(np.mean(np.abs(val))) or 1.0
+        val_rise = val_slope * (self.window - 1) / level
+        hit = train_slope < 0 and val_rise >= self.min_val_rise
+        reason = (
+            f"over epochs {ctx.epoch - self.window + 1}-{ctx.epoch} train loss falls "
+            f"({train_slope:+.4f}/epoch) "
+            f"while val loss rises {val_rise:+.1%} (>= {self.min_val_rise:.1%})"
+        )
+        values_out = {"train_loss_slope": train_slope, "val_loss_slope": val_slope, "val_rel_rise": val_rise}
+        return self._fire("overfitting", hit, ctx, reason, values_out)

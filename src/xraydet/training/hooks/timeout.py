@@ -1,0 +1,61 @@
+"""The job's TIMEOUT: stop cleanly before the deadline with a resumable checkpoint.
+
+Two checks: at the end of an epoch, stop if the next epoch would not finish in time (mean epoch time so far);
+after a batch, stop if the deadline has passed (the epoch is cut short, validated and checkpointed by
+Ultralytics, and the resumed run continues with the next epoch). The run's status becomes ``timed_out``.
+The deadline counts from the start of each training process, so a resumed run gets a fresh budget, as a
+re-submitted job would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
+
+
+@register_hook
+class Timeout(HookBase):
+    name = "timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = float(timeout_s)
+        self.epoch_times: list[float] = []
+        self._epoch_start = 0.0
+        self._fired = False
+
+    def before_train(self, ctx: TrainContext) -> None:
+        self._fired = False
+        self.epoch_times = []
+
+    def before_epoch(self, ctx: TrainContext) -> None:
+        self._epoch_start = ctx.elapsed_s
+
+    def after_batch(self, ctx: TrainContext) -> Verdict | None:
+        if self._fired or ctx.elapsed_s < self.timeout_s:
+            return None
+        return self._stop(ctx, f"deadline of {self.timeout_s:.0f}s reached during epoch {ctx.epoch}")
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        self.epoch_times.append(ctx.elapsed_s - self._epoch_start)
+        if self._fired or ctx.epoch >= ctx.epochs:
+            return None
+        mean = sum(self.epoch_times) / len(self.epoch_times)
+        if ctx.elapsed_s + mean <= self.timeout_s:
+            return None
+        return self._stop(
+            ctx,
+            f"{ctx.elapsed_s:.0f}s used; another epoch (~{mean:.0f}s) would pass the "
+            f"{self.timeout_s:.0f}s deadline",
+        )
+
+    def _stop(self, ctx: TrainContext, reason: str) -> Verdict:
+        self._fired = True
+        return Verdict(
+            hook=self.name,
+            epoch=ctx.epoch,
+            decision="stop",
+            reason=reason,
+            values={"timeout_s": self.timeout_s, "elapsed_s": round(ctx.elapsed_s, 2)},
+            status="timed_out",
+        )

@@ -1,0 +1,383 @@
+"""The training job: a typed, validated YAML file that says what to train, how long, and what to watch.
+
+A job file holds our own keys (below), the seed plan's job keys (``MODEL_NAME``, ``EPOCHS``, ``BATCH_SIZE``,
+``TIMEOUT``, ``DATASET``; string values such as ``"200"`` are accepted) and, at the top level or under
+``overrides:``, any Ultralytics train argument (``lr0: 0.001``). Any other key is an error that names it.
+
+Resolution order of the Ultralytics arguments: Ultralytics defaults < preset < job fields < ``overrides``.
+
+Example:
+    >>> job = TrainJob(data="data.yaml", epochs=3)
+    >>> job.gate.resolved_epoch(job.epochs)  # the seed's epoch-100 decision, scaled for a 3-epoch run
+    2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from xraydet.errors import ConfigError
+
+SEED_KEYS = {
+    "MODEL_NAME": "model",
+    "EPOCHS": "epochs",
+    "BATCH_SIZE": "batch",
+    "TIMEOUT": "timeout_s",
+    "DATASET": "data",
+}
+# Ultralytics arguments that xraydet manages itself, with where to set them instead.
+RESERVED_ARGS = {
+    "model": "the job's `model`",
+    "data": "the job's `data`",
+    "mode": "nothing (always train)",
+    "task": "nothing (always detect)",
+    "resume": "`xraydet train --resume RUN_DIR`",
+    "project": "`--run-dir`",
+    "name": "the job's `name` / `--run-dir`",
+    "exist_ok": "nothing (xraydet owns the run folder)",
+    "save_period": "the job's `checkpoint_every`",
+    "cfg": "the job file itself",
+}
+
+
+def ultralytics_train_keys() -> set[str]:
+    """Every argument Ultralytics' ``default.yaml`` knows."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return set(DEFAULT_CFG_DICT)
+
+
+def check_ultralytics_keys(args: dict[str, Any], where: str) -> None:
+    """Raise naming the first key of ``args`` that Ultralytics does not know or that xraydet reserves."""
+    valid = ultralytics_train_keys()
+    for key in args:
+        if key in RESERVED_ARGS:
+            raise ConfigError(f"{where}: '{key}' is managed by xraydet; use {RESERVED_ARGS[key]} instead")
+        if key not in valid:
+            raise ConfigError(
+                f"{where}: unknown Ultralytics train argument '{key}'{_did_you_mean(key, valid)}"
+            )
+
+
+def _did_you_mean(key: str, candidates: set[str] | list[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(candidates), n=3)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+class GateConfig(BaseModel):
+    """The seed's decision at epoch 100: continue (>= continue_above), warn (between), stop (< stop_below)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    decision_epoch: int | None = Field(
+        default=None,
+        ge=1,
+        description="1-based epoch of the decision; None = 100, or half the run when epochs < 200",
+    )
+    continue_above: float = 0.40
+    stop_below: float = 0.30
+    metric: str = "map50"
+    on_stop: Literal["stop", "warn"] = "stop"
+
+    def resolved_epoch(self, epochs: int) -> int:
+        """The decision epoch for a run of ``epochs`` (the seed's 100 of 200, scaled down for short runs)."""
+        if self.decision_epoch is not None:
+            return self.decision_epoch
+        return 100 if epochs >= 200 else max(1, math.ceil(epochs / 2))
+
+    @field_validator("stop_below")
+    @classmethod
+    def _ordered(cls, v: float, info: Any) -> float:
+        above = info.data.get("continue_above")
+        if above is not None and v > above:
+            raise ValueError(f"stop_below ({v}) must not exceed continue_above ({above})")
+        return v
+
+
+class OscillationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    metrics: list[str] = Field(default_factory=lambda: ["map50", "val_loss"])
+    window: int = Field(default=10, ge=3)
+    min_sign_change_ratio: float = Field(default=0.6, ge=0, le=1)
+    min_rel_amplitude: float = Field(default=0.05, ge=0)
+    action: Literal["warn", "stop"] = "warn"
+
+
+class PlateauConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    metric: str = "map50"
+    patience: int = Field(default=20, ge=1)
+    min_delta: float = Field(default=0.001, ge=0)
+    action: Literal["warn", "stop"] = "warn"
+
+
+class OverfitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    window: int = Field(default=10, ge=3)
+    min_val_rise: float = Field(default=0.02, ge=0, description="relative rise of val loss over the window")
+    action: Literal["warn", "stop"] = "warn"
+
+
+class NanConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    action: Literal["warn", "stop"] = "stop"
+
+
+class RedFlagConfig(BaseModel):
+    """The seed's red flags; only NaN/inf loss stops by default, the others warn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nan: NanConfig = Field(default_factory=NanConfig)
+    oscillation: OscillationConfig = Field(default_factory=OscillationConfig)
+    plateau: PlateauConfig = Field(default_factory=PlateauConfig)
+    overfitting: OverfitConfig = Field(default_factory=OverfitConfig)
+
+
+class HookSpec(BaseModel):
+    """An extra hook looked up by name in the hook registry, with its keyword arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainJob(BaseModel):
+    """A validated training job; :func:`load_job` resolves relative paths against the job file's folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "train"
+    model: str = "yolov8n.yaml"
+    data: Path
+    preset: str = "improved"
+    epochs: int = Field(default=100, ge=1)
+    batch: int | None = Field(default=None, ge=1, description="None = the preset's batch")
+    imgsz: int = Field(default=640, ge=32)
+    device: str | None = None
+    workers: int | None = Field(default=None, ge=0)
+    seed: int = 0
+    timeout_s: float | None = Field(default=None, gt=0)
+    checkpoint_every: int = Field(
+        default=10, ge=0, description="copy last.pt to weights/epochNNN.pt every N epochs; 0 = off"
+    )
+    min_batch: int = Field(default=4, ge=1, description="CUDA OOM retries halve the batch down to this")
+    experiment: str = "xraydet-train"
+    gate: GateConfig = Field(default_factory=GateConfig)
+    red_flags: RedFlagConfig = Field(default_factory=RedFlagConfig)
+    hooks: list[HookSpec] = Field(default_factory=list)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _model_offline(cls, v: str) -> str:
+        return check_model_source(v)
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_str(cls, v: Any) -> Any:
+        return None if v is None else str(v)
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_known(cls, v: dict[str, Any]) -> dict[str, Any]:
+        typed = set(TrainJob.model_fields)
+        for key in v:
+            if key in typed:
+                raise ValueError(f"'{key}' is a job field: set it at the top level, not under overrides")
+        check_ultralytics_keys(v, where="overrides")
+        return v
+
+    def train_args(self, base_dir: Path | None = None) -> dict[str, Any]:
+        """The Ultralytics train arguments this job resolves to (preset < job fields < overrides).
+
+        The run folder, callbacks and logging switches are added by the trainer, not here.
+        """
+        from xraydet.training.presets import load_preset
+
+        args: dict[str, Any] = dict(load_preset(self.preset, base_dir).args)
+        args.update(
+            model=self.model, data=str(self.data), epochs=self.epochs, imgsz=self.imgsz, seed=self.seed
+        )
+        for key in ("batch", "device", "workers"):
+            value = getattr(self, key)
+            if value is not None:
+                args[key] = value
+        args.update(self.overrides)
+        return args
+
+
+def check_model_source(model: str) -> str:
+    """Accept a model YAML (built-in or local) or a local ``.pt``; never a name that would be downloaded."""
+    path = Path(model).expanduser()
+    if path.suffix == ".pt":
+        if not path.is_file():
+            stem = re.sub(r"\.pt$", "", path.name)
+            raise ValueError(
+                f"'{model}' is not a local file and xraydet never downloads weights; train from scratch with "
+                f"'{stem}.yaml', or give the path of a .pt you have"
+            )
+        return str(path.resolve())
+    if path.suffix in {".yaml", ".yml"}:
+        if path.is_file():
+            return str(path.resolve())
+        try:
+            from ultralytics.nn.tasks import yaml_model_load
+
+            yaml_model_load(model)
+        except Exception as err:  # Ultralytics raises several types for an unknown config
+            raise ValueError(f"'{model}' is neither a local file nor an Ultralytics model config") from err
+        return model
+    raise ValueError(f"model must be a .yaml config (e.g. 'yolov8n.yaml') or a local .pt file, got '{model}'")
+
+
+def _coerce_seed_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    out = dict(raw)
+    for seed_key, ours in SEED_KEYS.items():
+        if seed_key not in out:
+            continue
+        value = out.pop(seed_key)
+        if ours in {"epochs", "batch"} and isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        elif ours == "timeout_s" and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError as err:
+                raise ConfigError(f"{where}: TIMEOUT must be a number of seconds, got {value!r}") from err
+        if ours in out and out[ours] != value:
+            raise ConfigError(
+                f"{where}: both '{seed_key}' ({value!r}) and '{ours}' ({out[ours]!r}) are set; keep one"
+            )
+        out[ours] = value
+    return out
+
+
+def _split_ultralytics_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Move top-level Ultralytics arguments under ``overrides``; any other unknown key is an error."""
+    ours = set(TrainJob.model_fields)
+    valid = ultralytics_train_keys()
+    out: dict[str, Any] = {}
+    overrides = dict(raw.get("overrides") or {})
+    for key, value in raw.items():
+        if key in ours:
+            out[key] = value
+        elif key in RESERVED_ARGS:
+            raise ConfigError(f"{where}: '{key}' is managed by xraydet; use {RESERVED_ARGS[key]} instead")
+        elif key in valid:
+            overrides[key] = value
+        else:
+            candidates = ours | valid | set(SEED_KEYS)
+            raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, candidates)}")
+    if overrides:
+        out["overrides"] = overrides
+    return out
+
+
+def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (values parsed as YAML; dotted keys reach into sections)."""
+    out = dict(raw)
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: value is not valid YAML: {err}") from err
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as text; a user typing it means a number
+            with contextlib.suppress(ValueError):
+                value = float(value) if value.strip().lower() not in {"nan", "inf", "-inf"} else value
+        node = out
+        parts = key.strip().split(".")
+        for seed_key, ours in SEED_KEYS.items():  # `--set epochs=3` on a seed-style job replaces EPOCHS
+            if parts == [ours]:
+                out.pop(seed_key, None)
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def job_from_dict(raw: dict[str, Any], where: str = "job", base_dir: Path | None = None) -> TrainJob:
+    """Validate a job mapping; relative ``data``/``model``/``preset`` paths resolve against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of job keys, got {type(raw).__name__}")
+    body = _split_ultralytics_keys(_coerce_seed_keys(raw, where), where)
+    if base_dir is not None:
+        for key in ("data", "model"):
+            value = body.get(key)
+            if (
+                isinstance(value, str | Path)
+                and not Path(value).is_absolute()
+                and (base_dir / value).exists()
+            ):
+                body[key] = str((base_dir / value).resolve())
+        preset = body.get("preset")
+        if isinstance(preset, str) and preset.endswith((".yaml", ".yml")) and not Path(preset).is_absolute():
+            body["preset"] = str((base_dir / preset).resolve())
+    try:
+        job = TrainJob.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "root"
+        more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        raise ConfigError(f"{where}: key '{key}': {first['msg']}{more}") from err
+    job = job.model_copy(update={"data": _data_yaml(job.data, where)})
+    try:
+        job.train_args(base_dir)  # validates the preset now rather than at training time
+    except ConfigError as err:
+        raise ConfigError(f"{where}: key 'preset': {err}") from err
+    return job
+
+
+def _data_yaml(data: Path, where: str) -> Path:
+    """The data.yaml Ultralytics will read: ``data`` itself or the one in the folder ``data``, checked now."""
+    from xraydet.data.dataset import DatasetError, load_dataset
+
+    if not data.exists():
+        raise ConfigError(f"{where}: key 'data': {data} does not exist (a data.yaml or a folder holding one)")
+    try:
+        dataset = load_dataset(data)
+    except DatasetError as err:
+        raise ConfigError(f"{where}: key 'data': {err}") from err
+    if dataset.yaml_path is None:
+        raise ConfigError(f"{where}: key 'data': {data} has no data.yaml (class names and splits are needed)")
+    return dataset.yaml_path
+
+
+def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainJob:
+    """Read and validate a job YAML file, applying ``--set key=value`` overrides first.
+
+    Raises:
+        ConfigError: the message names the file and the key at fault.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: job file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of job keys")
+    return job_from_dict(apply_sets(raw, overrides), where=str(path), base_dir=path.parent.resolve())

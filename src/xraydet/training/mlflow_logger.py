@@ -1,0 +1,138 @@
+"""Recording a training run in MLflow: params, per-epoch metrics, verdict tags and artifacts.
+
+Uses an explicit ``MlflowClient`` on :func:`xraydet.tracking.configure_mlflow`'s URI (SQLite under the runs
+folder by default, ``MLFLOW_TRACKING_URI`` for a server) rather than MLflow's global "active run", so nothing
+else in the process is affected. A resumed run continues the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from xraydet.training.hooks.base import Verdict
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_CHARS = 6000
+ARTIFACT_PATTERNS = {
+    "weights": ("weights/best.pt", "weights/last.pt"),
+    "": (
+        "results.csv",
+        "results.png",
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
+        "summary.json",
+        "verdicts.json",
+        "job.yaml",
+        "args.yaml",
+    ),
+}
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """Flatten nested dicts to dotted keys with string values, as MLflow params need.
+
+    Example:
+        >>> flatten("gate", {"metric": "map50", "levels": {"stop": 0.3}})
+        {'gate.metric': 'map50', 'gate.levels.stop': '0.3'}
+    """
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, sub in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
+        return out
+    return {prefix: str(value)[:MAX_PARAM_CHARS]}
+
+
+class MlflowRunLogger:
+    """One MLflow run for one xraydet training run (across resumes and OOM retries)."""
+
+    def __init__(self, experiment: str, run_name: str, run_id: str | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from xraydet.tracking import artifact_root, configure_mlflow
+
+        uri = configure_mlflow()
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        if run_id is not None:
+            try:
+                self.client.get_run(run_id)
+                self.client.update_run(run_id, status="RUNNING")
+                self.run_id = run_id
+                return
+            except Exception:
+                log.warning("MLflow run %s not found in %s; starting a new one", run_id, uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            experiment_id = found.experiment_id
+        else:
+            local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+            experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifact_root() if local else None
+            )
+        run = self.client.create_run(experiment_id, run_name=run_name, tags={"xraydet.kind": "train"})
+        self.run_id = run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params that are not logged yet (MLflow params are write-once; changed values become tags)."""
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        new = {k: v for k, v in flatten("", params).items() if k not in existing}
+        changed = {k: v for k, v in flatten("", params).items() if k in existing and existing[k] != v}
+        items = [Param(k, v) for k, v in new.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        for key, value in changed.items():
+            self.client.set_tag(self.run_id, f"param_update.{key}", value)
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        step = int(record["epoch"])
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, step)
+            for key, value in record.items()
+            if key != "epoch" and isinstance(value, int | float) and math.isfinite(float(value))
+        ]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_verdicts(self, verdicts: list[Verdict]) -> None:
+        """Tags ``verdict.<hook>`` (the decision), ``.reason``, ``.epoch`` and the numbers as ``.values``."""
+        for verdict in verdicts:
+            prefix = f"verdict.{verdict.hook}"
+            self.client.set_tag(self.run_id, prefix, verdict.decision)
+            self.client.set_tag(self.run_id, f"{prefix}.reason", verdict.reason[:5000])
+            self.client.set_tag(self.run_id, f"{prefix}.epoch", str(verdict.epoch))
+            self.client.set_tag(
+                self.run_id, f"{prefix}.values", json.dumps(verdict.values, default=str)[:5000]
+            )
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifacts(self, run_dir: Path) -> list[str]:
+        """Upload the run's weights, results, plots and summary; returns what was logged."""
+        logged = []
+        for artifact_path, names in ARTIFACT_PATTERNS.items():
+            for name in names:
+                path = run_dir / name
+                if path.is_file():
+                    self.client.log_artifact(self.run_id, str(path), artifact_path or None)
+                    logged.append(name)
+        return logged
+
+    def finish(self, status: str) -> None:
+        mlflow_status = {"completed": "FINISHED", "stopped": "FINISHED", "timed_out": "KILLED"}.get(
+            status, "FAILED"
+        )
+        self.client.set_tag(self.run_id, "xraydet.status", status)
+        self.client.set_terminated(self.run_id, status=mlflow_status)

@@ -1,0 +1,77 @@
+"""``resume_training``: continue a run killed at any point, or extend a finished one to more epochs.
+
+The newest usable checkpoint is found (see :mod:`xraydet.training.checkpoint_files`), ``results.csv`` is cut
+back to that epoch, hook states are restored from ``state.json`` (epochs they missed are replayed from
+``results.csv``), and Ultralytics resumes from a prepared copy of the checkpoint whose ``train_args``
+carry the new epoch target. The same run folder and MLflow run continue.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from xraydet.errors import XrayDetError
+from xraydet.io import atomic_write_yaml
+from xraydet.training.checkpoint_files import find_resume_checkpoint, prepare_resume_checkpoint
+from xraydet.training.history import truncate_results_csv
+from xraydet.training.job import job_from_dict
+from xraydet.training.state import RunState
+from xraydet.training.summary import RunResult, load_run_result
+from xraydet.training.trainer import execute
+
+log = logging.getLogger(__name__)
+
+
+def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
+    """Continue ``run_dir`` to its planned epochs, or to ``epochs`` (which may extend a finished run).
+
+    Raises:
+        XrayDetError: not a run folder, no usable checkpoint, or ``epochs`` not above the epochs already done.
+
+    Example:
+        >>> result = resume_training(Path("runs/train/phase1-20261126-020000"), epochs=300)  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir).resolve()
+    state = RunState.load(run_dir)
+    job_file = run_dir / "job.yaml"
+    raw = yaml.safe_load(job_file.read_text(encoding="utf-8")) if job_file.is_file() else None
+    if not isinstance(raw, dict):
+        raise XrayDetError(f"{job_file}: missing or unreadable job file")
+    info = find_resume_checkpoint(run_dir)
+    if info is None:
+        raise XrayDetError(
+            f"{run_dir}: no resumable checkpoint in weights/ (last.pt, resume.pt, epochNNN.pt missing, torn "
+            "or stripped); start a new run, e.g. with `model:` set to weights/last.pt"
+        )
+    planned = int(epochs or state.train_args.get("epochs") or raw.get("epochs") or 0)
+    if epochs is not None and epochs <= info.epochs_done:
+        raise XrayDetError(
+            f"{run_dir}: --epochs {epochs} must exceed the {info.epochs_done} epochs already done"
+        )
+    if planned <= info.epochs_done:
+        log.info(
+            "%s already has all %d epochs; nothing to resume (pass epochs to extend it)", run_dir, planned
+        )
+        return load_run_result(run_dir)
+    raw["epochs"] = planned
+    job = job_from_dict(raw, where=str(job_file))
+    if epochs is not None:  # the run now aims at the new total; a later plain resume keeps it
+        atomic_write_yaml(job_file, job.model_dump(mode="json"))
+    truncate_results_csv(run_dir / "results.csv", info.epochs_done)
+    state.train_args["epochs"] = planned
+    state.resumes.append(
+        {
+            "checkpoint": info.path.name,
+            "from_epoch": info.epochs_done,
+            "epochs": planned,
+            "extended": bool(epochs),
+        }
+    )
+    log.info(
+        "resuming %s from %s (epoch %d) to %d epochs", run_dir, info.path.name, info.epochs_done, planned
+    )
+    source = prepare_resume_checkpoint(info, run_dir, epochs=planned, batch=state.train_args.get("batch"))
+    return execute(job, run_dir, state, resume_from=source)

@@ -1,0 +1,289 @@
+"""``run_training``: one job -> one run folder, one MLflow run, one ``RunResult``, whatever happens.
+
+Run folder (``runs/train/<name>-<time>/`` unless given)::
+
+    job.yaml        the resolved job (the gate's decision epoch made explicit)
+    args.yaml       Ultralytics' resolved train arguments
+    weights/        best.pt, last.pt, resume.pt (full state at the end), epochNNN.pt, summary.json
+    results.csv, results.png, confusion_matrix*.png   (Ultralytics)
+    state.json, verdicts.json, summary.json            (xraydet)
+
+CUDA out of memory (``torch.cuda.OutOfMemoryError`` or a RuntimeError saying "out of memory") is retried
+from the newest resumable checkpoint (or from scratch if there is none yet) with half the batch, down to the
+job's ``min_batch`` (4); each retry is listed in ``RunResult.retries``. Ultralytics' own first-epoch batch
+halving stays active underneath.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("YOLO_OFFLINE", "true")
+
+from xraydet.errors import ConfigError
+from xraydet.io import atomic_write_yaml
+from xraydet.training.checkpoint_files import find_resume_checkpoint, prepare_resume_checkpoint
+from xraydet.training.history import read_results_csv, truncate_results_csv
+from xraydet.training.hooks import (
+    DecisionGate,
+    HookBase,
+    HookList,
+    NanLossFlag,
+    OscillationFlag,
+    OverfitFlag,
+    PeriodicCheckpoint,
+    PlateauFlag,
+    Timeout,
+    TrainContext,
+    Verdict,
+    build_hook,
+)
+from xraydet.training.job import TrainJob
+from xraydet.training.mlflow_logger import MlflowRunLogger
+from xraydet.training.state import RunState
+from xraydet.training.summary import RunResult, best_record, metrics_of, write_run_result
+from xraydet.training.ultralytics_bridge import TrainOutcome, UltralyticsBridge
+
+log = logging.getLogger(__name__)
+
+
+def build_job_hooks(job: TrainJob) -> HookList:
+    """The job's hooks in their documented order: NaN, gate, red flags, checkpoints, timeout, extra hooks."""
+    flags = job.red_flags
+    hooks: list[HookBase] = []
+    if flags.nan.enabled:
+        hooks.append(NanLossFlag(action=flags.nan.action))
+    if job.gate.enabled:
+        g = job.gate
+        hooks.append(
+            DecisionGate(g.resolved_epoch(job.epochs), g.continue_above, g.stop_below, g.metric, g.on_stop)
+        )
+    if flags.oscillation.enabled:
+        o = flags.oscillation
+        hooks.append(
+            OscillationFlag(o.metrics, o.window, o.min_sign_change_ratio, o.min_rel_amplitude, o.action)
+        )
+    if flags.plateau.enabled:
+        p = flags.plateau
+        hooks.append(PlateauFlag(p.metric, p.patience, p.min_delta, p.action))
+    if flags.overfitting.enabled:
+        f = flags.overfitting
+        hooks.append(OverfitFlag(f.window, f.min_val_rise, f.action))
+    if job.checkpoint_every:
+        hooks.append(PeriodicCheckpoint(job.checkpoint_every))
+    if job.timeout_s:
+        hooks.append(Timeout(job.timeout_s))
+    hooks.extend(build_hook(spec.name, spec.params) for spec in job.hooks)
+    return HookList(hooks)
+
+
+def default_run_dir(job: TrainJob) -> Path:
+    from xraydet.tracking import runs_root
+
+    base = runs_root() / "train" / f"{job.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def run_training(job: TrainJob, run_dir: Path | None = None) -> RunResult:
+    """Train ``job`` into ``run_dir`` (a new folder under ``runs/train/`` by default) and return its result.
+
+    Input errors raise :class:`~xraydet.errors.ConfigError` before anything starts; failures during training
+    are returned as ``status="failed"`` with the reason (the summary is written either way).
+
+    Example:
+        >>> result = run_training(load_job("examples/jobs/smoke.yaml"))  # doctest: +SKIP
+        >>> result.status, result.verdict("decision_gate").decision  # doctest: +SKIP
+        ('completed', 'continue')
+    """
+    run_dir = Path(run_dir).resolve() if run_dir is not None else default_run_dir(job)
+    if (run_dir / "state.json").exists() or (run_dir / "weights").exists():
+        raise ConfigError(f"{run_dir} already holds a run; resume it with `xraydet train --resume {run_dir}`")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job = job.model_copy(
+        update={"gate": job.gate.model_copy(update={"decision_epoch": job.gate.resolved_epoch(job.epochs)})}
+    )
+    if job.gate.enabled and (job.gate.decision_epoch or 0) > job.epochs:
+        log.warning(
+            "decision epoch %s is after the last epoch (%d): the gate will not fire",
+            job.gate.decision_epoch,
+            job.epochs,
+        )
+    atomic_write_yaml(run_dir / "job.yaml", job.model_dump(mode="json"))
+    args = job.train_args()
+    args.update(project=str(run_dir.parent), name=run_dir.name, exist_ok=True, save_period=-1)
+    state = RunState(train_args=args)
+    return execute(job, run_dir, state, resume_from=None)
+
+
+def execute(job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | None) -> RunResult:
+    """Run (or continue) training with hooks, OOM retries, MLflow and the summary. Used by resume too."""
+    t0 = time.monotonic()
+    hooks = build_job_hooks(job)
+    hooks.load_state_dict(state.hooks)
+    history = read_results_csv(run_dir / "results.csv") if resume_from is not None else []
+    ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), start_epoch=len(history))
+    _replay(hooks, ctx, history, state)
+    mlflow = MlflowRunLogger(job.experiment, run_dir.name, state.mlflow_run_id)
+    state.mlflow_run_id = mlflow.run_id
+    mlflow.log_params({"job": job.model_dump(mode="json"), "train": state.train_args})
+    mlflow.set_tags({"xraydet.run_dir": run_dir, "xraydet.preset": job.preset, "xraydet.model": job.model})
+    state.save(run_dir)
+
+    def on_epoch(ctx: TrainContext, record: dict[str, Any], verdicts: list[Verdict]) -> None:
+        state.epoch = int(record["epoch"])
+        state.hooks = hooks.state_dict()
+        state.verdicts.extend(verdicts)
+        _log_epoch(mlflow, state, record)
+        mlflow.log_verdicts(verdicts)
+        state.save(run_dir)
+
+    bridge = UltralyticsBridge(hooks, ctx, on_epoch)
+    outcome: TrainOutcome | None = None
+    status, reason = "failed", None
+    try:
+        outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from)
+        status, reason = _status(outcome, ctx.epochs, time_budget=bool(state.train_args.get("time")))
+    except KeyboardInterrupt:
+        reason = "interrupted"
+        raise
+    except Exception as err:
+        log.exception("training failed")
+        reason = f"{type(err).__name__}: {err}"
+    finally:
+        state.wall_time_s += time.monotonic() - t0
+        state.hooks = hooks.state_dict()
+        state.save(run_dir)
+        result = _result(run_dir, state, status, reason, ctx.epochs, mlflow.run_id)
+        for record in result.history:  # epochs replayed after a kill or redone after an OOM retry
+            if record["epoch"] not in state.mlflow_epochs:
+                _log_epoch(mlflow, state, record)
+        write_run_result(result)
+        state.save(run_dir)
+        mlflow.log_verdicts(_latest_per_hook(state.verdicts))
+        mlflow.set_tags({"xraydet.stop_reason": reason or ""})
+        mlflow.log_artifacts(run_dir)
+        mlflow.finish(status)
+    log.info("run %s: %s (%d/%d epochs)", run_dir, status, result.epochs_completed, result.epochs_planned)
+    return result
+
+
+def _log_epoch(mlflow: MlflowRunLogger, state: RunState, record: dict[str, Any]) -> None:
+    mlflow.log_epoch(record)
+    if record["epoch"] not in state.mlflow_epochs:
+        state.mlflow_epochs.append(int(record["epoch"]))
+
+
+def is_cuda_oom(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    )
+
+
+def _train_with_oom_retry(
+    bridge: UltralyticsBridge, job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | None
+) -> TrainOutcome:
+    args = dict(state.train_args)
+    source = resume_from
+    while True:
+        try:
+            return bridge.train(job.model, args if source is None else {}, resume_from=source)
+        except Exception as err:
+            batch = args.get("batch")
+            if not is_cuda_oom(err) or not isinstance(batch, int) or batch <= job.min_batch:
+                raise
+            new_batch = max(job.min_batch, batch // 2)
+            info = find_resume_checkpoint(run_dir)
+            retry = {
+                "attempt": len(state.retries) + 2,
+                "error": f"{type(err).__name__}: {str(err)[:300]}",
+                "batch_from": batch,
+                "batch_to": new_batch,
+                "from_epoch": info.epochs_done if info else 0,
+                "checkpoint": str(info.path) if info else None,
+            }
+            log.warning(
+                "CUDA out of memory at batch %d: retrying with batch %d from epoch %d",
+                batch,
+                new_batch,
+                retry["from_epoch"],
+            )
+            state.retries.append(retry)
+            args["batch"] = state.train_args["batch"] = new_batch
+            bridge.ctx.attempt += 1
+            if info is None:
+                source = None
+                bridge.ctx.history, bridge.ctx.start_epoch = [], 0
+            else:
+                truncate_results_csv(run_dir / "results.csv", info.epochs_done)
+                bridge.ctx.history = read_results_csv(run_dir / "results.csv")
+                bridge.ctx.start_epoch = info.epochs_done
+                source = prepare_resume_checkpoint(info, run_dir, epochs=int(args["epochs"]), batch=new_batch)
+            state.save(run_dir)
+
+
+def _replay(hooks: HookList, ctx: TrainContext, history: list[dict[str, Any]], state: RunState) -> None:
+    """Feed hooks the epochs they missed (killed between checkpoint and state write); fill ctx.history."""
+    for record in history:
+        ctx.history.append(record)
+        if record["epoch"] > state.epoch:
+            ctx.epoch, ctx.replay = int(record["epoch"]), True
+            verdicts = hooks.call("after_fit_epoch", ctx, record)
+            state.verdicts.extend(verdicts)
+            state.epoch = int(record["epoch"])
+            log.info("replayed epoch %d into hooks (%d verdicts)", record["epoch"], len(verdicts))
+    ctx.replay = False
+
+
+def _status(outcome: TrainOutcome, epochs: int, time_budget: bool = False) -> tuple[str, str | None]:
+    """Status of a finished training process. ``time_budget``: Ultralytics' ``time`` argument ended it."""
+    v = outcome.stop_verdict
+    if v is not None and (v.status == "timed_out" or outcome.epochs_done < epochs):
+        return v.status or "stopped", f"{v.hook} at epoch {v.epoch}: {v.reason}"
+    if outcome.epochs_done >= epochs or time_budget:
+        return "completed", None
+    return "stopped", f"Ultralytics early stopping after {outcome.epochs_done} epochs (patience)"
+
+
+def _latest_per_hook(verdicts: list[Verdict]) -> list[Verdict]:
+    latest: dict[str, Verdict] = {}
+    for v in verdicts:
+        latest[v.hook] = v
+    return list(latest.values())
+
+
+def _result(
+    run_dir: Path, state: RunState, status: str, reason: str | None, epochs: int, run_id: str
+) -> RunResult:
+    history = read_results_csv(run_dir / "results.csv")
+    best = best_record(history)
+    weights = run_dir / "weights"
+    return RunResult(
+        run_dir=run_dir,
+        status=status,  # type: ignore[arg-type]
+        stop_reason=reason,
+        epochs_completed=int(history[-1]["epoch"]) if history else 0,
+        epochs_planned=epochs,
+        best_weights=weights / "best.pt" if (weights / "best.pt").is_file() else None,
+        last_weights=weights / "last.pt" if (weights / "last.pt").is_file() else None,
+        final_metrics=metrics_of(history[-1]) if history else {},
+        best_metrics=metrics_of(best) if best else {},
+        best_epoch=int(best["epoch"]) if best else None,
+        history=history,
+        verdicts=state.verdicts,
+        retries=state.retries,
+        resumes=state.resumes,
+        train_args=state.train_args,
+        mlflow_run_id=run_id,
+        wall_time_s=round(state.wall_time_s, 3),
+    )

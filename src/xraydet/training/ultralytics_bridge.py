@@ -1,0 +1,253 @@
+"""The one module that touches Ultralytics trainer internals: callbacks in, stop requests out, offline guard.
+
+Ultralytics (8.4.x) calls, per epoch: ``on_train_epoch_start``, ``on_train_batch_end`` (per batch),
+``on_model_save`` (after ``last.pt``/``best.pt`` are written), ``on_fit_epoch_end``; after the loop,
+``final_eval`` strips the optimizer from ``last.pt``/``best.pt`` and calls ``on_fit_epoch_end`` once more with
+the best model's metrics. A graceful stop is ``trainer.stop = True``: Ultralytics checks it after each batch
+(the epoch is cut, validated and saved) and after ``on_fit_epoch_end`` (the loop ends). An immediate stop
+raises :class:`StopTraining` out of the callback, so nothing after it is trained or saved.
+
+Because ``final_eval`` strips ``last.pt``, the bridge keeps a full copy as ``weights/resume.pt`` when the loop
+ends, so a finished or stopped run can still be resumed or extended with its optimizer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xraydet.training.history import normalize_row
+from xraydet.training.hooks.base import HookList, TrainContext, Verdict
+
+log = logging.getLogger(__name__)
+
+INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "sync")
+RESUME_NAME = "resume.pt"
+
+
+class StopTraining(Exception):
+    """Raised from a callback to end training at once (e.g. NaN loss)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.reason)
+        self.verdict = verdict
+
+
+@dataclass
+class TrainOutcome:
+    """What one training process did, as seen from the callbacks."""
+
+    stop_verdict: Verdict | None = None
+    epochs_done: int = 0
+    loop_finished: bool = False
+    best_eval: dict[str, Any] = field(default_factory=dict)
+
+
+EpochListener = Callable[[TrainContext, dict[str, Any], list[Verdict]], None]
+
+
+class UltralyticsBridge:
+    """Feeds ``hooks`` from an Ultralytics model's callbacks and turns their verdicts into stop requests.
+
+    Args:
+        hooks: the run's hooks, called in order.
+        ctx: the shared context (its ``history`` must already hold the epochs of a resumed run).
+        on_epoch: called after the hooks with each epoch's record and the verdicts it produced (the trainer
+            persists state and logs metrics there).
+    """
+
+    def __init__(self, hooks: HookList, ctx: TrainContext, on_epoch: EpochListener | None = None) -> None:
+        self.hooks = hooks
+        self.ctx = ctx
+        self.on_epoch = on_epoch
+        self.outcome = TrainOutcome()
+        self._t0 = 0.0
+
+    # -- running --
+
+    def train(
+        self, model_source: str | Path, args: dict[str, Any], resume_from: Path | None = None
+    ) -> TrainOutcome:
+        """Train once (fresh, or resumed from a prepared checkpoint); hooks' ``after_train`` always runs.
+
+        Exceptions from training (e.g. CUDA out of memory) propagate after ``after_train``; a
+        :class:`StopTraining` raised by a hook ends the run normally with its verdict.
+        """
+        from ultralytics import YOLO
+
+        self.outcome = TrainOutcome(epochs_done=self.ctx.start_epoch)
+        self._t0 = time.monotonic()
+        try:
+            with offline_guard():
+                model = YOLO(str(resume_from or model_source))
+                self._attach(model)
+                self.hooks.call("before_train", self._tick())
+                if resume_from is not None:
+                    model.train(resume=str(resume_from), **args)
+                else:
+                    model.train(**args)
+        except StopTraining as stop:
+            self.outcome.stop_verdict = stop.verdict
+            log.warning("training stopped at once: %s", stop.verdict.reason)
+        finally:
+            self.hooks.after_train(self._tick())
+        return self.outcome
+
+    def _tick(self) -> TrainContext:
+        self.ctx.elapsed_s = time.monotonic() - self._t0
+        return self.ctx
+
+    def _attach(self, model: Any) -> None:
+        model.add_callback("on_train_epoch_start", self._on_epoch_start)
+        model.add_callback("on_train_batch_end", self._on_batch_end)
+        model.add_callback("on_model_save", self._on_model_save)
+        model.add_callback("on_fit_epoch_end", self._on_fit_epoch_end)
+
+    # -- callbacks (each receives the Ultralytics trainer) --
+
+    def _on_epoch_start(self, trainer: Any) -> None:
+        ctx = self._tick()
+        ctx.epoch, ctx.epochs, ctx.batch_index = trainer.epoch + 1, trainer.epochs, -1
+        self.hooks.call("before_epoch", ctx)
+
+    def _on_batch_end(self, trainer: Any) -> None:
+        ctx = self._tick()
+        ctx.batch_index += 1
+        loss = getattr(trainer, "loss", None)
+        ctx.loss = None if loss is None else float(loss.detach().float().sum())
+        self._act(self.hooks.call("after_batch", ctx), trainer)
+
+    def _on_model_save(self, trainer: Any) -> None:
+        ctx = self._tick()
+        ctx.epoch = trainer.epoch + 1
+        self.hooks.call("after_save", ctx)
+
+    def _on_fit_epoch_end(self, trainer: Any) -> None:
+        if self.outcome.loop_finished:  # final_eval's extra call: metrics of best.pt, not a new epoch
+            self.outcome.best_eval = normalize_row(dict(trainer.metrics or {}))
+            return
+        ctx = self._tick()
+        ctx.epoch = trainer.epoch + 1
+        record = self._record(trainer)
+        ctx.history.append(record)
+        self.outcome.epochs_done = ctx.epoch
+        verdicts = self.hooks.call("after_fit_epoch", ctx, record)
+        for verdict in verdicts:
+            _log_verdict(verdict)
+        if self.on_epoch is not None:
+            self.on_epoch(ctx, record, verdicts)
+        self._act(verdicts, trainer)
+        if trainer.stop:  # the loop ends after this callback; final_eval will strip last.pt next
+            self.outcome.loop_finished = True
+            keep_resumable(Path(trainer.last))
+
+    def _act(self, verdicts: list[Verdict], trainer: Any) -> None:
+        for verdict in verdicts:
+            if verdict.decision != "stop":
+                continue
+            if self.outcome.stop_verdict is None:
+                self.outcome.stop_verdict = verdict
+            if verdict.immediate:
+                raise StopTraining(verdict)
+            trainer.stop = True
+
+    @staticmethod
+    def _record(trainer: Any) -> dict[str, Any]:
+        raw: dict[str, Any] = {"epoch": trainer.epoch + 1}
+        if trainer.tloss is not None:
+            raw.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
+        raw.update(trainer.metrics or {})
+        raw.update(getattr(trainer, "lr", {}) or {})
+        row = normalize_row({k: _num(v) for k, v in raw.items()})
+        row["epoch_time_s"] = float(getattr(trainer, "epoch_time", None) or 0.0)
+        return row
+
+
+def _num(value: Any) -> Any:
+    return float(value.item()) if hasattr(value, "item") else value
+
+
+def _log_verdict(verdict: Verdict) -> None:
+    level = logging.INFO if verdict.decision == "continue" else logging.WARNING
+    log.log(level, "[%s] epoch %d: %s - %s", verdict.hook, verdict.epoch, verdict.decision, verdict.reason)
+
+
+def keep_resumable(last: Path) -> Path | None:
+    """Copy ``last.pt`` (with its optimizer) to ``resume.pt`` atomically, before Ultralytics strips it."""
+    if not last.is_file():
+        return None
+    target = last.with_name(RESUME_NAME)
+    tmp = target.with_name(f".{RESUME_NAME}.partial")
+    shutil.copyfile(last, tmp)
+    tmp.replace(target)
+    return target
+
+
+# -- offline guard --
+
+
+def _local_font(font: str = "Arial.ttf") -> Path:
+    """Ultralytics' font, if it was ever cached, else matplotlib's bundled DejaVu Sans: never a download."""
+    from matplotlib import font_manager
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    cached = USER_CONFIG_DIR / Path(font).name
+    if cached.exists():
+        return cached
+    return Path(font_manager.findfont("DejaVu Sans", fallback_to_default=True))
+
+
+def _amp_check_offline(original: Callable[..., bool]) -> Callable[..., bool]:
+    def check(model: Any, *args: Any, **kwargs: Any) -> bool:
+        from ultralytics.utils import WEIGHTS_DIR
+
+        on_accelerator = next(model.parameters()).device.type not in {"cpu", "mps"}
+        if not on_accelerator or (WEIGHTS_DIR / "yolo26n.pt").is_file():
+            return original(
+                model, *args, **kwargs
+            )  # Ultralytics returns False on CPU without loading anything
+        log.info(
+            "AMP check skipped (it would download yolo26n.pt); keeping amp=True as Ultralytics does offline"
+        )
+        return True
+
+    return check
+
+
+@contextmanager
+def offline_guard() -> Iterator[None]:
+    """While training: Ultralytics' own loggers/analytics off, no font, AMP-check weight or update download.
+
+    Settings are changed in memory only (the user's settings file is left alone) and restored afterwards.
+    """
+    import ultralytics.data.utils as data_utils
+    import ultralytics.engine.trainer as trainer_mod
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.plotting as plotting
+    from ultralytics.utils import SETTINGS
+
+    saved = {k: SETTINGS[k] for k in INTEGRATIONS if k in SETTINGS}
+    with ExitStack() as stack:
+        dict.update(SETTINGS, dict.fromkeys(saved, False))
+        stack.callback(dict.update, SETTINGS, saved)
+        patches = [
+            (data_utils, "check_font", _local_font),
+            (plotting, "check_font", _local_font),
+            (checks, "check_pip_update_available", lambda: False),
+            (trainer_mod, "check_amp", _amp_check_offline(trainer_mod.check_amp)),
+        ]
+        for module, name, replacement in patches:
+            stack.callback(setattr, module, name, getattr(module, name))
+            setattr(module, name, replacement)
+        yield
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

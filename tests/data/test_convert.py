@@ -1,0 +1,241 @@
+"""``convert``: hand-made COCO / VOC / loc-token exports with known boxes -> YOLO data sets."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from xraydet.data.convert import convert, infer_split
+from xraydet.data.dataset import load_dataset, read_label_file
+from xraydet.data.formats import FormatError, Record, coco
+from xraydet.structures import xywhn_to_xyxy
+
+
+def _image(path: Path, w: int, h: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (w, h), (200, 120, 40)).save(path)
+    return path
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# -------------------------------------------------------------------------------------------- loc tokens
+def test_loctoken_jsonl_to_known_yolo_lines(tmp_path: Path) -> None:
+    """1024x512 scan, knife at x 100..300 / y 50..450 px and gun at x 512..768 / y 0..256 px."""
+    src = tmp_path / "export"
+    _image(src / "scan.jpg", 1024, 512)
+    _image(src / "empty.jpg", 1024, 512)
+    answer = "<loc0100><loc0100><loc0900><loc0300> knife ; <loc0000><loc0512><loc0512><loc0768> gun"
+    _jsonl(
+        src / "_annotations.train.jsonl",
+        [
+            {"image": "scan.jpg", "prefix": "detect knife ; gun", "suffix": answer},
+            {"image": "empty.jpg", "prefix": "detect knife ; gun", "suffix": ""},
+        ],
+    )
+    result = convert(src, "loctoken", tmp_path / "yolo")
+    assert result.names == ["gun", "knife"]  # no declared order: sorted by name, and said so
+    assert result.mapping == ["'gun' -> class 0", "'knife' -> class 1"]
+    labels = (tmp_path / "yolo/labels/train/scan.txt").read_text().splitlines()
+    assert labels == ["1 0.195312 0.488281 0.195312 0.781250", "0 0.625000 0.250000 0.250000 0.500000"]
+    assert (tmp_path / "yolo/labels/train/empty.txt").read_text() == ""
+    written = yaml.safe_load((tmp_path / "yolo/data.yaml").read_text())
+    assert written["names"] == {0: "gun", 1: "knife"}
+    assert json.loads((tmp_path / "yolo/conversion.json").read_text())["names"] == ["gun", "knife"]
+
+
+def test_classes_option_fixes_the_order(tmp_path: Path) -> None:
+    src = tmp_path / "export"
+    _image(src / "scan.jpg", 1024, 512)
+    _jsonl(
+        src / "train.jsonl", [{"image": "scan.jpg", "suffix": "<loc0100><loc0100><loc0900><loc0300> knife"}]
+    )
+    result = convert(
+        src, "loctoken", tmp_path / "yolo", classes=["scissors", "knife", "gun"], threats=["knife"]
+    )
+    assert result.names == ["scissors", "knife", "gun"]
+    assert (tmp_path / "yolo/labels/train/scan.txt").read_text().split()[0] == "1"
+    assert load_dataset(tmp_path / "yolo").threats == ["knife"]
+
+
+def test_unknown_class_names_the_line_and_writes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "export"
+    _image(src / "a.jpg", 64, 64)
+    _jsonl(
+        src / "train.jsonl",
+        [
+            {"image": "a.jpg", "suffix": "<loc0100><loc0100><loc0900><loc0300> knife"},
+            {"image": "a.jpg", "suffix": "<loc0100><loc0100><loc0900><loc0300> Knife"},
+        ],
+    )
+    with pytest.raises(FormatError, match=r"train\.jsonl:2: class 'Knife' is not in .*did you mean 'knife'"):
+        convert(src, "loctoken", tmp_path / "yolo", classes=["knife", "gun"])
+    assert not (tmp_path / "yolo").exists()
+
+
+def test_openai_chat_jsonl_with_embedded_image(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (200, 100), (10, 20, 30)).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    row = {
+        "messages": [
+            {"role": "system", "content": "You find threats."},
+            {"role": "user", "content": "detect gun"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]},
+            {"role": "assistant", "content": "<loc0256><loc0512><loc0768><loc1000> gun"},
+        ]
+    }
+    src = _jsonl(tmp_path / "valid.jsonl", [row])
+    result = convert(src, "loctoken", tmp_path / "yolo")
+    assert list(result.splits) == ["val"]
+    image = tmp_path / "yolo/images/val/image_000001.png"
+    assert Image.open(image).size == (200, 100)
+    rows = read_label_file(tmp_path / "yolo/labels/val/image_000001.txt")
+    np.testing.assert_allclose(
+        xywhn_to_xyxy(rows[:, 1:], 200, 100), [[100, 25, 1000 / 1024 * 200, 75]], atol=1e-3
+    )
+
+
+def test_missing_image_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    src = _jsonl(tmp_path / "a.jsonl", [{"image": "https://example.com/x/nowhere.jpg", "suffix": ""}])
+    with pytest.raises(FormatError, match=r"a\.jsonl:1: image 'nowhere\.jpg' not found"):
+        convert(src, "loctoken", tmp_path / "yolo")
+
+
+def test_images_folder_option(tmp_path: Path) -> None:
+    _image(tmp_path / "pics/x.jpg", 100, 100)
+    src = _jsonl(
+        tmp_path / "ann/a.jsonl",
+        [{"image": "https://host/x.jpg", "suffix": "<loc0000><loc0000><loc0512><loc0512> gun"}],
+    )
+    convert(src, "loctoken", tmp_path / "yolo", images=tmp_path / "pics")
+    assert (tmp_path / "yolo/labels/train/x.txt").read_text() == "0 0.250000 0.250000 0.500000 0.500000\n"
+
+
+# ------------------------------------------------------------------------------------------------- COCO
+def _roboflow_export(root: Path) -> None:
+    """train/ and valid/ folders, each with _annotations.coco.json and its images (Roboflow's layout)."""
+    for split, offset in (("train", 0), ("valid", 5)):
+        _image(root / split / f"bag{offset}.jpg", 640, 480)
+        (root / split / "_annotations.coco.json").write_text(
+            json.dumps(
+                {
+                    "images": [{"id": 0, "file_name": f"bag{offset}.jpg", "width": 640, "height": 480}],
+                    "annotations": [
+                        {"id": 0, "image_id": 0, "category_id": 2, "bbox": [64, 48, 128, 96]},
+                        {"id": 1, "image_id": 0, "category_id": 1, "bbox": [320, 240, 64, 48]},
+                    ],
+                    "categories": [
+                        {"id": 0, "name": "threats", "supercategory": "none"},
+                        {"id": 1, "name": "knife", "supercategory": "threats"},
+                        {"id": 2, "name": "gun", "supercategory": "threats"},
+                    ],
+                }
+            )
+        )
+
+
+def test_roboflow_coco_folder(tmp_path: Path) -> None:
+    _roboflow_export(tmp_path / "rf")
+    result = convert(tmp_path / "rf", "coco", tmp_path / "yolo")
+    assert sorted(result.splits) == ["train", "val"]
+    assert result.names == ["knife", "gun"]
+    assert result.mapping == ["COCO category 1 'knife' -> class 0", "COCO category 2 'gun' -> class 1"]
+    assert any("dropped COCO category 0 'threats'" in n for n in result.notes)
+    lines = (tmp_path / "yolo/labels/val/bag5.txt").read_text().splitlines()
+    assert lines == ["1 0.200000 0.200000 0.200000 0.200000", "0 0.550000 0.550000 0.100000 0.100000"]
+    ds = load_dataset(tmp_path / "yolo")
+    assert ds.names == ["knife", "gun"] and len(ds.images("train")) == 1
+
+
+def test_coco_size_mismatch_is_an_error(tmp_path: Path) -> None:
+    _roboflow_export(tmp_path / "rf")
+    _image(tmp_path / "rf/train/bag0.jpg", 320, 240)  # the annotations say 640x480
+    with pytest.raises(FormatError, match=r"annotations are for a 640x480 image but 'bag0\.jpg' is 320x240"):
+        convert(tmp_path / "rf", "coco", tmp_path / "yolo")
+    assert not (tmp_path / "yolo").exists()
+
+
+def test_synth_set_survives_coco_round_trip(synth_yaml: Path, tmp_path: Path) -> None:
+    """Real labels (synthetic scans) -> COCO json -> convert -> the same YOLO boxes."""
+    ds = load_dataset(synth_yaml)
+    records = []
+    for image, label in ds.iter_samples("val"):
+        w, h = Image.open(image).size
+        rows = read_label_file(label)
+        records.append(
+            Record(
+                image.name,
+                w,
+                h,
+                xywhn_to_xyxy(rows[:, 1:], w, h),
+                [ds.names[int(c)] for c in rows[:, 0]],
+                str(label),
+            )
+        )
+    ann = coco.write(tmp_path / "ann.json", records, ds.names)
+    convert(ann, "coco", tmp_path / "yolo", images=synth_yaml.parent / "images" / "val", split="val")
+    for _image, label in ds.iter_samples("val"):
+        original, back = read_label_file(label), read_label_file(tmp_path / "yolo/labels/val" / label.name)
+        np.testing.assert_allclose(back, original, atol=2e-6)
+
+
+# -------------------------------------------------------------------------------------------------- VOC
+def test_voc_devkit_layout(tmp_path: Path) -> None:
+    root = tmp_path / "VOC2007"
+    _image(root / "JPEGImages/s1.jpg", 200, 100)
+    (root / "Annotations").mkdir(parents=True)
+    (root / "Annotations/s1.xml").write_text(
+        "<annotation><filename>s1.jpg</filename><size><width>200</width><height>100</height></size>"
+        "<object><name>scissors</name><bndbox><xmin>21</xmin><ymin>11</ymin><xmax>60</xmax><ymax>50</ymax>"
+        "</bndbox></object></annotation>"
+    )
+    result = convert(root / "Annotations", "voc", tmp_path / "yolo")
+    assert result.names == ["scissors"]
+    # pixels 20..59 x 10..49 (0-based) -> cx 40/200, cy 30/100, w 40/200, h 40/100
+    assert (tmp_path / "yolo/labels/train/s1.txt").read_text() == "0 0.200000 0.300000 0.200000 0.400000\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("train/_annotations.coco.json", "train"),
+        ("valid/a.json", "val"),
+        ("x/_annotations.valid.jsonl", "val"),
+        ("test.jsonl", "test"),
+        ("validation/a.xml", "val"),
+        ("export.jsonl", "train"),
+        ("trainee/a.json", "train"),
+    ],
+)
+def test_split_inference(tmp_path: Path, path: str, expected: str) -> None:
+    assert infer_split(tmp_path / path, tmp_path, "train") == expected
+
+
+def test_cli_prints_the_class_order(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    _roboflow_export(tmp_path / "rf")
+    result = CliRunner().invoke(
+        app, ["data", "convert", str(tmp_path / "rf"), "--from", "coco", "-o", str(tmp_path / "yolo")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "COCO category 1 'knife' -> class 0" in result.output
+    assert "dropped COCO category 0" in result.output
+    bad = CliRunner().invoke(
+        app, ["data", "convert", str(tmp_path / "rf"), "--from", "yaml", "-o", str(tmp_path / "y2")]
+    )
+    assert bad.exit_code != 0 and "--from yaml" in str(bad.exception)

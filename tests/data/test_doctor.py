@@ -1,0 +1,143 @@
+"""``doctor``: real labels pass, the same labels transposed / shifted / rescaled are flagged."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xraydet.data.dataset import load_dataset, read_label_file, write_data_yaml
+from xraydet.data.doctor import ImageMaps, contrast_score, doctor, fit_score, probe_overfit
+
+Fault = Callable[[np.ndarray], np.ndarray]
+TRANSPOSE: Fault = lambda r: r[:, [1, 0, 3, 2]]  # noqa: E731
+SHIFT: Fault = lambda r: r + np.c_[r[:, 2] / 2, r[:, 3] / 2, np.zeros((len(r), 2))]  # noqa: E731
+DOUBLE: Fault = lambda r: r * [1, 1, 2, 2]  # noqa: E731
+
+
+def perturbed_copy(
+    src_yaml: Path, dest: Path, fault: Fault | None, split: str = "val", n: int | None = None
+) -> Path:
+    """Same images (symlinked, never copied), labels rewritten with ``fault`` applied to (cx, cy, w, h)."""
+    ds = load_dataset(src_yaml)
+    (dest / "images" / split).mkdir(parents=True)
+    (dest / "labels" / split).mkdir(parents=True)
+    for image, label in list(ds.iter_samples(split))[:n]:
+        (dest / "images" / split / image.name).symlink_to(image.resolve())
+        if not label.exists():
+            continue
+        rows = read_label_file(label)
+        if fault is not None and len(rows):
+            rows[:, 1:] = fault(rows[:, 1:])
+        text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows)
+        (dest / "labels" / split / label.name).write_text(text)
+    return write_data_yaml(dest, ds.names, {split: f"images/{split}"}, ds.threats)
+
+
+# ------------------------------------------------------------------------------------- hand-made image
+def _one_dark_bar() -> tuple[np.ndarray, np.ndarray]:
+    """White 200x100 image with a dark 20x60 bar at x 40..60, y 20..80 (a knife seen from above)."""
+    rgb = np.full((100, 200, 3), 245, dtype=np.uint8)
+    rgb[20:80, 40:60] = (30, 40, 120)
+    return rgb, np.array([[40.0, 20.0, 60.0, 80.0]])
+
+
+def test_contrast_and_fit_peak_on_the_true_box() -> None:
+    rgb, box = _one_dark_bar()
+    maps = ImageMaps(rgb)
+    cx, cy, w, h = 50.0, 50.0, 20.0, 60.0
+    moved = {
+        "transposed": [[cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2]],
+        "shifted": [[50.0, 50.0, 70.0, 110.0]],
+        "x2": [[30.0, -10.0, 70.0, 110.0]],
+        "x0.5": [[45.0, 35.0, 55.0, 65.0]],
+    }
+    true_contrast, true_fit = contrast_score(maps, box)[0], fit_score(maps, box, box)[0]
+    assert true_fit > 0.5  # most of what stands out near the box is inside it
+    for name, b in moved.items():
+        arr = np.array(b)
+        if name in ("transposed", "shifted"):
+            assert contrast_score(maps, arr)[0] < true_contrast, name
+        assert fit_score(maps, arr, box)[0] < true_fit, name
+
+
+def test_box_outside_the_image_scores_zero() -> None:
+    rgb, _ = _one_dark_bar()
+    assert contrast_score(ImageMaps(rgb), np.array([[300.0, 10.0, 320.0, 30.0]]))[0] == 0.0
+
+
+# ----------------------------------------------------------------------------------------- synth data
+def test_synth_labels_pass_and_write_report(synth_yaml: Path, tmp_path: Path) -> None:
+    report = doctor(synth_yaml, out_dir=tmp_path / "doc")
+    assert report.verdict == "pass", report
+    assert report.split == "val" and report.n_boxes > 20
+    assert all(p.win_rate > 0.7 for p in report.perturbations)
+    saved = json.loads((tmp_path / "doc/doctor.json").read_text())
+    assert saved["verdict"] == "pass" and len(saved["perturbations"]) == 7
+    sheets = sorted(p.name for p in (tmp_path / "doc/contact_sheets").iterdir())
+    present = {
+        int(r[0]) for _, lab in load_dataset(synth_yaml).iter_samples("val") for r in read_label_file(lab)
+    }
+    assert len(sheets) == len(present)  # one sheet per class that has boxes
+    assert Image.open(tmp_path / "doc/scores.png").size[0] > 500
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"), [(TRANSPOSE, "transposed"), (SHIFT, "shifted"), (DOUBLE, "mis-scaled")]
+)
+def test_synth_faults_are_flagged(synth_yaml: Path, tmp_path: Path, fault: Fault, expected: str) -> None:
+    report = doctor(perturbed_copy(synth_yaml, tmp_path / "bad", fault))
+    assert report.verdict == "flagged"
+    assert expected in report.faults
+
+
+# ------------------------------------------------------------------------------------------- real data
+@pytest.mark.realdata
+def test_real_opixray_labels_pass(opixray_yaml: Path) -> None:
+    report = doctor(opixray_yaml, "val", max_images=120)
+    assert report.n_images == 120
+    assert report.verdict == "pass", [(p.name, p.contrast, p.fit) for p in report.perturbations]
+    transposed = next(p for p in report.perturbations if p.name == "transposed")
+    assert transposed.contrast < 0.5 * report.given_contrast
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("fault", "expected"), [(TRANSPOSE, "transposed"), (SHIFT, "shifted")])
+def test_real_opixray_faults_are_flagged(
+    opixray_yaml: Path, tmp_path: Path, fault: Fault, expected: str
+) -> None:
+    bad = perturbed_copy(opixray_yaml, tmp_path / "bad", fault, n=120)
+    report = doctor(bad, "val", max_images=120)
+    assert report.verdict == "flagged"
+    assert expected in report.faults
+
+
+def test_cli_exit_codes(synth_yaml: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    good = CliRunner().invoke(app, ["data", "doctor", str(synth_yaml), "--json"])
+    assert good.exit_code == 0, good.output
+    assert json.loads(good.stdout)["verdict"] == "pass"
+    bad_yaml = perturbed_copy(synth_yaml, tmp_path / "bad", TRANSPOSE)
+    bad = CliRunner().invoke(app, ["data", "doctor", str(bad_yaml)])
+    assert bad.exit_code == 1
+    assert "transposed" in bad.output
+
+
+@pytest.mark.slow
+def test_overfit_probe_trains_on_a_temp_copy(synth_yaml: Path, tmp_path: Path) -> None:
+    before = sorted(p.relative_to(synth_yaml.parent) for p in synth_yaml.parent.rglob("*"))
+    result = probe_overfit(
+        load_dataset(synth_yaml), "train", n_images=24, epochs=2, imgsz=128, workdir=tmp_path
+    )
+    assert result.images == 24 and result.epochs == 2
+    assert len(result.map50) == 2 and all(0.0 <= m <= 1.0 for m in result.map50)
+    assert result.climbed == (max(result.map50) >= result.map50[0] + 0.05)
+    assert sorted(p.relative_to(synth_yaml.parent) for p in synth_yaml.parent.rglob("*")) == before
+    assert list(tmp_path.iterdir()) == []  # the temp copy is gone

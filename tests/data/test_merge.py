@@ -1,0 +1,268 @@
+"""``xraydet data merge``: union of classes with ids remapped (checked by reading labels back through names),
+renames, collisions, threats, dry run and atomic output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import xraydet.data.merge as merge_mod
+from xraydet.data.check import check_dataset
+from xraydet.data.dataset import DatasetError, label_path_for, load_dataset
+from xraydet.data.merge import merge_datasets, parse_renames, unify_names, unify_threats
+from xraydet.errors import ConfigError, XrayDetError
+
+
+def _sources_by_content(yamls: list[Path], file_sha1) -> dict[str, list[tuple[list[str], str | None]]]:
+    """sha1 of each source image -> [(that source's class names, label text or None)]."""
+    found: dict[str, list[tuple[list[str], str | None]]] = {}
+    for y in yamls:
+        ds = load_dataset(y)
+        for split in ds.splits:
+            for image in ds.images(split):
+                label = label_path_for(image)
+                found.setdefault(file_sha1(image), []).append(
+                    (ds.names, label.read_text() if label.exists() else None)
+                )
+    return found
+
+
+def _named_lines(text: str | None, names: list[str]) -> list[tuple[str, ...]]:
+    """Label lines with the class id replaced by its name: what a box *means*, independent of numbering."""
+    if text is None:
+        return []
+    return [(names[int(line.split()[0])], *line.split()[1:]) for line in text.splitlines() if line.strip()]
+
+
+def assert_labels_mean_the_same(merged_yaml: Path, sources: list[Path], file_sha1) -> int:
+    """Every merged image's boxes carry, by NAME, the classes its source gave them; returns images checked."""
+    originals = _sources_by_content(sources, file_sha1)
+    merged = load_dataset(merged_yaml)
+    n = 0
+    for split in merged.splits:
+        for image in merged.images(split):
+            label = label_path_for(image)
+            got = _named_lines(label.read_text() if label.exists() else None, merged.names)
+            candidates = [_named_lines(text, names) for names, text in originals[file_sha1(image)]]
+            assert got in candidates, f"{image}: {got} not in {candidates}"
+            n += 1
+    assert n == sum(len(v) for v in originals.values())
+    return n
+
+
+def test_merge_real_opixray_with_synth(
+    opixray_yaml: Path, synth_yaml: Path, tmp_path: Path, file_sha1
+) -> None:
+    src, syn = load_dataset(opixray_yaml), load_dataset(synth_yaml)
+    result = merge_datasets([opixray_yaml, synth_yaml], tmp_path / "merged")
+    expected = src.names + [n for n in syn.names if n not in src.names]
+    assert result.names == expected and len(expected) == len(src.names) + len(syn.names)
+    assert result.threats == src.threats + [t for t in syn.threats if t not in src.threats]
+    merged = load_dataset(tmp_path / "merged")
+    assert merged.names == expected and merged.threats == result.threats
+    assert set(merged.splits) == {"train", "val"}
+    for split in ("train", "val"):
+        assert len(merged.images(split)) == len(src.images(split)) + len(syn.images(split))
+    assert (
+        assert_labels_mean_the_same(tmp_path / "merged" / "data.yaml", [opixray_yaml, synth_yaml], file_sha1)
+        > 2350
+    )
+    synth_summary = result.sources[1]
+    assert synth_summary.id_map == [len(src.names) + i for i in range(len(syn.names))]
+    assert check_dataset(tmp_path / "merged").n_errors == 0
+
+
+def _one_box_per_class(prefix: str, nc: int) -> dict[str, dict[str, list[str]]]:
+    return {
+        "train": {
+            f"{prefix}{i}": [f"{i} 0.5 0.5 0.2 0.2", f"{(i + 1) % nc} 0.3 0.3 0.1 0.1"] for i in range(nc)
+        },
+        "val": {f"{prefix}v{i}": [f"{i} 0.4 0.4 0.2 0.2"] for i in range(nc)},
+    }
+
+
+def test_12_plus_16_classes_without_overlap_gives_28(yolo_set, file_sha1) -> None:
+    luggage_names = [f"luggage_{i}" for i in range(12)]
+    cargo_names = [f"cargo_{i}" for i in range(16)]
+    a = yolo_set("luggage", luggage_names, _one_box_per_class("l", 12), threats=luggage_names[:3])
+    b = yolo_set("cargo", cargo_names, _one_box_per_class("c", 16), threats=cargo_names[-2:], seed=1)
+    result = merge_datasets([a, b], a.parent.parent / "m")
+    assert result.names == luggage_names + cargo_names and len(result.names) == 28
+    assert result.threats == luggage_names[:3] + cargo_names[-2:]
+    assert result.sources[1].id_map == list(range(12, 28))
+    assert result.stats.instances_per_class() == [3] * 28
+    assert assert_labels_mean_the_same(a.parent.parent / "m" / "data.yaml", [a, b], file_sha1) == 56
+
+
+@pytest.fixture
+def overlapping(yolo_set) -> tuple[Path, Path]:
+    a = yolo_set(
+        "a",
+        ["Knife", "Gun"],
+        {"train": {"img0": ["0 0.5 0.5 0.2 0.2"], "img1": ["1 0.5 0.5 0.2 0.2"]}},
+        threats=["Knife", "Gun"],
+    )
+    b = yolo_set(
+        "b",
+        ["knife", "pistol", "bottle"],
+        {
+            "train": {"img0": ["2 0.5 0.5 0.2 0.2", "1 0.2 0.2 0.1 0.1"], "img2": ["0 0.5 0.5 0.2 0.2"]},
+            "val": {"v0": ["1 0.5 0.5 0.2 0.2"], "bg": None},
+        },
+        threats=["knife", "pistol"],
+        seed=1,
+    )
+    return a, b
+
+
+def test_without_options_names_are_exact(overlapping, tmp_path: Path, file_sha1) -> None:
+    result = merge_datasets(list(overlapping), tmp_path / "m")
+    assert result.names == ["Knife", "Gun", "knife", "pistol", "bottle"]
+    assert result.threats == ["Knife", "Gun", "knife", "pistol"]
+    assert_labels_mean_the_same(tmp_path / "m" / "data.yaml", list(overlapping), file_sha1)
+
+
+def test_rename_and_case_insensitive_union(overlapping, tmp_path: Path) -> None:
+    a, b = overlapping
+    result = merge_datasets([a, b], tmp_path / "m", renames={"pistol": "Gun"}, case_insensitive=True)
+    assert result.names == ["Knife", "Gun", "bottle"] and result.threats == ["Knife", "Gun"]
+    assert result.sources[1].class_map == {"knife": "Knife", "pistol": "Gun", "bottle": "bottle"}
+    # b's img0 collided with a's img0 and was renamed; its bottle (2) stays 2, its pistol (1) becomes Gun (1)
+    assert (
+        tmp_path / "m" / "labels" / "train" / "b__img0.txt"
+    ).read_text() == "2 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n"
+    assert (tmp_path / "m" / "labels" / "train" / "img0.txt").read_text() == "0 0.5 0.5 0.2 0.2\n"
+    assert (tmp_path / "m" / "labels" / "train" / "img2.txt").read_text() == "0 0.5 0.5 0.2 0.2\n"
+    assert (tmp_path / "m" / "labels" / "val" / "v0.txt").read_text() == "1 0.5 0.5 0.2 0.2\n"
+    assert not (tmp_path / "m" / "labels" / "val" / "bg.txt").exists()  # a background image stays one
+    assert result.renamed_files == 1 and result.stats.splits["val"].background == 1
+
+
+def test_map_file_per_source_and_global(overlapping, tmp_path: Path) -> None:
+    a, b = overlapping
+    map_file = tmp_path / "map.yaml"
+    map_file.write_text("rename:\n  Knife: blade\n  knife: blade\nsources:\n  b:\n    pistol: Gun\n")
+    result = merge_datasets([a, b], tmp_path / "m", map_file=map_file)
+    assert result.names == ["blade", "Gun", "bottle"] and result.threats == ["blade", "Gun"]
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("pistol: Gun\n")
+    assert merge_datasets([a, b], tmp_path / "m2", map_file=flat, dry_run=True).names == [
+        "Knife",
+        "Gun",
+        "knife",
+        "bottle",
+    ]
+    # --rename applies after the map file
+    r = merge_datasets([a, b], tmp_path / "m3", map_file=flat, renames={"Gun": "firearm"}, dry_run=True)
+    assert r.names == ["Knife", "firearm", "knife", "bottle"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"renames": {"sword": "knife"}}, "unknown class"),
+        ({"map_file": "bad_source"}, "unknown source"),
+    ],
+)
+def test_bad_renames_are_refused(overlapping, tmp_path: Path, kwargs: dict, match: str) -> None:
+    if kwargs.get("map_file") == "bad_source":
+        (tmp_path / "map.yaml").write_text("sources:\n  nosuch:\n    a: b\n")
+        kwargs = {"map_file": tmp_path / "map.yaml"}
+    with pytest.raises(ConfigError, match=match):
+        merge_datasets(list(overlapping), tmp_path / "m", **kwargs)
+    assert not (tmp_path / "m").exists()
+
+
+def test_parse_renames() -> None:
+    assert parse_renames(["a=b", " c = d "]) == {"a": "b", "c": "d"}
+    for bad in ("ab", "=b", "a="):
+        with pytest.raises(ConfigError):
+            parse_renames([bad])
+
+
+def test_unify_names_merges_many_to_one_and_keeps_first_spelling() -> None:
+    assert unify_names([["a", "b", "a"], ["B", "c"]], case_insensitive=True) == (
+        ["a", "b", "c"],
+        [[0, 1, 0], [1, 2]],
+    )
+    assert unify_threats([["B"], ["c", "x"]], ["a", "b", "c"], case_insensitive=True) == ["b", "c"]
+
+
+def test_dry_run_writes_nothing(overlapping, tmp_path: Path) -> None:
+    result = merge_datasets(list(overlapping), tmp_path / "m", dry_run=True)
+    assert result.dry_run and not (tmp_path / "m").exists()
+    assert result.stats.n_images == 6 and result.sources[0].stats.n_images == 2
+    assert {p.name for p in tmp_path.iterdir()} == {"a", "b"}
+
+
+def test_failure_mid_merge_leaves_nothing(
+    overlapping, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    real = merge_mod.place_file
+
+    def flaky(src: Path, dest: Path, link: bool) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError("disk full (simulated)")
+        real(src, dest, link)
+
+    monkeypatch.setattr(merge_mod, "place_file", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        merge_datasets(list(overlapping), tmp_path / "out")
+    assert calls["n"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no OUT, no half-made temp folder
+
+
+def test_bad_label_aborts_with_file_and_line(overlapping, tmp_path: Path) -> None:
+    a, b = overlapping
+    (b.parent / "labels" / "train" / "img2.txt").write_text("0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DatasetError, match=r"img2.txt:2"):
+        merge_datasets([a, b], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(XrayDetError, match="already exists"):
+        merge_datasets([a], tmp_path / "exists")
+
+
+def test_valid_split_maps_to_val(yolo_set, image_writer, tmp_path: Path) -> None:
+    a = yolo_set("a", ["knife"], {"train": {"t": ["0 0.5 0.5 0.2 0.2"]}, "val": {"v": ["0 0.5 0.5 0.2 0.2"]}})
+    folder = tmp_path / "roboflow"  # no data.yaml: an images/<split> tree with a 'valid' split, no labels
+    image_writer(folder / "images" / "valid" / "n0.jpg", 5)
+    image_writer(folder / "images" / "train" / "n1.jpg", 6)
+    result = merge_datasets([a, folder], tmp_path / "m")
+    assert result.sources[1].split_map == {"train": "train", "valid": "val"}
+    merged = load_dataset(tmp_path / "m")
+    assert sorted(p.name for p in merged.images("val")) == ["n0.jpg", "v.png"]
+    assert result.stats.splits["val"].background == 1
+
+
+def test_cli_merge(overlapping, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    a, b = overlapping
+    args = [
+        "data",
+        "merge",
+        str(a),
+        str(b),
+        "-o",
+        str(tmp_path / "m"),
+        "--rename",
+        "pistol=Gun",
+        "--case-insensitive",
+    ]
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert (
+        "would write" in dry.stdout and "Knife, Gun, bottle" in dry.stdout and not (tmp_path / "m").exists()
+    )
+    real = CliRunner().invoke(app, [*args, "--json"])
+    assert real.exit_code == 0, real.output
+    assert json.loads(real.stdout)["names"] == ["Knife", "Gun", "bottle"]
+    assert load_dataset(tmp_path / "m").names == ["Knife", "Gun", "bottle"]
+    assert json.loads((tmp_path / "m" / "merge.json").read_text())["sources"][1]["id_map"] == [0, 1, 2]

@@ -1,0 +1,134 @@
+"""``xraydet data split``: stratified, seeded, deterministic, complete, atomic."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from xraydet.data.dataset import DatasetError, label_path_for, load_dataset
+from xraydet.data.split import apportion, assign_splits, split_dataset, stratum_keys
+from xraydet.errors import ConfigError, XrayDetError
+
+# 50 images pooled from two splits: 38 whose rarest class is 0, 8 with class 1 (rarer), 4 background.
+# "a0" exists in both source splits with different pixels: a name collision the split must survive.
+SPLITS = {
+    "train": {f"a{i}": ["0 0.5 0.5 0.2 0.2"] for i in range(30)}
+    | {f"m{i}": ["0 0.3 0.3 0.2 0.2", "1 0.7 0.7 0.2 0.2"] for i in range(6)}
+    | {f"bg{i}": None for i in range(4)},
+    "val": {f"v{i}": ["0 0.5 0.5 0.2 0.2"] for i in range(7)}
+    | {"a0": ["0 0.4 0.4 0.2 0.2"]}
+    | {f"r{i}": ["1 0.5 0.5 0.2 0.2"] for i in range(2)},
+}
+
+
+@pytest.fixture
+def source(yolo_set) -> Path:
+    return yolo_set("src", ["knife", "gun"], SPLITS, threats=["knife", "gun"])
+
+
+def _stratum_of(name: str) -> str:
+    return "gun" if name[0] in "mr" else ("bg" if name.startswith("bg") else "knife")
+
+
+def _by_content(root: Path, file_sha1) -> dict[str, tuple[str, str | None]]:
+    """sha1 of each image -> (split, label text or None)."""
+    ds = load_dataset(root)
+    out = {}
+    for split in ds.splits:
+        for image in ds.images(split):
+            label = label_path_for(image)
+            out[file_sha1(image)] = (split, label.read_text() if label.exists() else None)
+    return out
+
+
+def test_split_is_complete_stratified_and_labels_follow_images(
+    source: Path, tmp_path: Path, file_sha1
+) -> None:
+    result = split_dataset(source, tmp_path / "out", val=0.2, seed=0)
+    assert result.counts == {"train": 40, "val": 10}
+    before, after = _by_content(source.parent, file_sha1), _by_content(tmp_path / "out", file_sha1)
+    assert set(before) == set(after) and len(after) == 50  # every image exactly once
+    assert all(before[h][1] == after[h][1] for h in before)  # its own label, byte for byte
+    names = {file_sha1(p): p.stem for p in (source.parent / "images").rglob("*.png")}
+    val = Counter(_stratum_of(names[h]) for h, (split, _) in after.items() if split == "val")
+    sizes = {"knife": 38, "gun": 8, "bg": 4}
+    for stratum, n in sizes.items():  # each stratum gets its share of val, rounded down or up
+        assert math.floor(n * 0.2) <= val[stratum] <= math.ceil(n * 0.2), val
+    out = load_dataset(tmp_path / "out")
+    assert out.names == ["knife", "gun"] and out.threats == ["knife", "gun"]
+    assert result.stats.splits["val"].images == 10
+
+
+def test_split_is_deterministic_per_seed(source: Path, tmp_path: Path) -> None:
+    def assignment(out: Path) -> dict[str, str]:
+        return {f["source"]: f["split"] for f in json.loads((out / "split.json").read_text())["files"]}
+
+    split_dataset(source, tmp_path / "s0", val=0.2, test=0.1, seed=0)
+    split_dataset(source, tmp_path / "s0b", val=0.2, test=0.1, seed=0)
+    result = split_dataset(source, tmp_path / "s1", val=0.2, test=0.1, seed=1)
+    assert assignment(tmp_path / "s0") == assignment(tmp_path / "s0b")
+    assert assignment(tmp_path / "s0") != assignment(tmp_path / "s1")
+    assert result.counts == {"train": 35, "val": 10, "test": 5}
+    assert "test" in load_dataset(tmp_path / "s1").splits
+
+
+def test_link_mode_links_images(source: Path, tmp_path: Path) -> None:
+    split_dataset(source, tmp_path / "linked", val=0.2, link=True)
+    for f in json.loads((tmp_path / "linked" / "split.json").read_text())["files"]:
+        dest, src = tmp_path / "linked" / f["image"], Path(f["source"])
+        assert dest.is_symlink() or os.stat(dest).st_ino == os.stat(src).st_ino
+
+
+def test_refuses_bad_input_and_writes_nothing(source: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        split_dataset(source, tmp_path / "x", val=0.7, test=0.4)
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(XrayDetError, match="already exists"):
+        split_dataset(source, tmp_path / "exists")
+    (source.parent / "labels" / "train" / "a3.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 zero 0.2 0.2\n")
+    with pytest.raises(DatasetError, match=r"a3.txt:2"):
+        split_dataset(source, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "target", "expected"),
+    [
+        ({"a": 10, "b": 5, "c": 5}, 4, {"a": 2, "b": 1, "c": 1}),
+        ({"a": 38, "b": 8, "c": 4}, 10, {"a": 8, "b": 1, "c": 1}),
+        ({"a": 1, "b": 1}, 5, {"a": 1, "b": 1}),
+        ({"a": 3}, 0, {"a": 0}),
+        ({}, 3, {}),
+    ],
+)
+def test_apportion(sizes: dict, target: int, expected: dict) -> None:
+    assert apportion(sizes, target) == expected
+
+
+def test_stratum_is_the_rarest_class() -> None:
+    # images per class: 0 in three, 1 in two, 2 in one; each image goes to its rarest class
+    assert stratum_keys([{0}, {0, 2}, {0, 1}, {1}, set()]) == [0, 2, 1, 1, -1]
+
+
+def test_rare_class_reaches_val_even_when_always_with_a_common_one() -> None:
+    class_sets = [{0}] * 90 + [{0, 1}] * 10
+    splits = assign_splits(class_sets, val=0.2, seed=3)
+    assert splits.count("val") == 20 and splits[90:].count("val") == 2
+
+
+def test_cli_split(source: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["data", "split", str(source), "-o", str(tmp_path / "o"), "--val", "0.2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "train 40, val 10" in result.stdout and (tmp_path / "o" / "data.yaml").is_file()

@@ -1,0 +1,193 @@
+"""Human review: the verdict store, the review API (bad input gets 4xx) and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from xraydet.errors import XrayDetError
+from xraydet.evaluation.gate import check_gate
+from xraydet.evaluation.report import load_report
+from xraydet.evaluation.review.server import create_review_app
+from xraydet.evaluation.review.store import VerdictStore
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def items(client: TestClient) -> list[dict]:
+    return client.get("/api/items").json()["items"]
+
+
+def test_sample_is_seeded(label_report_dir: Path):
+    a = [i["id"] for i in items(TestClient(create_review_app(label_report_dir, n=5, seed=0)))]
+    b = [i["id"] for i in items(TestClient(create_review_app(label_report_dir, n=5, seed=0)))]
+    c = [i["id"] for i in items(TestClient(create_review_app(label_report_dir, n=5, seed=1)))]
+    assert a == b and len(set(a)) == 5 and a != c
+    assert len(items(TestClient(create_review_app(label_report_dir, n=500)))) == 9  # all there are
+
+
+def test_verdicts_are_saved_at_once_and_survive_a_restart(label_report_dir: Path):
+    client = TestClient(create_review_app(label_report_dir, n=6))
+    first, second = (i["id"] for i in items(client)[:2])
+    r = client.post(f"/api/items/{first}/verdict", json={"verdict": "correct"})
+    assert r.status_code == 200 and r.json()["counts"]["reviewed"] == 1
+    on_disk = json.loads((label_report_dir / "review" / "verdicts.json").read_text())
+    assert on_disk["verdicts"][first]["verdict"] == "correct"
+    assert on_disk["report_id"] == load_report(label_report_dir).report_id
+    client.post(f"/api/items/{second}/verdict", json={"verdict": "missed_threat"})
+    client.post(
+        f"/api/items/{first}/verdict", json={"verdict": "wrong"}
+    )  # a changed mind replaces the verdict
+    again = TestClient(create_review_app(label_report_dir, n=6)).get("/api/items").json()
+    assert again["verdicts"] == {first: "wrong", second: "missed_threat"}
+    assert again["counts"] == {"reviewed": 2, "correct": 0, "wrong": 1, "missed_threat": 1}
+    gate = {c.name: c for c in check_gate(label_report_dir).criteria}
+    assert gate["predictions reviewed"].value == 2 and gate["review approval share"].value == 0.0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("post", "/api/items/999999/verdict", {"verdict": "correct"}, 404),
+        ("post", "/api/items/{id}/verdict", {"verdict": "maybe"}, 422),
+        ("post", "/api/items/{id}/verdict", {}, 422),
+        ("post", "/api/items/{id}/verdict", "not json", 422),
+        ("post", "/api/items/{id}/verdict", {"verdict": "correct", "note": "x" * 5000}, 422),
+        ("get", "/api/items/nope/image", None, 404),
+        ("get", "/api/items/..%2F..%2Fetc%2Fpasswd/image", None, 404),
+    ],
+)
+def test_bad_input_gets_4xx(label_report_dir: Path, method, path, body, status):
+    client = TestClient(create_review_app(label_report_dir, n=3), raise_server_exceptions=False)
+    path = path.format(id=items(client)[0]["id"])
+    if method == "get":
+        r = client.get(path)
+    elif isinstance(body, str):
+        r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        r = client.post(path, json=body)
+    assert r.status_code == status
+    assert (
+        not (label_report_dir / "review" / "verdicts.json").exists()
+        or not json.loads((label_report_dir / "review" / "verdicts.json").read_text())["verdicts"]
+    )
+
+
+def test_image_and_page_are_served(label_report_dir: Path):
+    client = TestClient(create_review_app(label_report_dir, n=2))
+    item = items(client)[0]
+    r = client.get(item["image_url"])
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    page = client.get("/")
+    assert page.status_code == 200 and "review.js" in page.text
+    assert "http" not in page.text.replace("http-equiv", "")  # no external assets
+    assert client.get("/static/review.js").status_code == 200
+
+
+def test_store_refuses_verdicts_of_another_report(label_report_dir: Path):
+    VerdictStore.open_or_create(label_report_dir / "review", "another")
+    with pytest.raises(XrayDetError, match="holds verdicts for report another"):
+        create_review_app(label_report_dir)
+
+
+def test_damaged_verdicts_file_is_named(label_report_dir: Path):
+    (label_report_dir / "review").mkdir()
+    (label_report_dir / "review" / "verdicts.json").write_text(
+        '{"report_id": "x", "verdicts": {"1": {"verdict": "?"}}}'
+    )
+    with pytest.raises(XrayDetError, match=r"verdicts\.json: not a readable verdicts file"):
+        VerdictStore.open(label_report_dir / "review")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def review_server(label_report_dir: Path) -> Iterator[str]:
+    """The real review app under uvicorn on a free loopback port, in a thread."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_review_app(label_report_dir, n=6), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "review server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install chromium)"
+)
+def test_review_page_in_headless_chromium(review_server: str, label_report_dir: Path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(review_server)
+            page.wait_for_selector("body[data-ready='1']")
+            expect(page.locator("#progress")).to_have_text("0 / 6 reviewed")
+            data = page.evaluate("fetch('/api/items').then(r => r.json())")
+            first = data["items"][0]
+            expect(page.locator("#overlay rect.pred")).to_have_count(len(first["pred"]))
+            page.keyboard.press("g")  # labels on
+            expect(page.locator("#overlay rect.gt")).to_have_count(len(first["gt"]))
+
+            marked = {}
+            for n, (key, verdict) in enumerate(
+                [("c", "correct"), ("w", "wrong"), ("m", "missed_threat")], start=1
+            ):
+                marked[page.locator("#item-info").get_attribute("data-item-id")] = verdict
+                page.keyboard.press(key)
+                expect(page.locator("#progress")).to_have_text(f"{n} / 6 reviewed")
+            on_disk = json.loads((label_report_dir / "review" / "verdicts.json").read_text())
+            assert {k: v["verdict"] for k, v in on_disk["verdicts"].items()} == marked
+
+            page.reload()  # as if the browser had been closed: nothing lost, resume where we stopped
+            page.wait_for_selector("body[data-ready='1']")
+            expect(page.locator("#progress")).to_have_text("3 / 6 reviewed")
+            expect(page.locator("#item-info")).to_contain_text("item 4 of 6")
+            page.keyboard.press("ArrowLeft")
+            expect(page.locator("#current-verdict")).to_have_attribute("data-verdict", "missed_threat")
+            page.keyboard.press("ArrowLeft")
+            page.keyboard.press("ArrowLeft")
+            expect(page.locator("#item-info")).to_contain_text("item 1 of 6")
+            expect(page.locator("#current-verdict")).to_have_attribute("data-verdict", "correct")
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("c")  # change item 2 from wrong to correct
+            expect(page.locator("#status")).to_contain_text("saved")
+            expect(page.locator("#counts")).to_contain_text("correct 2")
+        finally:
+            browser.close()
+    counts = VerdictStore.open(label_report_dir / "review").counts()
+    assert counts == {"reviewed": 3, "correct": 2, "wrong": 0, "missed_threat": 1}

@@ -1,0 +1,203 @@
+"""The runner on step kinds of our own (registered by the ``test_kinds`` fixture): paths through the plan,
+skipping finished steps, re-running changed ones, interruptions, failures, the decision log and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xraydet.plan import PlanError, parse_plan, plan_status, resume_plan, run_plan
+from xraydet.plan.runner import PlanEvent
+
+pytestmark = pytest.mark.usefixtures("test_kinds")
+
+
+def calls(state_dir: Path) -> list[dict[str, str]]:
+    """Every executor call the test kinds made in ``state_dir``, in order (see conftest)."""
+    path = state_dir / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def plan_of(first: float, second: float, extra: list[dict[str, Any]] | None = None) -> Any:
+    """Two scored 'phases' with the seed's rule, then a last step, as data steps of our own kinds."""
+    return parse_plan(
+        {
+            "name": "fake",
+            "cost": {"price_per_gpu_hour": 3600.0, "billed_kinds": ["score"]},
+            "data": [
+                {
+                    "id": "p1",
+                    "kind": "score",
+                    "value": first,
+                    "status": "stopped" if first < 0.3 else "completed",
+                    "transitions": [
+                        {
+                            "when": {"metric": "status", "op": "==", "value": "stopped"},
+                            "goto": "p2",
+                            "note": "add data",
+                        },
+                        {"when": {"metric": "final.map50", "op": "<", "value": 0.40}, "goto": "p2"},
+                        {"goto": "last"},
+                    ],
+                },
+                {
+                    "id": "p2",
+                    "kind": "score",
+                    "value": second,
+                    "transitions": [
+                        {
+                            "when": {
+                                "metric": "final.map50",
+                                "op": ">",
+                                "value": {"step": "p1", "metric": "final.map50"},
+                            },
+                            "goto": (extra or [{"id": "last"}])[0]["id"],
+                        },
+                        {"goto": "fail", "note": "no better than p1"},
+                    ],
+                },
+                *(extra or []),
+                {"id": "last", "kind": "score", "value": 1.0},
+            ],
+        }
+    )
+
+
+def test_path_follows_the_rules_and_log_has_the_numbers(tmp_path: Path) -> None:
+    events: list[PlanEvent] = []
+    state = run_plan(plan_of(0.12, 0.45), tmp_path, on_event=events.append)
+    assert state.status == "finished" and state.end == "end"
+    assert state.trail == ["p1", "p2", "last"]
+    assert [c["step"] for c in calls(tmp_path)] == ["p1", "p2", "last"]
+
+    log = json.loads((tmp_path / "decisions.json").read_text())
+    p1, p2 = log["steps"][0], log["steps"][1]
+    assert p1["transition"]["branch"] == "p2" and p1["transition"]["rule"] == 0
+    assert p1["transition"]["numbers_read"] == {"status": "stopped"}
+    assert p1["transition"]["note"] == "add data"
+    assert p2["transition"]["numbers_read"] == {"final.map50": 0.45, "p1.final.map50": 0.12}
+    assert p2["transition"]["rule_fired"] == "final.map50 > p1.final.map50"
+    assert p1["decisions"] == [{"what": "score", "decision": "measured", "values": {"value": 0.12}}]
+    # cost: wall time in hours x price; at 3600 per hour the cost equals the seconds
+    for entry in log["steps"]:
+        assert entry["cost"] == pytest.approx(entry["wall_time_s"], abs=0.05)
+    markdown = (tmp_path / "decisions.md").read_text()
+    assert "`status == 'stopped'` -> **p2**" in markdown and "p1.final.map50 = 0.12" in markdown
+    assert [e.kind for e in events if e.step == "p1"] == ["start", "done", "goto"]
+
+
+def test_rule_to_fail_ends_the_plan_failed(tmp_path: Path) -> None:
+    state = run_plan(plan_of(0.5, 0.1), tmp_path)  # p1 good -> last; p2 never runs
+    assert state.trail == ["p1", "last"] and state.status == "finished"
+    state = run_plan(plan_of(0.35, 0.2), tmp_path / "b")  # p1 weak -> p2, p2 worse -> fail
+    assert state.trail == ["p1", "p2"] and state.end == "fail" and state.status == "failed"
+    assert state.records["last"].status == "pending"
+
+
+def test_finished_steps_are_skipped_while_their_outputs_are_intact(tmp_path: Path) -> None:
+    plan = plan_of(0.12, 0.45)
+    run_plan(plan, tmp_path)
+    score_file = Path(plan_status(tmp_path).records["p1"].outputs["score_file"])
+    mtime = score_file.stat().st_mtime_ns
+
+    state = resume_plan(tmp_path)
+    assert len(calls(tmp_path)) == 3  # nothing ran again
+    assert all(state.records[s].reused for s in state.trail)
+    assert score_file.stat().st_mtime_ns == mtime
+
+    # a changed output makes its step, and every later one, run again
+    Path(state.records["p2"].outputs["score_file"]).write_text("tampered\n")
+    events: list[PlanEvent] = []
+    state = resume_plan(tmp_path, on_event=events.append)
+    assert [c["step"] for c in calls(tmp_path)][3:] == ["p2", "last"]
+    assert any("output 'score' changed" in e.message for e in events)
+    assert state.records["p1"].attempts == 1 and state.records["p2"].attempts == 2
+
+
+def test_redo_runs_a_finished_step_and_those_after_it(tmp_path: Path) -> None:
+    run_plan(plan_of(0.12, 0.45), tmp_path)
+    resume_plan(tmp_path, redo=["p2"])
+    assert [c["step"] for c in calls(tmp_path)] == ["p1", "p2", "last", "p2", "last"]
+    with pytest.raises(PlanError, match="--redo p9: no such step"):
+        resume_plan(tmp_path, redo=["p9"])
+
+
+def test_interrupted_step_resumes_without_redoing_earlier_ones(tmp_path: Path) -> None:
+    plan = plan_of(0.12, 0.45, extra=[{"id": "slow", "kind": "ctrl-c"}])
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan, tmp_path)
+    state = plan_status(tmp_path)
+    assert state.status == "interrupted" and state.current == "slow"
+    assert state.records["slow"].status == "interrupted"
+    assert (tmp_path / "decisions.md").is_file()  # a partial log is there
+
+    state = resume_plan(tmp_path)
+    assert state.status == "finished"
+    assert [c["step"] for c in calls(tmp_path)] == ["p1", "p2", "slow", "slow", "last"]
+    assert calls(tmp_path)[3]["previous"] == "interrupted"
+    assert state.records["slow"].outcome == {"resumed_after": "interrupted"}
+
+
+def test_killed_run_leaves_a_running_record_that_resume_retries(tmp_path: Path) -> None:
+    """What kill -9 leaves behind: a step marked running (nothing could record its end)."""
+    plan = plan_of(0.12, 0.45)
+    run_plan(plan, tmp_path)
+    state = plan_status(tmp_path)
+    state.records["p2"].status = "running"
+    state.status, state.current = "running", "p2"
+    state.save(tmp_path)
+    resume_plan(tmp_path)
+    assert [c["step"] for c in calls(tmp_path)][3:] == ["p2", "last"]
+    assert calls(tmp_path)[3]["previous"] == "running"
+
+
+def test_failed_step_stops_the_plan_and_resume_retries_it(tmp_path: Path) -> None:
+    plan = plan_of(
+        0.12, 0.45, extra=[{"id": "flaky", "kind": "explode", "message": "disk full", "once": True}]
+    )
+    with pytest.raises(PlanError, match="step 'flaky' \\(explode\\) failed: disk full"):
+        run_plan(plan, tmp_path)
+    state = plan_status(tmp_path)
+    assert state.status == "failed" and state.records["flaky"].error == "RuntimeError: disk full"
+    state = resume_plan(tmp_path)
+    assert state.status == "finished" and state.records["flaky"].attempts == 2
+    assert state.records["p1"].attempts == 1
+
+
+def test_a_state_dir_belongs_to_one_plan(tmp_path: Path) -> None:
+    run_plan(plan_of(0.5, 0.5), tmp_path)
+    run_plan(plan_of(0.5, 0.5), tmp_path)  # the same plan again: continues (nothing to do)
+    assert len(calls(tmp_path)) == 2
+    with pytest.raises(PlanError, match="holds another plan"):
+        run_plan(plan_of(0.6, 0.5), tmp_path)
+    with pytest.raises(PlanError, match="no plan state here"):
+        resume_plan(tmp_path / "elsewhere")
+
+
+def test_resume_uses_the_recorded_plan_and_base_dir(tmp_path: Path) -> None:
+    """Relative paths resolve against the folder the plan was started in, also when resumed elsewhere."""
+    plan = plan_of(0.12, 0.45, extra=[{"id": "slow", "kind": "ctrl-c"}])
+    start = tmp_path / "start"
+    start.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan, tmp_path / "state", base_dir=start)
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        state = resume_plan(tmp_path / "state")
+    finally:
+        os.chdir(cwd)
+    assert state.base_dir == str(start.resolve()) and state.status == "finished"
+
+
+def test_report_has_phases_curves_and_totals(tmp_path: Path) -> None:
+    run_plan(plan_of(0.12, 0.45), tmp_path)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    # our fake kind is not "train", so no phase rows; the plot is only drawn for training phases
+    assert report["phases"] == [] and report["curve_png"] is None
+    assert report["total_cost"] > 0
+    assert "No phase has run yet." in (tmp_path / "report" / "report.md").read_text()

@@ -1,0 +1,140 @@
+"""Promotion through the real gate and a real comparison on the same images, and rollback (SQLite store)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xraydet.errors import ConfigError
+from xraydet.registry import (
+    RegistryError,
+    champion,
+    champion_history,
+    list_versions,
+    promote,
+    register_model,
+    rollback,
+)
+from xraydet.registry.store import client
+
+
+def tags(version: str) -> dict[str, str]:
+    return next(v.tags for v in list_versions("xray") if v.version == version)
+
+
+def test_promote_refuse_force_and_roll_back(registry_home, tiny_model, trigger_happy_model, lenient_policy,
+                                            eval_args):
+    good = register_model(tiny_model, "xray")
+    bad = register_model(trigger_happy_model, "xray")
+    same = register_model(tiny_model, "xray")  # same weights, a new version
+
+    first = promote("xray", good, policy=lenient_policy, **eval_args)
+    assert (first.decision, first.promoted, first.champion_version) == ("promoted", True, None)
+    assert "no champion yet" in first.reasons[0]
+    assert champion("xray") == good
+
+    # Reports threats on every threat-free bag: the gate (switched off) passes, the comparison refuses.
+    worse = promote("xray", bad, policy=lenient_policy, **eval_args)
+    assert (worse.decision, worse.promoted, worse.champion_version) == ("refused", False, good)
+    far = next(c for c in worse.comparisons if c.metric == "false_alarm_rate")
+    assert far.passed is False and far.candidate == 1.0 and far.candidate > far.champion + far.tolerance
+    assert any("false_alarm_rate" in r and "1.0000" in r for r in worse.reasons)
+    assert worse.candidate_metrics["false_alarm_rate"] == 1.0
+    assert champion("xray") == good
+    assert tags(bad)["decision"] == "refused"
+    assert json.loads(tags(bad)["decision_reasons"]) == worse.reasons
+
+    # The same model again is not worse on the same images: promoted.
+    equal = promote("xray", same, policy=lenient_policy, **eval_args)
+    assert (equal.decision, equal.champion_version) == ("promoted", good)
+    assert all(c.passed and c.candidate == c.champion for c in equal.comparisons)
+    assert champion("xray") == same and champion_history("xray") == [good]
+
+    # Forcing overrides the failed comparison and records the reason.
+    forced = promote("xray", bad, policy=lenient_policy, force_reason="drill: verify rollback", **eval_args)
+    assert (forced.decision, forced.promoted) == ("forced", True)
+    assert champion("xray") == bad and champion_history("xray") == [good, same]
+    assert tags(bad)["decision"] == "forced"
+    assert tags(bad)["decision_force_reason"] == "drill: verify rollback"
+    assert tags(same)["replaced_by"] == bad
+    decision_file = json.loads((registry_home / tags(bad)["decision_report"] / "decision.json").read_text())
+    assert decision_file["decision"] == "forced"
+    assert (registry_home / tags(bad)["decision_report"] / "candidate" / "report.json").is_file()
+    run_artifacts = [a.path for a in client().list_artifacts(list_versions("xray")[1].run_id, "promotion")]
+    assert len(run_artifacts) == 2  # the refused and the forced decision, each with its reports
+
+    # Already the champion: nothing to do, nothing evaluated.
+    assert promote("xray", bad, policy=lenient_policy, **eval_args).decision == "unchanged"
+
+    # Rollback walks back one champion per call, then says clearly there is none left.
+    assert rollback("xray") == same
+    assert champion("xray") == same and champion_history("xray") == [good]
+    assert tags(same)["rollback_from"] == bad and tags(bad)["rolled_back_to"] == same
+    assert rollback("xray") == good
+    assert champion("xray") == good and champion_history("xray") == []
+    with pytest.raises(RegistryError, match=r"no previous champion to roll back to \(champion is v1"):
+        rollback("xray")
+
+
+def test_failed_gate_is_never_forced(registry_home, tiny_model, lenient_policy, eval_args):
+    version = register_model(tiny_model, "xray")
+    strict = lenient_policy.model_copy(update={"min_map50": 0.5})
+    decision = promote("xray", version, policy=strict, force_reason="ship it", **eval_args)
+    assert (decision.decision, decision.promoted, decision.gate_passed) == ("refused", False, False)
+    failed = [c for c in decision.gate_criteria if not c.passed]
+    assert [c.name for c in failed] == ["mAP50"] and failed[0].value < 0.5
+    assert any(r.startswith("gate: mAP50 failed") for r in decision.reasons)
+    assert any("force does not override" in r for r in decision.reasons)
+    assert champion("xray") is None
+    assert tags(version)["decision_gate_passed"] == "False"
+
+
+def test_default_gate_policy_refuses_a_weak_model(registry_home, tiny_model, eval_args):
+    version = register_model(tiny_model, "xray")
+    decision = promote("xray", version, **eval_args)  # the seed's production policy
+    assert decision.decision == "refused"
+    failed = {c.name for c in decision.gate_criteria if not c.passed}
+    assert {"mAP50", "threat detection rate", "predictions reviewed"} <= failed
+
+
+def test_promote_and_rollback_errors(registry_home, tiny_model, lenient_policy, eval_args):
+    with pytest.raises(RegistryError, match="no registered model 'xray'"):
+        rollback("xray")
+    register_model(tiny_model, "xray")
+    with pytest.raises(RegistryError, match=r"no previous champion to roll back to \(no champion is set"):
+        rollback("xray")
+    with pytest.raises(RegistryError, match=r"has no version 9"):
+        promote("xray", "9", policy=lenient_policy, **eval_args)
+    with pytest.raises(ConfigError, match="non-empty reason"):
+        promote("xray", "1", policy=lenient_policy, force_reason="   ", **eval_args)
+    with pytest.raises(ConfigError, match="policy file not found"):
+        promote("xray", "1", policy=registry_home / "missing.yaml", **eval_args)
+
+
+def test_promote_from_an_existing_candidate_report(registry_home, tiny_model, trigger_happy_model,
+                                                   tiny_report, lenient_policy, eval_args):
+    first = register_model(tiny_model, "xray")
+    assert promote("xray", first, policy=lenient_policy, **eval_args).promoted
+    second = register_model(tiny_model, "xray")
+    # tiny_report evaluated 4 scans + 4 threat-free bags: the champion must be evaluated on exactly those.
+    decision = promote("xray", second, None, policy=lenient_policy, candidate_report=tiny_report, plots=False)
+    assert decision.decision == "promoted", decision.reasons
+    assert decision.evaluation["max_images"] == 4
+    assert decision.evaluation["negatives"] == [str(eval_args["negatives"])]
+    assert decision.evaluation["candidate_report"] == str(tiny_report)
+    out = registry_home / tags(second)["decision_report"]
+    assert not (out / "candidate").exists()  # the candidate was not evaluated again
+    champion_report = json.loads((out / "champion" / "report.json").read_text())
+    candidate_report = json.loads((tiny_report / "report.json").read_text())
+    for key in ("n_images", "n_negative_images", "dataset", "seed", "conf"):
+        assert champion_report[key] == candidate_report[key], key
+
+    other = register_model(trigger_happy_model, "xray")
+    with pytest.raises(RegistryError, match="sha256 differs"):
+        promote("xray", other, None, policy=lenient_policy, candidate_report=tiny_report)
+    third = register_model(tiny_model, "xray")
+    with pytest.raises(ConfigError, match="drop --dataset"):
+        promote("xray", third, eval_args["negatives"], policy=lenient_policy, candidate_report=tiny_report)
+    with pytest.raises(ConfigError, match="--dataset"):
+        promote("xray", second, None, policy=lenient_policy)

@@ -1,0 +1,42 @@
+"""The shipped GPU recipe (preset xray-fast + examples/jobs/xray-fast-gpu.yaml) must keep working on CPU.
+
+Same job file and preset as the GPU measurement, with only what a CPU test cannot afford shrunk: device,
+epochs, image size, batch, the RAM cache and the time budget.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from ultralytics import YOLO
+
+from xraydet.training import job_from_dict, run_training
+from xraydet.training.presets import load_preset
+
+REPO = Path(__file__).resolve().parents[2]
+JOB = REPO / "examples" / "jobs" / "xray-fast-gpu.yaml"
+
+
+def test_xray_fast_preset_has_the_measured_xray_augmentation() -> None:
+    args = load_preset("xray-fast").args
+    assert args["flipud"] == 0.5 and args["degrees"] == 0.0 and args["shear"] == 0.0
+    assert args["hsv_h"] == 0.0 and args["mixup"] == 0.0 and args["batch"] == 64
+
+
+def test_xray_fast_job_trains_on_cpu(tiny_data: Path, mlflow_home: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load(JOB.read_text())
+    raw.update(
+        data=str(tiny_data), model="yolov8n.yaml", device="cpu", epochs=2, imgsz=128, batch=8, workers=0,
+        overrides={"cache": False},
+    )
+    raw["gate"].update(decision_epoch=1, stop_below=0.0)  # an untrained model must not be stopped here
+    job = job_from_dict(raw, where=str(JOB), base_dir=JOB.parent)
+    assert job.preset == "xray-fast"
+    result = run_training(job, run_dir=tmp_path / "run")
+    assert result.status == "completed", result.stop_reason
+    assert result.epochs_completed == 2
+    assert result.train_args["flipud"] == 0.5 and result.train_args["batch"] == 8
+    assert result.verdict("decision_gate").decision in {"continue", "warn"}
+    scan = next((tiny_data.parent / "images" / "val").iterdir())
+    assert len(YOLO(str(result.best_weights)).predict(str(scan), imgsz=128, verbose=False)) == 1

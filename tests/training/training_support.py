@@ -1,0 +1,71 @@
+"""Helpers of the training tests: a tiny job mapping and hooks registered in the real hook registry (as a
+user's plugin would be). Imported by name (tests/training is put on sys.path by conftest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xraydet.training.hooks import HookBase, TrainContext, register_hook
+
+
+@register_hook
+class EpochMarker(HookBase):
+    """Writes ``run_dir/marker_epoch_N`` after the first batch of each epoch (so a test knows where it is)."""
+
+    name = "test_epoch_marker"
+
+    def after_batch(self, ctx: TrainContext) -> None:
+        if ctx.batch_index == 0:
+            Path(ctx.run_dir, f"marker_epoch_{ctx.epoch}").write_text(str(ctx.attempt))
+
+
+@register_hook
+class InjectOOM(HookBase):
+    """Raises a real ``torch.cuda.OutOfMemoryError`` at the end of ``epoch`` on the first attempt only."""
+
+    name = "test_inject_oom"
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+        self.raised = 0
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> None:
+        if ctx.attempt == 1 and ctx.epoch == self.epoch:
+            self.raised += 1
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (injected by test)"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"raised": self.raised}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.raised = int(state.get("raised", 0))
+
+
+def tiny_job(data: Path, **extra: Any) -> dict[str, Any]:
+    """A CPU job of a few seconds per epoch with every hook active and early."""
+    job: dict[str, Any] = {
+        "name": "tiny",
+        "model": "yolov8n.yaml",
+        "data": str(data),
+        "epochs": 3,
+        "batch": 16,
+        "imgsz": 160,
+        "device": "cpu",
+        "workers": 0,
+        "checkpoint_every": 1,
+        "timeout_s": 900,
+        "gate": {"decision_epoch": 2},
+        "red_flags": {
+            "oscillation": {"window": 3},
+            "plateau": {"patience": 1},
+            "overfitting": {"window": 3},
+        },
+        "plots": False,
+    }
+    job.update(extra)
+    return job
