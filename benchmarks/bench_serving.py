@@ -38,6 +38,9 @@ NOTES = [
     "  `torch.set_num_threads(2)` about 56-65, a direct onnxruntime session with intra_op 2 47-49/53-57.",
     "- The serving default is ONNX Runtime with intra_op = all cores (`--threads` to change); on a busy",
     "  shared host `--threads 1` can be faster.",
+    "- Do not run two thread pools in one process back to back: timed image by image in turn, torch with 2",
+    "  threads took about 1.6 s per image here (its OpenMP threads and ONNX Runtime's spin against each",
+    "  other); hence the blocks. A server process runs one backend only.",
     "",
 ]
 
@@ -140,6 +143,7 @@ def main() -> None:
     ap.add_argument("--n-images", type=int, default=100)
     ap.add_argument("--imgsz", type=int, default=416)
     ap.add_argument("--requests", type=int, default=100, help="requests per concurrency level")
+    ap.add_argument("--block", type=int, default=25, help="images per backend before switching backend")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="inference threads")
     ap.add_argument("--out", type=Path, default=REPO / "docs/benchmarks/serving.md")
     args = ap.parse_args()
@@ -165,9 +169,9 @@ def main() -> None:
 
         def with_torch_threads(n: int):  # type: ignore[no-untyped-def]
             def run(im: np.ndarray) -> None:
-                torch.set_num_threads(n)
                 ul.predict(im, 0.25, 0.7)
 
+            run.torch_threads = n  # type: ignore[attr-defined]
             return run
 
         backends = {
@@ -180,15 +184,21 @@ def main() -> None:
             f"xraydet OnnxPredictor (ONNX Runtime, intra_op {args.threads})": lambda im: onnx_n.predict(im),
             "xraydet OnnxPredictor (ONNX Runtime, intra_op 1)": lambda im: onnx_1.predict(im),
         }
-        # Interleaved (every backend on an image, then the next image) so that load from other work on a
-        # shared machine hits all backends alike.
+        # Blocks of images per backend, backends in turn, so that load from other work on a shared machine
+        # hits all backends alike. Not image by image: torch's OpenMP and ONNX Runtime's thread pools spin
+        # after each call and slow each other down badly when interleaved that tightly.
         times: dict[str, list[float]] = {name: [] for name in backends}
-        for k, im in enumerate(images[:5] + images):
+        for block in range(0, len(images), args.block):
             for name, run in backends.items():
-                t0 = time.perf_counter()
-                run(im)
-                if k >= 5:
+                torch.set_num_threads(getattr(run, "torch_threads", ul_threads))
+                chunk = images[block : block + args.block]
+                for im in chunk[:3]:  # warm-up
+                    run(im)
+                for im in chunk:
+                    t0 = time.perf_counter()
+                    run(im)
                     times[name].append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.5)  # let the spinning threads go idle
         rows = [(name, *percentiles(ms)) for name, ms in times.items()]
         proc, url = start_server(onnx_path, work, args.threads)
         try:
@@ -207,8 +217,8 @@ def main() -> None:
         f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}), shared with other work; torch default threads "
         f"{default_threads}. Model: yolov8n from `yolov8n.yaml` at {args.imgsz} px (untrained weights: same "
-        f"compute as trained ones). {len(images)} real OPIXray val scans (416x416), conf 0.25, 5 warm-up "
-        "images per backend, backends interleaved image by image. Load average (1 min) "
+        f"compute as trained ones). {len(images)} real OPIXray val scans (416x416), conf 0.25; backends take "
+        f"turns in blocks of {args.block} images (3 warm-up calls per block). Load average (1 min) "
         f"{load_before:.1f} before, {load_after:.1f} after: other agents' jobs were running.",
         "",
         "```",

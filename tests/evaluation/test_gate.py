@@ -176,7 +176,7 @@ def test_cli_gate_exit_codes(label_report_dir, tmp_path):
     policy.write_text("min_reviewed: 3\n")
     result = runner.invoke(_app(), ["gate", str(label_report_dir), "--policy", str(policy), "--json"])
     assert result.exit_code == 0, result.output
-    body = json.loads(result.output)
+    body = json.loads(result.stdout)
     assert body["passed"] and len(body["criteria"]) == 7
     assert json.loads((label_report_dir / "gate.json").read_text())["passed"]
 

@@ -110,14 +110,14 @@ def test_cpu_demo_end_to_end(tmp_path: Path, xraydet_home: Path) -> None:
         "| phase1 | stopped" in markdown and "**promoted**" in markdown and "predictions reviewed" in markdown
     )
 
-    # the champion is served: the registry resolves it and the real API answers /v1/detect with it
+    # the champion is served from the registry, as `xraydet serve --model xray-demo` does, and answers
     from xraydet.plan.release_steps import serve_model
-    from xraydet.registry import resolve_model
 
-    onnx = resolve_model("xray-demo", onnx=True)
     image = next((state_dir / "steps" / "synth-main" / "data" / "images" / "val").iterdir())
-    with serve_model(onnx) as url:
+    with serve_model("xray-demo") as url:
+        health = httpx.get(f"{url}/health").json()
         reply = httpx.post(f"{url}/v1/detect", files={"file": (image.name, image.read_bytes(), "image/jpeg")})
+    assert health["model_loaded"] is True and str(health["version"]) == deploy["version"]
     assert reply.status_code == 200 and "items" in reply.json()
 
     # running it again redoes nothing
@@ -150,13 +150,14 @@ def test_kill_during_phase2_then_resume(tmp_path: Path, xraydet_home: Path) -> N
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    phase2_last = state_dir / "steps" / "phase2" / "run" / "weights" / "last.pt"
+    # kill once Phase 2 has finished an epoch and its checkpoint (the run's state.json follows last.pt)
+    phase2_state = state_dir / "steps" / "phase2" / "run" / "state.json"
     try:
         deadline = time.monotonic() + 400
-        while not phase2_last.exists():  # Phase 2 has finished at least one epoch
+        while not (phase2_state.is_file() and json.loads(phase2_state.read_text()).get("epoch", 0) >= 1):
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-            assert time.monotonic() < deadline, "Phase 2 never started"
-            time.sleep(0.5)
+            assert time.monotonic() < deadline, "Phase 2 never got through an epoch"
+            time.sleep(0.2)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -175,6 +176,7 @@ def test_kill_during_phase2_then_resume(tmp_path: Path, xraydet_home: Path) -> N
     assert p1.attempts == 1 and p1.reused  # Phase 1 was not trained again
     assert (fingerprint(phase1_run), phase1_run.stat().st_mtime_ns) == before
     assert p2.attempts == 2 and p2.details["resumes"], "Phase 2 resumed from its last.pt"
+    assert p2.decisions[0]["decision"] == "resumed" and p2.decisions[0]["values"]["from_epoch"] >= 1
     assert p2.outcome["epochs_completed"] == 4
     # the gate fails (min mAP50 0.99) and there is no champion yet: the deploy step keeps what there is
     assert state.records["gate"].outcome["passed"] is False

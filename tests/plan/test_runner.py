@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +203,15 @@ def test_report_has_phases_curves_and_totals(tmp_path: Path) -> None:
     assert report["phases"] == [] and report["curve_png"] is None
     assert report["total_cost"] > 0
     assert "No phase has run yet." in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_one_process_per_state_dir(tmp_path: Path) -> None:
+    run_plan(plan_of(0.5, 0.5), tmp_path)
+    assert not (tmp_path / "lock").exists()  # released at the end
+    (tmp_path / "lock").write_text(f"{os.getppid()}\n")  # a live process holds it
+    with pytest.raises(PlanError, match=f"another process \\(pid {os.getppid()}\\) is running this plan"):
+        resume_plan(tmp_path)
+    code = "import os; print(os.getpid())"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    (tmp_path / "lock").write_text(dead.stdout)  # left behind by a killed process: taken over
+    assert resume_plan(tmp_path).status == "finished"

@@ -46,13 +46,13 @@ def test_cli_register_promote_list_rollback(cli, registry_home, tiny_model, eval
     assert "promoted" in result.output and "no champion yet" in result.output
     result = cli("registry", "promote", "xray", "2", *common, "--json")
     assert result.exit_code == 0, result.output
-    decision = json.loads(result.output)
+    decision = json.loads(result.stdout)
     assert decision["decision"] == "promoted" and decision["champion_version"] == "1"
     metrics = {c["metric"] for c in decision["comparisons"]}
     assert metrics == {"map50", "threat_detection_rate", "false_alarm_rate"}
 
     result = cli("registry", "list", "--json")
-    assert json.loads(result.output)[0] | {"latest": None} == {
+    assert json.loads(result.stdout)[0] | {"latest": None} == {
         "name": "xray", "champion": "2", "latest": None, "n_versions": 2, "history": ["1"]}
     versions = json.loads(cli("registry", "list", "xray", "--json").output)
     assert [(v["version"], v["aliases"], v["decision"]) for v in versions] == [

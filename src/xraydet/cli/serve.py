@@ -31,6 +31,9 @@ def serve(
     max_upload_mb: float = typer.Option(10.0, help="largest accepted upload per image, MB"),
     max_pixels: int = typer.Option(40_000_000, help="largest accepted image, width x height"),
     max_batch_files: int = typer.Option(16, help="most images in one /v1/detect/batch request"),
+    max_concurrent_inferences: int = typer.Option(
+        1, min=1, help="model calls at once (queue the rest); raise it only with spare cores or a GPU"
+    ),
     poll_s: float = typer.Option(30.0, help="check the model source this often for a new model (0: never)"),
     imgsz: int | None = typer.Option(None, help="inference size (default: the model's)"),
     threads: int | None = typer.Option(None, help="inference threads (default: all cores)"),
@@ -57,6 +60,7 @@ def serve(
         "max_upload_mb": max_upload_mb,
         "max_pixels": max_pixels,
         "max_batch_files": max_batch_files,
+        "max_concurrent_inferences": max_concurrent_inferences,
         "poll_s": poll_s,
         "imgsz": imgsz,
         "threads": threads,

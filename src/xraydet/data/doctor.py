@@ -339,11 +339,8 @@ def probe_overfit(
     """Train yolov8n (from its YAML) on a temporary copy of ``n_images`` labelled images and validate on the
     same images. If the train-set mAP50 does not climb, the labels and images disagree."""
     from ultralytics import YOLO
-    from ultralytics.utils import SETTINGS
 
-    # xraydet records runs itself; Ultralytics' own loggers stay off.
-    loggers = ("mlflow", "tensorboard", "wandb", "clearml", "comet", "dvc", "neptune", "raytune")
-    SETTINGS.update({k: False for k in loggers if k in SETTINGS})
+    from xraydet.ultralytics_env import offline_guard
     images = _sample(ds, split, n_images, seed)
     if not images:
         return ProbeResult(
@@ -358,37 +355,38 @@ def probe_overfit(
             shutil.copyfile(image, root / "images/train" / f"{stem}{image.suffix}")
             shutil.copyfile(label_path_for(image), root / "labels/train" / f"{stem}.txt")
         data = write_data_yaml(root, ds.names, {"train": "images/train", "val": "images/train"})
-        model = YOLO("yolov8n.yaml")
-        model.train(
-            data=str(data),
-            epochs=epochs,
-            imgsz=imgsz,
-            batch=2,
-            device="cpu",
-            workers=0,
-            project=str(root),
-            name="run",
-            exist_ok=True,
-            plots=False,
-            verbose=False,
-            seed=seed,
-            deterministic=True,
-            amp=False,
-            val=True,
-            # Memorise, don't generalise: many small steps at a high rate, no warm-up, no augmentation.
-            # From scratch on CPU this reaches a train-set mAP50 of about 0.1 in 40 epochs on good labels.
-            optimizer="SGD",
-            lr0=0.02,
-            warmup_epochs=0,
-            mosaic=0.0,
-            hsv_h=0.0,
-            hsv_s=0.0,
-            hsv_v=0.0,
-            translate=0.0,
-            scale=0.0,
-            fliplr=0.0,
-            erasing=0.0,
-        )
+        with offline_guard():
+            model = YOLO("yolov8n.yaml")
+            model.train(
+                data=str(data),
+                epochs=epochs,
+                imgsz=imgsz,
+                batch=2,
+                device="cpu",
+                workers=0,
+                project=str(root),
+                name="run",
+                exist_ok=True,
+                plots=False,
+                verbose=False,
+                seed=seed,
+                deterministic=True,
+                amp=False,
+                val=True,
+                # Memorise, don't generalise: many small steps at a high rate, no warm-up, no augmentation.
+                # From scratch on CPU this reaches a train-set mAP50 of about 0.1 in 40 epochs on good labels.
+                optimizer="SGD",
+                lr0=0.02,
+                warmup_epochs=0,
+                mosaic=0.0,
+                hsv_h=0.0,
+                hsv_s=0.0,
+                hsv_v=0.0,
+                translate=0.0,
+                scale=0.0,
+                fliplr=0.0,
+                erasing=0.0,
+            )
         map50 = _read_map50(root / "run" / "results.csv")
     finally:
         shutil.rmtree(root, ignore_errors=True)

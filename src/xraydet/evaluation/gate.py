@@ -15,9 +15,9 @@ import operator
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from xraydet.config import read_yaml_mapping
 from xraydet.errors import ConfigError
 from xraydet.evaluation.report import EvalReport, load_report
 from xraydet.evaluation.review.store import VerdictStore
@@ -59,14 +59,7 @@ class GateResult(BaseModel):
 def load_policy(path: str | Path) -> GatePolicy:
     """Read a policy YAML; an unknown key or a bad value is an error naming the file and key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: policy file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of limits, e.g. 'min_map50: 0.5'")
+    raw = read_yaml_mapping(path, "policy", example="min_map50: 0.5")
     try:
         return GatePolicy.model_validate(raw)
     except ValidationError as err:

@@ -109,14 +109,17 @@ def _free_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_model(weights: Path, imgsz: int | None = None, timeout_s: float = 120.0) -> Iterator[str]:
-    """Run the real xraydet API (FastAPI + uvicorn) on loopback for ``weights``; yields its base URL."""
+def serve_model(model: str | Path, imgsz: int | None = None, timeout_s: float = 120.0) -> Iterator[str]:
+    """Run the real xraydet API (FastAPI + uvicorn, ONNX Runtime) on a free loopback port; yields its URL.
+
+    ``model`` is a weights file or a registry name (its champion), as for ``xraydet serve --model``.
+    """
     import uvicorn
 
     from xraydet.serving.app import create_app
     from xraydet.serving.settings import ServeSettings
 
-    settings = ServeSettings(model=str(weights), backend="onnx", imgsz=imgsz, poll_s=0, port=0)
+    settings = ServeSettings(model=str(model), backend="onnx", imgsz=imgsz, poll_s=0, port=0)
     sock = _free_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
@@ -128,7 +131,7 @@ def serve_model(weights: Path, imgsz: int | None = None, timeout_s: float = 120.
         deadline = time.monotonic() + timeout_s
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise StepFailed(f"the API for {weights} did not start")
+                raise StepFailed(f"the API for {model} did not start")
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -348,6 +351,9 @@ def run_deploy(ctx: StepContext, params: DeployParams) -> StepResult:
             seed=ev.get("seed", 0),
             max_images=ev.get("max_images"),
             imgsz=evaluation.outputs.get("imgsz"),
+            # Gate the report the plan already made (and a person may have reviewed, as the seed policy
+            # requires) instead of evaluating the candidate again without its review.
+            candidate_report=Path(evaluation.outputs["report_dir"]),
             out_dir=ctx.work_dir / "promotion",
         )
         action = "promoted" if decision.promoted else "kept"

@@ -74,7 +74,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for row in curves:
-        points = {h["epoch"]: h["map50"] for h in row["history"] if h.get("map50") is not None}
+        points: dict[int, float] = {
+            int(h["epoch"]): float(h["map50"]) for h in row["history"] if h.get("map50") is not None
+        }
         if not points:
             continue
         (line,) = ax.plot(list(points), list(points.values()), marker="o", markersize=3, label=row["phase"])

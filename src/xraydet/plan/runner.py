@@ -9,17 +9,18 @@ re-run too (their inputs may have changed). An interrupted training step resumes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from xraydet.io import atomic_write_yaml
+from xraydet.io import atomic_write_text, atomic_write_yaml
 from xraydet.plan.schema import Plan, PlanError, PlannedStep, parse_plan
 from xraydet.plan.state import (
     PLAN_SNAPSHOT,
@@ -140,6 +141,40 @@ def _walk(
     emit: Listener,
     redo: set[str] | None = None,
 ) -> PlanState:
+    with _lock(state_dir):
+        return _walk_locked(plan, steps, state, state_dir, emit, redo or set())
+
+
+LOCK_FILE = "lock"
+
+
+@contextlib.contextmanager
+def _lock(state_dir: Path) -> Iterator[None]:
+    """One process per state dir; a lock left by a killed process (its pid is gone) is taken over."""
+    lock = state_dir / LOCK_FILE
+    if lock.is_file():
+        try:
+            pid = int(lock.read_text(encoding="utf-8").strip())
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except (ValueError, ProcessLookupError):
+            alive = False
+        except PermissionError:  # the process exists but belongs to someone else
+            alive = True
+        if alive:
+            raise PlanError(
+                [f"another process (pid {pid}) is running this plan; wait for it or stop it"], state_dir
+            )
+    atomic_write_text(lock, f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _walk_locked(
+    plan: Plan, steps: list[PlannedStep], state: PlanState, state_dir: Path, emit: Listener, redo: set[str]
+) -> PlanState:
     index = {s.id: i for i, s in enumerate(steps)}
     for step in steps:
         state.records.setdefault(
@@ -153,7 +188,7 @@ def _walk(
             step = steps[position]
             state.current = step.id
             record = state.records[step.id]
-            reuse, why = _can_reuse(record, stale or step.id in (redo or set()))
+            reuse, why = _can_reuse(record, stale or step.id in redo)
             if reuse:
                 record.reused = True
                 emit(PlanEvent("skip", step.id, f"{step.id}: already done ({why})", record))

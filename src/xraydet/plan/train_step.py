@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from xraydet.errors import ConfigError
+from xraydet.errors import ConfigError, XrayDetError
 from xraydet.plan.steps import StepContext, StepResult, reference_problems, register_step_kind
 
 if TYPE_CHECKING:
@@ -78,8 +78,11 @@ def build_job(ctx: StepContext, params: TrainParams) -> Any:
     return job_from_dict(raw, where=f"{ctx.step.where}.job", base_dir=ctx.base_dir)
 
 
-def train_or_resume(ctx: StepContext, job: Any, run_dir: Path) -> RunResult:
-    """Reuse a finished run, resume an interrupted one, or start a fresh one (see module docstring)."""
+def train_or_resume(ctx: StepContext, job: Any, run_dir: Path, notes: list[dict[str, Any]]) -> RunResult:
+    """Reuse a finished run, resume an interrupted one, or start a fresh one (see module docstring).
+
+    What was done with an earlier attempt's run is appended to ``notes`` for the decision log.
+    """
     from xraydet.training import load_run_result, resume_training, run_training
 
     interrupted = ctx.previous is not None and ctx.previous.status in ("running", "interrupted", "failed")
@@ -87,10 +90,24 @@ def train_or_resume(ctx: StepContext, job: Any, run_dir: Path) -> RunResult:
         result = load_run_result(run_dir)
         if result.status in TERMINAL and result.status != "failed":
             log.info("%s: training had finished before the interruption; reusing %s", ctx.step.id, run_dir)
+            notes.append({"what": "earlier attempt", "decision": "reused", "reason": "its run had finished"})
             return result
-    if interrupted and (run_dir / "weights" / "last.pt").is_file():
-        log.info("%s: resuming the interrupted training in %s", ctx.step.id, run_dir)
-        return resume_training(run_dir)
+    if interrupted and (run_dir / "weights").is_dir():
+        try:
+            result = resume_training(run_dir)
+        except XrayDetError as err:  # e.g. killed while writing its first checkpoint: nothing to resume
+            log.warning("%s: cannot resume (%s); training again from the start", ctx.step.id, err)
+            notes.append({"what": "earlier attempt", "decision": "restarted", "reason": str(err)})
+        else:
+            notes.append(
+                {
+                    "what": "earlier attempt",
+                    "decision": "resumed",
+                    "reason": f"interrupted while {ctx.previous.status if ctx.previous else '?'}",
+                    "values": result.resumes[-1] if result.resumes else {},
+                }
+            )
+            return result
     if run_dir.exists():
         shutil.rmtree(run_dir)
     return run_training(job, run_dir)
@@ -127,12 +144,13 @@ def run_train(ctx: StepContext, params: TrainParams) -> StepResult:
     job = build_job(ctx, params)
     run_dir = ctx.work_dir / "run"
     ctx.save_progress({"run_dir": run_dir})
-    result = train_or_resume(ctx, job, run_dir)
+    notes: list[dict[str, Any]] = []
+    result = train_or_resume(ctx, job, run_dir, notes)
     files: dict[str, Path] = {"summary": run_dir / "summary.json"}
     for name, path in (("best_weights", result.best_weights), ("last_weights", result.last_weights)):
         if path is not None and Path(path).is_file():
             files[name] = Path(path)
-    decisions = [
+    decisions = notes + [
         {
             "what": f"{v.hook} at epoch {v.epoch}",
             "decision": v.decision,

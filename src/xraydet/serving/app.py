@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -106,11 +107,20 @@ def _read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 def _detect_one(
-    model: LoadedModel, data: bytes, filename: str, settings: ServeSettings, conf: float, iou: float | None
+    model: LoadedModel,
+    data: bytes,
+    filename: str,
+    settings: ServeSettings,
+    conf: float,
+    iou: float | None,
+    inference_slots: threading.BoundedSemaphore,
 ) -> DetectResponse:
     t0 = time.perf_counter()
     image = decode_image(data, settings.max_pixels, filename)
-    dets = model.predict(image, conf, settings.default_iou if iou is None else iou)
+    # Inference already uses every core; running several at once only makes them fight over the same cores
+    # (throughput falls as clients are added). Requests queue here instead; decoding stays concurrent.
+    with inference_slots:
+        dets = model.predict(image, conf, settings.default_iou if iou is None else iou)
     h, w = image.shape[:2]
     return detections_to_response(model, dets, w, h, (time.perf_counter() - t0) * 1000)
 
@@ -153,6 +163,7 @@ def create_app(settings: ServeSettings, source: ModelSource | None = None) -> Fa
         source = source_for(settings.model)
     holder = ModelHolder(source, settings)
     configure_pil(settings.max_pixels)
+    inference_slots = threading.BoundedSemaphore(settings.max_concurrent_inferences)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -209,7 +220,9 @@ def create_app(settings: ServeSettings, source: ModelSource | None = None) -> Fa
     ) -> DetectResponse:
         model = _model_or_503(request)  # this request uses this model to the end, even across a swap
         data = _read_upload(file, settings.max_upload_bytes)
-        return _detect_one(model, data, file.filename or "file", settings, conf_threshold, iou_threshold)
+        return _detect_one(
+            model, data, file.filename or "file", settings, conf_threshold, iou_threshold, inference_slots
+        )
 
     @app.post("/v1/detect/batch", response_model=BatchResponse, responses=_UPLOAD_ERRORS)
     def detect_batch(
@@ -227,7 +240,9 @@ def create_app(settings: ServeSettings, source: ModelSource | None = None) -> Fa
             name = upload.filename or "file"
             try:
                 data = _read_upload(upload, settings.max_upload_bytes)
-                result = _detect_one(model, data, name, settings, conf_threshold, iou_threshold)
+                result = _detect_one(
+                    model, data, name, settings, conf_threshold, iou_threshold, inference_slots
+                )
                 entries.append(BatchEntry(filename=name, ok=True, status_code=200, result=result))
             except ImageError as err:
                 entries.append(

@@ -30,6 +30,9 @@ class ServeSettings(BaseModel):
     max_upload_mb: float = Field(default=10.0, gt=0)
     max_pixels: int = Field(default=40_000_000, ge=1)
     max_batch_files: int = Field(default=16, ge=1)
+    max_concurrent_inferences: int = Field(
+        default=1, ge=1, description="model calls at once; more only helps with spare cores or a GPU"
+    )
     poll_s: float = Field(default=30.0, ge=0, description="seconds between model-source checks; 0 = never")
     default_iou: float = Field(default=0.7, ge=0, le=1)
     threats: list[str] | None = None

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from xraydet.config import read_yaml_mapping
 from xraydet.errors import ConfigError
 
 SEED_KEYS = {
@@ -372,12 +373,5 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> T
         ConfigError: the message names the file and the key at fault.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: job file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of job keys")
+    raw = read_yaml_mapping(path, "job", example="model: yolov8n.yaml")
     return job_from_dict(apply_sets(raw, overrides), where=str(path), base_dir=path.parent.resolve())

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from xraydet.config import read_yaml_mapping
 from xraydet.errors import ConfigError
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -67,11 +66,8 @@ def load_preset(name_or_path: str | Path, base_dir: Path | None = None) -> Prese
 def _read_preset(path: Path) -> Preset:
     from xraydet.training.job import check_ultralytics_keys
 
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict) or not isinstance(raw.get("args", {}), dict):
+    raw = read_yaml_mapping(path, "preset", example="args: {lr0: 0.01}")
+    if not isinstance(raw.get("args", {}), dict):
         raise ConfigError(f"{path}: expected a mapping with 'description' and an 'args' mapping")
     extra = set(raw) - {"description", "args"}
     if extra:

@@ -17,18 +17,17 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xraydet.training.history import normalize_row
 from xraydet.training.hooks.base import HookList, TrainContext, Verdict
+from xraydet.ultralytics_env import offline_guard
 
 log = logging.getLogger(__name__)
 
-INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "sync")
 RESUME_NAME = "resume.pt"
 
 
@@ -191,62 +190,6 @@ def keep_resumable(last: Path) -> Path | None:
 
 
 # -- offline guard --
-
-
-def _local_font(font: str = "Arial.ttf") -> Path:
-    """Ultralytics' font, if it was ever cached, else matplotlib's bundled DejaVu Sans: never a download."""
-    from matplotlib import font_manager
-    from ultralytics.utils import USER_CONFIG_DIR
-
-    cached = USER_CONFIG_DIR / Path(font).name
-    if cached.exists():
-        return cached
-    return Path(font_manager.findfont("DejaVu Sans", fallback_to_default=True))
-
-
-def _amp_check_offline(original: Callable[..., bool]) -> Callable[..., bool]:
-    def check(model: Any, *args: Any, **kwargs: Any) -> bool:
-        from ultralytics.utils import WEIGHTS_DIR
-
-        on_accelerator = next(model.parameters()).device.type not in {"cpu", "mps"}
-        if not on_accelerator or (WEIGHTS_DIR / "yolo26n.pt").is_file():
-            return original(
-                model, *args, **kwargs
-            )  # Ultralytics returns False on CPU without loading anything
-        log.info(
-            "AMP check skipped (it would download yolo26n.pt); keeping amp=True as Ultralytics does offline"
-        )
-        return True
-
-    return check
-
-
-@contextmanager
-def offline_guard() -> Iterator[None]:
-    """While training: Ultralytics' own loggers/analytics off, no font, AMP-check weight or update download.
-
-    Settings are changed in memory only (the user's settings file is left alone) and restored afterwards.
-    """
-    import ultralytics.data.utils as data_utils
-    import ultralytics.engine.trainer as trainer_mod
-    import ultralytics.utils.checks as checks
-    import ultralytics.utils.plotting as plotting
-    from ultralytics.utils import SETTINGS
-
-    saved = {k: SETTINGS[k] for k in INTEGRATIONS if k in SETTINGS}
-    with ExitStack() as stack:
-        dict.update(SETTINGS, dict.fromkeys(saved, False))
-        stack.callback(dict.update, SETTINGS, saved)
-        patches = [
-            (data_utils, "check_font", _local_font),
-            (plotting, "check_font", _local_font),
-            (checks, "check_pip_update_available", lambda: False),
-            (trainer_mod, "check_amp", _amp_check_offline(trainer_mod.check_amp)),
-        ]
-        for module, name, replacement in patches:
-            stack.callback(setattr, module, name, getattr(module, name))
-            setattr(module, name, replacement)
-        yield
 
 
 def finite(value: Any) -> bool:

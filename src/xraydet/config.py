@@ -1,0 +1,37 @@
+"""Reading config files at the edge: a bad YAML file becomes an error a person can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xraydet.errors import ConfigError
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "") -> dict[str, Any]:
+    """Load a YAML file that must hold a mapping; errors name the file (and line) and what was expected.
+
+    An empty file reads as ``{}``.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "p.yaml"
+        >>> _ = f.write_text("min_map50: 0.5")
+        >>> read_yaml_mapping(f, "policy")
+        {'min_map50': 0.5}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from err
+    if not isinstance(raw, dict):
+        hint = f", e.g. '{example}'" if example else ""
+        raise ConfigError(f"{path}: expected a mapping of {what} keys{hint}, got {type(raw).__name__}")
+    return raw
