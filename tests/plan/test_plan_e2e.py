@@ -63,6 +63,7 @@ def test_cpu_demo_end_to_end(tmp_path: Path, xraydet_home: Path) -> None:
         "synth-extra",
         "synth-negatives",
         "check-main",
+        "doctor-main",
         "phase1",
         "merge-extra",
         "phase2",

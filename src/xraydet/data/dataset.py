@@ -185,8 +185,8 @@ def load_dataset(source: str | Path) -> Dataset:
             if (source / candidate).is_file():
                 return load_dataset(source / candidate)
         if (source / "images").is_dir():
-            splits = {p.name: [p] for p in sorted((source / "images").iterdir()) if p.is_dir()}
-            return Dataset(root=source.resolve(), names=[], splits=splits)
+            folders = {p.name: [p] for p in sorted((source / "images").iterdir()) if p.is_dir()}
+            return Dataset(root=source.resolve(), names=[], splits=folders)
         return Dataset(root=source.resolve(), names=[], splits={"val": [source.resolve()]})
     raw = _read_yaml(source)
     try:

@@ -122,6 +122,52 @@ def run_check(ctx: StepContext, params: CheckParams) -> StepResult:
     )
 
 
+class DoctorParams(BaseModel):
+    """``doctor``: do the boxes sit on the objects? Stops the plan when the labels look transposed, shifted or
+    mis-scaled (the seed's real fault), before any GPU time is spent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(..., description="a path or @name")
+    split: str | None = None
+    max_images: int = Field(300, ge=1)
+    seed: int = 0
+    fail_on_flag: bool = True
+
+
+@register_step_kind(
+    "doctor", DoctorParams, "check that labels sit on objects (xraydet data doctor)", _refs_check("dataset")
+)
+def run_doctor(ctx: StepContext, params: DoctorParams) -> StepResult:
+    from xraydet.data.doctor import doctor
+
+    source = ctx.resolve_data(params.dataset)
+    report = doctor(
+        source, params.split, out_dir=ctx.work_dir / "doctor", max_images=params.max_images, seed=params.seed
+    )
+    path = ctx.work_dir / "doctor" / "doctor.json"
+    worst = max(report.perturbations, key=lambda p: p.contrast, default=None)
+    values: dict[str, Any] = {"images": report.n_images, "boxes": report.n_boxes}
+    values["given_contrast"] = round(report.given_contrast, 3)
+    if worst is not None:
+        values[f"best_perturbed_contrast ({worst.name})"] = round(worst.contrast, 3)
+    if report.flagged and params.fail_on_flag:
+        raise StepFailed(f"{source}: labels look wrong ({'; '.join(report.faults)}); see {path}")
+    return StepResult(
+        outputs={"dataset": str(source), "report": path},
+        files={"report": path},
+        outcome={"verdict": report.verdict, "faults": len(report.faults)},
+        decisions=[
+            {
+                "what": f"label sanity (doctor) of {source.name}",
+                "decision": report.verdict,
+                "reason": "; ".join(report.faults) or "the given boxes score above every perturbed copy",
+                "values": values,
+            }
+        ],
+    )
+
+
 class MergeParams(BaseModel):
     """``merge``: merge data sets into one (union of classes by name, threats kept)."""
 
