@@ -21,7 +21,7 @@ machine has 2 cores and is noisy; the GPU figures come from one H200 lent for 15
 | section | what | script |
 |---|---|---|
 | data check | `xraydet data check` images/s on the 2,350 real OPIXray scans | `benchmarks/bench_check.py` |
-| serving | ONNX Runtime vs Ultralytics latency; API requests/s at 1, 4, 8 clients | `benchmarks/bench_serving.py` |
+| serving | ONNX Runtime vs Ultralytics latency; API requests/s, 1-8 clients | `benchmarks/bench_serving.py` |
 | GPU training | baseline vs improved preset; time-to-accuracy recipes | `benchmarks/gpu_recipe.py` |
 
 This file is assembled from `docs/benchmarks/*.md` by `python benchmarks/assemble_docs.py`.

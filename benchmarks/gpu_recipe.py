@@ -57,7 +57,9 @@ def copy_dataset(src_yaml: Path, dest: Path, limit: int | None = None) -> Path:
 
 def n_images(data_yaml: Path, split: str) -> int:
     spec = yaml.safe_load(data_yaml.read_text())
-    return sum(1 for p in (Path(spec["path"]) / spec[split]).iterdir() if p.suffix.lower() in {".jpg", ".png"})
+    return sum(
+        1 for p in (Path(spec["path"]) / spec[split]).iterdir() if p.suffix.lower() in {".jpg", ".png"}
+    )
 
 
 def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
@@ -72,8 +74,16 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
     trainer_mod.check_amp = lambda model: torch.cuda.is_available()
     args: dict[str, Any] = dict(job.get("args", {}))
     args.update(
-        data=str(data), device=device, project=str(out), name=job["name"], exist_ok=True, plots=False,
-        verbose=False, seed=int(job.get("seed", 0)), deterministic=False, val=True,
+        data=str(data),
+        device=device,
+        project=str(out),
+        name=job["name"],
+        exist_ok=True,
+        plots=False,
+        verbose=False,
+        seed=int(job.get("seed", 0)),
+        deterministic=False,
+        val=True,
     )
     started = time.time()
     model = YOLO(job["model"])
@@ -82,21 +92,37 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
     run_dir = out / job["name"]
     best = run_dir / "weights" / "best.pt"
     metrics = YOLO(str(best)).val(
-        data=str(data), imgsz=args.get("imgsz", 640), batch=32, device=device, plots=False, verbose=False,
-        project=str(out / "val"), name=job["name"], exist_ok=True,
+        data=str(data),
+        imgsz=args.get("imgsz", 640),
+        batch=32,
+        device=device,
+        plots=False,
+        verbose=False,
+        project=str(out / "val"),
+        name=job["name"],
+        exist_ok=True,
     )
     rows = list(csv.DictReader((run_dir / "results.csv").open()))
     epochs = len(rows)
     train_time = float(rows[-1]["time"]) if rows else wall
     summary = {
-        "name": job["name"], "model": job["model"], "args": job.get("args", {}), "epochs": epochs,
-        "wall_s": round(wall, 1), "train_s": round(train_time, 1),
+        "name": job["name"],
+        "model": job["model"],
+        "args": job.get("args", {}),
+        "epochs": epochs,
+        "wall_s": round(wall, 1),
+        "train_s": round(train_time, 1),
         "images_per_s": round(epochs * n_images(data, "train") / train_time, 1) if train_time else None,
-        "map50": round(float(metrics.box.map50), 4), "map50_95": round(float(metrics.box.map), 4),
+        "map50": round(float(metrics.box.map50), 4),
+        "map50_95": round(float(metrics.box.map), 4),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "curve": [
-            {"epoch": int(float(r["epoch"])), "time": float(r["time"]),
-             "map50": float(r["metrics/mAP50(B)"]), "map50_95": float(r["metrics/mAP50-95(B)"])}
+            {
+                "epoch": int(float(r["epoch"])),
+                "time": float(r["time"]),
+                "map50": float(r["metrics/mAP50(B)"]),
+                "map50_95": float(r["metrics/mAP50-95(B)"]),
+            }
             for r in rows
         ],
     }
@@ -150,8 +176,21 @@ def main() -> None:
     for job in jobs:
         (work / "runs").mkdir(parents=True, exist_ok=True)
         log = (work / "runs" / f"{job['name']}.log").open("w")
-        cmd = [sys.executable, __file__, str(ns.jobs), "--data", str(ns.data), "--out", str(work / "runs"),
-               "--device", device, "--one", job["name"], "--prepared", str(data)]
+        cmd = [
+            sys.executable,
+            __file__,
+            str(ns.jobs),
+            "--data",
+            str(ns.data),
+            "--out",
+            str(work / "runs"),
+            "--device",
+            device,
+            "--one",
+            job["name"],
+            "--prepared",
+            str(data),
+        ]
         if ns.smoke:
             cmd.append("--smoke")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -173,7 +212,13 @@ def main() -> None:
         if sa and sb:
             t = min(sa["curve"][-1]["time"], sb["curve"][-1]["time"])
             report.setdefault("equal_time", []).append(
-                {"a": a, "b": b, "t_s": t, "map50_a": at_time(sa["curve"], t), "map50_b": at_time(sb["curve"], t)}
+                {
+                    "a": a,
+                    "b": b,
+                    "t_s": t,
+                    "map50_a": at_time(sa["curve"], t),
+                    "map50_b": at_time(sb["curve"], t),
+                }
             )
     (ns.out / "summary.json").write_text(json.dumps(report, indent=2))
     (ns.out / "table.md").write_text(table(summaries) + "\n")
@@ -186,7 +231,10 @@ def main() -> None:
         subprocess.run(["split", "-b", "15M", "-d", str(weights), str(ns.out / "best.pt.part")], check=True)
         print(f"best: {best['name']} mAP50 {best['map50']} mAP50-95 {best['map50_95']}")
     logs = ns.out / "logs.tar.gz"
-    subprocess.run(["tar", "czf", str(logs), "--exclude=*.pt", "--exclude=*.cache", "-C", str(work / "runs"), "."], check=False)
+    subprocess.run(
+        ["tar", "czf", str(logs), "--exclude=*.pt", "--exclude=*.cache", "-C", str(work / "runs"), "."],
+        check=False,
+    )
 
 
 if __name__ == "__main__":

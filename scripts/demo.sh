@@ -30,5 +30,5 @@ for _ in $(seq 1 120); do
 done
 curl -sf "http://127.0.0.1:$port/health"; echo
 scan=$(ls "$XRAYDET_HOME"/synth/images/val/* | head -1)
-curl -sf -F "file=@$scan" "http://127.0.0.1:$port/v1/detect?conf_threshold=0.25" | python -m json.tool
+curl -sf -F "file=@$scan" "http://127.0.0.1:$port/v1/detect?conf_threshold=0.1" | python -m json.tool
 echo "demo finished in $(( $(date +%s) - start )) s; report: $XRAYDET_HOME/plan (xraydet plan status $XRAYDET_HOME/plan)"
