@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from xraydet.cli.progress import counting_progress
 from xraydet.data.stats import BoxSizeStats, DatasetStats
 
 LINK_HELP = (
@@ -82,23 +80,6 @@ def box_table(stats: DatasetStats) -> Table:
     return table
 
 
-@contextmanager
-def progress_bar(
-    label: str, total: int | None = None
-) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
-    """``(advance, set_total)`` callbacks driving a rich progress bar on stderr."""
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield (lambda n: bar.advance(task, n)), (lambda t: bar.update(task, total=t))
-
-
 def _emit_json(obj: dict, json_out: Path | None, to_stdout: bool) -> None:
     from xraydet.io import atomic_write_json
 
@@ -133,7 +114,7 @@ def check_cmd(
     """
     from xraydet.data.check import CODES, check_dataset
 
-    with progress_bar("checking") as (advance, set_total):
+    with counting_progress("checking") as (advance, set_total):
         report = check_dataset(
             dataset, deep=deep, splits=split or None, workers=workers, progress=advance, on_start=set_total
         )
@@ -215,7 +196,7 @@ def split_cmd(
     """Stratified (by each image's rarest class), seeded split into a new YOLO folder."""
     from xraydet.data.split import split_dataset
 
-    with progress_bar("splitting") as (advance, _):
+    with counting_progress("splitting") as (advance, _):
         result = split_dataset(
             source, out, val=val, test=test, seed=seed, link=link, overwrite=overwrite, progress=advance
         )
@@ -247,7 +228,7 @@ def merge_cmd(
     """Merge data sets: one class list (union by name), ids remapped in every label, threats united."""
     from xraydet.data.merge import merge_datasets, parse_renames
 
-    with progress_bar("merging") as (advance, _):
+    with counting_progress("merging") as (advance, _):
         result = merge_datasets(
             sources,
             out,

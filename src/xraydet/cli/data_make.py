@@ -4,37 +4,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from xraydet.cli.progress import counting_progress, progress
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-@contextmanager
-def _progress(label: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr; the callback takes ``(done, total)``."""
-    with Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-
-        def update(done: int, total_: int) -> None:
-            bar.update(task, completed=done, total=total_)
-
-        yield update
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -84,15 +64,9 @@ def synth_cmd(
         raise ConfigError(f"invalid synth options ({problems})") from err
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
-    total = cfg.n_train + cfg.n_val
-    with _progress("rendering bags", total) as update:
-        done = [0]
-
-        def step(n: int) -> None:
-            done[0] += n
-            update(done[0], total)
-
-        data_yaml = generate(cfg, out, overwrite=overwrite, progress=step)
+    with counting_progress("rendering bags") as (advance, set_total):
+        set_total(cfg.n_train + cfg.n_val)
+        data_yaml = generate(cfg, out, overwrite=overwrite, progress=advance)
     console.print(
         f"wrote {cfg.n_train} train + {cfg.n_val} val scans ({cfg.imgsz} px) to [bold]{escape(str(out))}"
     )
@@ -133,7 +107,7 @@ def convert_cmd(
         raise ConfigError("--bins must be at least 2")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
-    with _progress("converting") as update:
+    with progress("converting") as update:
         result = convert(
             src,
             from_fmt,
@@ -185,7 +159,7 @@ def doctor_cmd(
     """
     from xraydet.data.doctor import doctor
 
-    with _progress("scoring labels") as update:
+    with progress("scoring labels") as update:
         report = doctor(
             dataset,
             split,

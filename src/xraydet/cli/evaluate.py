@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
+
+from xraydet.cli.progress import progress
 
 console = Console()
 
@@ -33,17 +34,6 @@ eval_app = typer.Typer(
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1%}"
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
 
 
 @eval_app.command("run")
@@ -75,8 +65,7 @@ def eval_run(
     from xraydet.evaluation.runner import evaluate
 
     out = out or Path("eval_reports") / f"{Path(model).stem or 'model'}-{split}"
-    with _progress() as bar:
-        task = bar.add_task("predicting", total=None)
+    with progress("predicting") as update:
         report = evaluate(
             model,
             dataset,
@@ -90,7 +79,7 @@ def eval_run(
             imgsz=imgsz,
             device=device,
             target_detection=target_detection,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=update,
         )
     b, s, lat = report.box, report.screening, report.latency
     table = Table(

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from xraydet.cli.progress import stage_progress
 
 console = Console()
 err_console = Console(stderr=True)
@@ -141,14 +142,10 @@ def promote_cmd(
     """Make VERSION the champion if it passes the gate and is no worse than the champion (refused: exit 1)."""
     from xraydet.registry import ComparisonPolicy, promote
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
-        tasks: dict[str, TaskID] = {}
+    with stage_progress() as update:
 
         def step(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(f"evaluating {label}", total=total)
-            bar.update(tasks[label], completed=done, total=total)
+            update(f"evaluating {label}", done, total)
 
         decision = promote(
             name, version, dataset, policy=policy, negatives=list(negatives), force_reason=force_reason,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from xraydet.cli.progress import stage_progress
 
 console = Console()
 
@@ -104,15 +105,7 @@ def api_test(
     """Test a deployed API on labelled scans (the seed's test_yolo_with_threshold, as a proper client)."""
     from xraydet.serving.api_client import run_api_test
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks: dict[str, TaskID] = {}
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done)
-
+    with stage_progress() as on_progress:
         report = run_api_test(
             api_url,
             dataset,
