@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,25 @@ def _is_threat(item: dict[str, Any], threat_names: set[str]) -> bool:
     return str(item.get("name", "")).lower() in threat_names
 
 
+def _detect_each(
+    api: ApiClient,
+    images: list[Path],
+    conf: float,
+    stage: str,
+    errors: list[dict[str, str]],
+    progress: ProgressFn | None,
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``(image, response)`` for each image the API answered; failures go to ``errors``, not the caller."""
+    for i, image in enumerate(images):
+        try:
+            yield image, api.detect(image.read_bytes(), image.name, conf)
+        except ApiError as err:
+            errors.append({"image": str(image), "error": str(err)})
+        finally:
+            if progress:
+                progress(stage, i + 1, len(images))
+
+
 def run_api_test(
     api_url: str,
     dataset: str | Path,
@@ -198,15 +217,7 @@ def run_api_test(
     with ApiClient(api_url, timeout_s) as api:
         health = api.check_health()
         start = time.perf_counter()
-        for i, image in enumerate(images):
-            try:
-                body = api.detect(image.read_bytes(), image.name, conf)
-            except ApiError as err:
-                errors.append({"image": str(image), "error": str(err)})
-                continue
-            finally:
-                if progress:
-                    progress("labelled images", i + 1, len(images))
+        for image, body in _detect_each(api, images, conf, "labelled images", errors, progress):
             items = body.get("items", [])
             n_ok += 1
             n_items += len(items)
@@ -222,15 +233,7 @@ def run_api_test(
             n_threat_images += ds.names[first].lower() in threat_names if first < len(ds.names) else 0
             per_total[true_name] += 1
             per_correct[true_name] += top is not None and top.get("name") == true_name
-        for i, image in enumerate(neg_images):
-            try:
-                body = api.detect(image.read_bytes(), image.name, conf)
-            except ApiError as err:
-                errors.append({"image": str(image), "error": str(err)})
-                continue
-            finally:
-                if progress:
-                    progress("threat-free images", i + 1, len(neg_images))
+        for _, body in _detect_each(api, neg_images, conf, "threat-free images", errors, progress):
             n_neg_ok += 1
             false_alarms += any(_is_threat(it, threat_names) for it in body.get("items", []))
         duration = time.perf_counter() - start
