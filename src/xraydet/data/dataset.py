@@ -8,6 +8,7 @@ relative ``path:`` key, only yaml-relative split folders, which both tools read 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,3 +232,25 @@ def write_data_yaml(
     if threats:
         body["threats"] = list(threats)
     return atomic_write_yaml(root / "data.yaml", body)
+
+
+def ultralytics_yaml(dataset: Dataset, cache_dir: Path) -> Path:
+    """A data.yaml Ultralytics reads the way xraydet does.
+
+    A relative ``path:`` key means "relative to this yaml" to xraydet but "relative to Ultralytics' datasets
+    folder" to Ultralytics. For such a file, write a copy with that key made absolute into ``cache_dir``
+    (named by content, so repeated runs reuse it) and return the copy; otherwise return the file itself.
+    """
+    if dataset.yaml_path is None:
+        raise DatasetError("has no data.yaml (class names and splits are needed)", dataset.root)
+    raw = _read_yaml(dataset.yaml_path)
+    key = raw.get("path")
+    if not key or Path(str(key)).is_absolute():
+        return dataset.yaml_path
+    resolved = {**raw, "path": str(dataset.root)}
+    text = yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    target = Path(cache_dir) / f"{dataset.yaml_path.stem}-{digest}.yaml"
+    if not target.exists():
+        atomic_write_yaml(target, resolved)
+    return target

@@ -353,7 +353,8 @@ def job_from_dict(raw: dict[str, Any], where: str = "job", base_dir: Path | None
 
 def _data_yaml(data: Path, where: str) -> Path:
     """The data.yaml Ultralytics will read: ``data`` itself or the one in the folder ``data``, checked now."""
-    from xraydet.data.dataset import DatasetError, load_dataset
+    from xraydet.data.dataset import DatasetError, load_dataset, ultralytics_yaml
+    from xraydet.tracking import runs_root
 
     if not data.exists():
         raise ConfigError(f"{where}: key 'data': {data} does not exist (a data.yaml or a folder holding one)")
@@ -363,7 +364,7 @@ def _data_yaml(data: Path, where: str) -> Path:
         raise ConfigError(f"{where}: key 'data': {err}") from err
     if dataset.yaml_path is None:
         raise ConfigError(f"{where}: key 'data': {data} has no data.yaml (class names and splits are needed)")
-    return dataset.yaml_path
+    return ultralytics_yaml(dataset, runs_root() / "data-yaml")
 
 
 def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainJob:
