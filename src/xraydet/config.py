@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from xraydet.errors import ConfigError
 
@@ -35,3 +36,28 @@ def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "")
         hint = f", e.g. '{example}'" if example else ""
         raise ConfigError(f"{path}: expected a mapping of {what} keys{hint}, got {type(raw).__name__}")
     return raw
+
+
+def validation_problems(err: ValidationError, as_flags: bool = False) -> str:
+    """One line listing each field pydantic rejected and why: ``key.path: message; ...``.
+
+    With ``as_flags`` the keys are spelled as the CLI options a person typed (``max_upload_mb`` ->
+    ``--max-upload-mb``).
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class Opts(BaseModel):
+        ...     max_upload_mb: float
+        >>> try:
+        ...     Opts(max_upload_mb="big")
+        ... except ValidationError as e:
+        ...     print(validation_problems(e, as_flags=True))
+        --max-upload-mb: Input should be a valid number, unable to parse string as a number
+    """
+    problems = []
+    for e in err.errors():
+        key = ".".join(map(str, e["loc"])) or "root"
+        if as_flags:
+            key = "--" + "-".join(map(str, e["loc"])).replace("_", "-")
+        problems.append(f"{key}: {e['msg']}")
+    return "; ".join(problems)

@@ -42,6 +42,7 @@ def synth_cmd(
     """Generate a synthetic dual-energy X-ray baggage data set with pixel-exact YOLO labels."""
     from pydantic import ValidationError
 
+    from xraydet.config import validation_problems
     from xraydet.data.synth import NAMES, THREATS, SynthConfig, generate
     from xraydet.errors import ConfigError
 
@@ -58,10 +59,7 @@ def synth_cmd(
             image_format=image_format,  # type: ignore[arg-type]
         )
     except ValidationError as err:
-        problems = "; ".join(
-            f"--{'-'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg']}" for e in err.errors()
-        )
-        raise ConfigError(f"invalid synth options ({problems})") from err
+        raise ConfigError(f"invalid synth options ({validation_problems(err, as_flags=True)})") from err
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
     with counting_progress("rendering bags") as (advance, set_total):

@@ -48,6 +48,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from xraydet.config import validation_problems
     from xraydet.errors import ConfigError
     from xraydet.serving.app import create_app
     from xraydet.serving.settings import ServeSettings
@@ -71,10 +72,7 @@ def serve(
     try:
         settings = ServeSettings.model_validate(fields)
     except ValidationError as err:
-        problems = "; ".join(
-            f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in err.errors()
-        )
-        raise ConfigError(f"invalid serve options: {problems}") from err
+        raise ConfigError(f"invalid serve options: {validation_problems(err, as_flags=True)}") from err
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

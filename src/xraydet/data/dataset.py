@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from xraydet.config import validation_problems
 from xraydet.errors import XrayDetError
 from xraydet.io import atomic_write_yaml
 from xraydet.structures import Detections
@@ -193,8 +194,7 @@ def load_dataset(source: str | Path) -> Dataset:
     try:
         spec = DataYaml.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'root'}: {e['msg']}" for e in err.errors())
-        raise DatasetError(f"invalid data.yaml ({problems})", source) from err
+        raise DatasetError(f"invalid data.yaml ({validation_problems(err)})", source) from err
     names = spec.name_list()
     if spec.nc is not None and spec.nc != len(names):
         raise DatasetError(f"nc is {spec.nc} but names lists {len(names)} classes", source)
