@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,8 +63,74 @@ def n_images(data_yaml: Path, split: str) -> int:
     )
 
 
-def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
-    """Train one job in this process (called in a child process per job)."""
+class EpochClock:
+    """Ultralytics callbacks that time each epoch's training loop, its data waits and its validation.
+
+    ``data_wait_s`` sums the gaps between one batch's end and the next batch's arrival: the time the training
+    loop sat waiting for the loader. ``val_every`` validates only every N epochs (and always at the last one,
+    which Ultralytics forces), so a short run does not spend a third of its time validating.
+    """
+
+    def __init__(self, val_every: int = 1) -> None:
+        self.val_every = max(int(val_every), 1)
+        self.epochs: list[dict[str, float]] = []
+        self._start = self._last = self._wait = 0.0
+        self._batches = 0
+
+    def attach(self, model: Any) -> None:
+        for event in (
+            "on_train_epoch_start",
+            "on_train_batch_start",
+            "on_train_batch_end",
+            "on_train_epoch_end",
+            "on_fit_epoch_end",
+        ):
+            model.add_callback(event, getattr(self, event))
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        self._start = self._last = time.perf_counter()
+        self._wait, self._batches = 0.0, 0
+
+    def on_train_batch_start(self, trainer: Any) -> None:
+        self._wait += time.perf_counter() - self._last
+        self._batches += 1
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Any) -> None:
+        images = self._batches * trainer.batch_size
+        self.epochs.append(
+            {
+                "epoch": trainer.epoch + 1,
+                "train_s": time.perf_counter() - self._start,
+                "data_wait_s": self._wait,
+                "images": images,
+            }
+        )
+        trainer.args.val = (trainer.epoch + 1) % self.val_every == 0
+
+    def on_fit_epoch_end(self, trainer: Any) -> None:
+        if self.epochs:
+            self.epochs[-1]["epoch_s"] = time.perf_counter() - self._start
+
+    def steady(self) -> dict[str, float | None]:
+        """Median throughput over epochs after the first (warm-up, cuDNN autotune, loader start)."""
+        rows = self.epochs[1:] or self.epochs
+        if not rows:
+            return {"train_images_per_s": None, "epoch_images_per_s": None, "data_wait_frac": None}
+        train = statistics.median(r["images"] / r["train_s"] for r in rows)
+        full = statistics.median(r["images"] / r.get("epoch_s", r["train_s"]) for r in rows)
+        wait = statistics.median(r["data_wait_s"] / r["train_s"] for r in rows)
+        return {
+            "train_images_per_s": round(train, 1),
+            "epoch_images_per_s": round(full, 1),
+            "data_wait_frac": round(wait, 3),
+        }
+
+
+def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str, Any]:
+    """Train one job in this process and return (and write) its summary."""
     import torch
     from ultralytics import YOLO
     from ultralytics.engine import trainer as trainer_mod
@@ -73,6 +140,7 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
     # Offline, Ultralytics' AMP self-test would try to download a checkpoint; AMP is sound on Hopper.
     trainer_mod.check_amp = lambda model: torch.cuda.is_available()
     args: dict[str, Any] = dict(job.get("args", {}))
+    val_every = int(args.pop("val_every", 1))
     args.update(
         data=str(data),
         device=device,
@@ -85,8 +153,10 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
         deterministic=False,
         val=True,
     )
+    clock = EpochClock(val_every)
     started = time.time()
     model = YOLO(job["model"])
+    clock.attach(model)
     model.train(**args)
     wall = time.time() - started
     run_dir = out / job["name"]
@@ -116,6 +186,8 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
         "map50": round(float(metrics.box.map50), 4),
         "map50_95": round(float(metrics.box.map), 4),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        **clock.steady(),
+        "epoch_timing": clock.epochs,
         "curve": [
             {
                 "epoch": int(float(r["epoch"])),
@@ -123,10 +195,43 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> None:
                 "map50": float(r["metrics/mAP50(B)"]),
                 "map50_95": float(r["metrics/mAP50-95(B)"]),
             }
-            for r in rows
+            for i, r in enumerate(rows)
+            if val_every == 1 or (i + 1) % val_every == 0 or i + 1 == len(rows)
         ],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_concurrently(
+    jobs: list[dict[str, Any]], ns: argparse.Namespace, data: Path, work: Path, device: str
+) -> None:
+    """Start every job as its own process on the same GPU and wait for all of them."""
+    procs = {}
+    for job in jobs:
+        log = (work / "runs" / f"{job['name']}.log").open("w")
+        cmd = [
+            sys.executable,
+            __file__,
+            str(ns.jobs),
+            "--data",
+            str(ns.data),
+            "--out",
+            str(work / "runs"),
+            "--device",
+            device,
+            "--one",
+            job["name"],
+            "--prepared",
+            str(data),
+        ]
+        if ns.smoke:
+            cmd.append("--smoke")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs[job["name"]] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        print(f"started {job['name']}", flush=True)
+    for name, proc in procs.items():
+        print(f"{name} exited {proc.wait()}", flush=True)
 
 
 def at_time(curve: list[dict[str, float]], t: float) -> float | None:
@@ -137,15 +242,49 @@ def at_time(curve: list[dict[str, float]], t: float) -> float | None:
 
 def table(summaries: list[dict[str, Any]]) -> str:
     lines = [
-        "| job | model | epochs | train s | images/s | val mAP50 | val mAP50-95 | device |",
-        "|---|---|---|---|---|---|---|---|",
+        "| job | model | epochs | train s | images/s | loop images/s | data wait | val mAP50 | val mAP50-95 "
+        "| device |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         lines.append(
             f"| {s['name']} | {s['model']} | {s['epochs']} | {s['train_s']} | {s['images_per_s']} | "
+            f"{s.get('train_images_per_s')} | {s.get('data_wait_frac')} | "
             f"{s['map50']:.3f} | {s['map50_95']:.3f} | {s['device']} |"
         )
     return "\n".join(lines)
+
+
+def write_report(
+    jobs: list[dict[str, Any]], spec: dict[str, Any], work: Path, out: Path
+) -> list[dict[str, Any]]:
+    """Collect the finished jobs' summaries into ``out``/summary.json and table.md (rewritten as jobs end)."""
+    summaries = []
+    for job in jobs:
+        path = work / "runs" / job["name"] / "summary.json"
+        if path.exists():
+            summaries.append(json.loads(path.read_text()))
+    report = {"jobs": summaries}
+    pairs = spec.get("compare_equal_time", [])
+    for a, b in pairs:
+        sa = next((s for s in summaries if s["name"] == a), None)
+        sb = next((s for s in summaries if s["name"] == b), None)
+        if sa and sb:
+            t = min(sa["curve"][-1]["time"], sb["curve"][-1]["time"])
+            report.setdefault("equal_time", []).append(
+                {
+                    "a": a,
+                    "b": b,
+                    "t_s": t,
+                    "map50_a": at_time(sa["curve"], t),
+                    "map50_b": at_time(sb["curve"], t),
+                }
+            )
+    (out / "summary.json").write_text(json.dumps(report, indent=2))
+    (out / "table.md").write_text(table(summaries) + "\n")
+    print(table(summaries))
+    print(json.dumps(report.get("equal_time", []), indent=2))
+    return summaries
 
 
 def main() -> None:
@@ -172,60 +311,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="xraydet-gpu-"))
     data = copy_dataset(ns.data, work / "data", limit=32 if ns.smoke else None)
     print(f"data copied to {data}", flush=True)
-    procs = {}
-    for job in jobs:
-        (work / "runs").mkdir(parents=True, exist_ok=True)
-        log = (work / "runs" / f"{job['name']}.log").open("w")
-        cmd = [
-            sys.executable,
-            __file__,
-            str(ns.jobs),
-            "--data",
-            str(ns.data),
-            "--out",
-            str(work / "runs"),
-            "--device",
-            device,
-            "--one",
-            job["name"],
-            "--prepared",
-            str(data),
-        ]
-        if ns.smoke:
-            cmd.append("--smoke")
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs[job["name"]] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        print(f"started {job['name']}", flush=True)
-    for name, proc in procs.items():
-        rc = proc.wait()
-        print(f"{name} exited {rc}", flush=True)
-    summaries = []
-    for job in jobs:
-        path = work / "runs" / job["name"] / "summary.json"
-        if path.exists():
-            summaries.append(json.loads(path.read_text()))
-    report = {"jobs": summaries}
-    pairs = spec.get("compare_equal_time", [])
-    for a, b in pairs:
-        sa = next((s for s in summaries if s["name"] == a), None)
-        sb = next((s for s in summaries if s["name"] == b), None)
-        if sa and sb:
-            t = min(sa["curve"][-1]["time"], sb["curve"][-1]["time"])
-            report.setdefault("equal_time", []).append(
-                {
-                    "a": a,
-                    "b": b,
-                    "t_s": t,
-                    "map50_a": at_time(sa["curve"], t),
-                    "map50_b": at_time(sb["curve"], t),
-                }
-            )
-    (ns.out / "summary.json").write_text(json.dumps(report, indent=2))
-    (ns.out / "table.md").write_text(table(summaries) + "\n")
-    print(table(summaries))
-    print(json.dumps(report.get("equal_time", []), indent=2))
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    if spec.get("sequential"):
+        # Throughput profile: one job at a time in this process (no per-job interpreter start-up).
+        os.environ["OMP_NUM_THREADS"] = "1"
+        for job in jobs:
+            if ns.smoke:
+                job = {**job, "args": {**job.get("args", {}), **spec.get("smoke", {})}}
+            run_one(job, data, work / "runs", device)
+            write_report(jobs, spec, work, ns.out)  # partial results survive a time-out
+            print(f"{job['name']} done", flush=True)
+    else:
+        run_concurrently(jobs, ns, data, work, device)
+    summaries = write_report(jobs, spec, work, ns.out)
     best = max(summaries, key=lambda s: s["map50_95"], default=None)
-    if best:
+    if best and spec.get("keep_weights", True):
         weights = work / "runs" / best["name"] / "weights" / "best.pt"
         # Result files come back at most 16 MB each: split larger weights (cat best.pt.part* > best.pt).
         subprocess.run(["split", "-b", "15M", "-d", str(weights), str(ns.out / "best.pt.part")], check=True)
