@@ -8,6 +8,7 @@ file has one level-1 title. Lines inside code fences are left alone.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -16,13 +17,13 @@ INTRO = """# Benchmarks
 
 Every figure xraydet claims, with the script that produced it. Figures never come from timed tests: each
 benchmark compares its candidates side by side in one run and reports medians and ratios. The development
-machine has 2 cores and is noisy; the GPU figures come from one H200 lent for 15 minutes.
+machine has 2 cores and is noisy; the GPU figures come from an H200 and an H100, each lent for 15 minutes.
 
 | section | what | script |
 |---|---|---|
 | data check | `xraydet data check` images/s on the 2,350 real OPIXray scans | `benchmarks/bench_check.py` |
 | serving | ONNX Runtime vs Ultralytics latency; API requests/s, 1-8 clients | `benchmarks/bench_serving.py` |
-| GPU training | baseline vs improved preset; time-to-accuracy recipes | `benchmarks/gpu_recipe.py` |
+| GPU training | seed presets; throughput; time-to-accuracy recipe | `benchmarks/gpu_recipe.py` |
 
 This file is assembled from `docs/benchmarks/*.md` by `python benchmarks/assemble_docs.py`.
 """
@@ -48,8 +49,19 @@ def shift_headings(text: str, top: int = 2) -> str:
     return "\n".join(out)
 
 
+def rebase_images(text: str, folder: str = "benchmarks") -> str:
+    """Point relative image links of a section (``![x](a.png)``) at ``folder/`` (the section's own folder).
+
+    Example:
+        >>> rebase_images("![curve](gpu-curves.png) and ![web](https://x/y.png)")
+        '![curve](benchmarks/gpu-curves.png) and ![web](https://x/y.png)'
+    """
+    return re.sub(r"(!\[[^\]]*\]\()(?![a-z]+://|/)([^)]+\))", rf"\g<1>{folder}/\g<2>", text)
+
+
 def main() -> None:
-    body = [INTRO] + [shift_headings((DOCS / "benchmarks" / name).read_text()) for name in SECTIONS]
+    sections = [(DOCS / "benchmarks" / name).read_text() for name in SECTIONS]
+    body = [INTRO] + [rebase_images(shift_headings(text)) for text in sections]
     (DOCS / "benchmarks.md").write_text("\n\n".join(body) + "\n")
 
 

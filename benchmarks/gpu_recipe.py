@@ -1,17 +1,25 @@
-"""Run several training configurations side by side on one GPU and tabulate time-to-accuracy.
+"""Train configurations on one GPU and tabulate time-to-accuracy and throughput (issue 7).
 
 Every job trains from a model YAML (no pretrained weights) on a private copy of the data set, so nothing is
-written next to the source data. Jobs run concurrently as separate processes sharing the GPU and the CPU
-cores; each job's wall time, images/s and final validation of best.pt are recorded.
+written next to the source data. By default the jobs of a YAML file run concurrently as separate processes
+sharing the GPU and the CPU cores; with ``sequential: true`` they run one after another in this process, each
+alone on the machine (the throughput profile and the main run). Each job records its wall time, images/s over
+the whole run, the training loop's images/s and the share of it spent waiting for the loader (medians over
+epochs 2+, :class:`EpochClock`), and a final validation of ``best.pt``. A job's ``val_every: N`` validates
+every N epochs only (as xraydet's job key of the same name).
 
-Usage (GPU machine, after ``source .gpu/env.sh``)::
+The GPU machine has no pydantic or MLflow, so this script drives Ultralytics directly instead of ``xraydet
+train``; the recipe it measures is the same (preset ``xray-fast``, examples/jobs/xray-fast-gpu.yaml).
 
-    python benchmarks/gpu_recipe.py benchmarks/gpu_jobs.yaml --data $XRAY_DATA/opixray/data.yaml --out $OUT
+Usage (GPU machine, after ``source .gpu/env.sh``; or ``bash benchmarks/gpu_reproduce.sh``)::
+
+    python benchmarks/gpu_recipe.py benchmarks/gpu_main.yaml --data .gpu/data/opixray/data.yaml --out $OUT \
+        --only main-m-b128
 
 CPU smoke test of the exact same code path (tiny settings)::
 
-    python benchmarks/gpu_recipe.py benchmarks/gpu_jobs.yaml --data ../shared/data/opixray/data.yaml \
-        --out /tmp/gpu-smoke --smoke
+    python benchmarks/gpu_recipe.py benchmarks/gpu_main.yaml --data ../shared/data/opixray/data.yaml \
+        --out /tmp/gpu-smoke --smoke --only main-m-b128
 """
 
 from __future__ import annotations
@@ -109,6 +117,9 @@ class EpochClock:
             }
         )
         trainer.args.val = (trainer.epoch + 1) % self.val_every == 0
+        if not trainer.args.val:  # as xraydet's bridge: no stale metrics, no best.pt from unvalidated weights
+            trainer.metrics = dict.fromkeys(trainer.metrics or {}, float("nan"))
+            trainer.fitness = None
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if self.epochs:
@@ -195,8 +206,8 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
                 "map50": float(r["metrics/mAP50(B)"]),
                 "map50_95": float(r["metrics/mAP50-95(B)"]),
             }
-            for i, r in enumerate(rows)
-            if val_every == 1 or (i + 1) % val_every == 0 or i + 1 == len(rows)
+            for r in rows
+            if r["metrics/mAP50(B)"].strip().lower() != "nan"  # epochs that were validated
         ],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

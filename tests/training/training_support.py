@@ -3,6 +3,8 @@ user's plugin would be). Imported by name (tests/training is put on sys.path by 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,22 @@ class InjectOOM(HookBase):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.raised = int(state.get("raised", 0))
+
+
+@register_hook
+class BestWeightsWatcher(HookBase):
+    """Records, after each epoch's save, a digest of ``weights/best.pt`` (to tell which epochs rewrote it)."""
+
+    name = "test_best_watcher"
+
+    def __init__(self) -> None:
+        self.digests: dict[int, str] = {}
+
+    def after_save(self, ctx: TrainContext) -> None:
+        best = ctx.weights_dir / "best.pt"
+        if best.is_file():
+            self.digests[ctx.epoch] = hashlib.sha256(best.read_bytes()).hexdigest()
+        Path(ctx.run_dir, "best_digests.json").write_text(json.dumps(self.digests))
 
 
 def tiny_job(data: Path, **extra: Any) -> dict[str, Any]:

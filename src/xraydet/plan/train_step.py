@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from xraydet.errors import ConfigError, XrayDetError
 from xraydet.plan.steps import StepContext, StepResult, reference_problems, register_step_kind
+from xraydet.training.history import is_validated
 
 if TYPE_CHECKING:
     from xraydet.plan.schema import Plan
@@ -163,6 +164,7 @@ def run_train(ctx: StepContext, params: TrainParams) -> StepResult:
     history = [
         {"epoch": h.get("epoch"), "map50": h.get("map50"), "map50_95": h.get("map50_95")}
         for h in result.history
+        if is_validated(h)
     ]
     return StepResult(
         outputs={"run_dir": run_dir, "mlflow_run_id": result.mlflow_run_id},

@@ -4,6 +4,10 @@ Hooks only ever see these flat records (``epoch`` 1-based, ``map50``, ``map50_95
 ``train_loss``/``val_loss`` sums and the individual ``train_box_loss`` ... ``val_dfl_loss``), so they can be
 unit-tested on recorded histories without a trainer.
 
+An epoch that was not validated (a job with ``val_every`` > 1) has no metric and no ``val_*`` keys at all:
+Ultralytics would repeat the last validation's numbers there, and the bridge blanks them to NaN, which
+:func:`normalize_row` drops, so no hook mistakes them for a measurement.
+
 Example:
     >>> normalize_row({"epoch": 3, "metrics/mAP50(B)": 0.5, "train/box_loss": 1.0, "train/cls_loss": 2.0})
     {'epoch': 3, 'map50': 0.5, 'train_box_loss': 1.0, 'train_cls_loss': 2.0, 'train_loss': 3.0}
@@ -23,6 +27,7 @@ _RENAME = {
     "metrics/mAP50-95(B)": "map50_95",
     "time": "time_s",
 }
+METRIC_KEYS = ("precision", "recall", "map50", "map50_95")
 
 
 def _key(raw: str) -> str:
@@ -47,11 +52,23 @@ def normalize_row(raw: dict[str, Any]) -> dict[str, Any]:
                 row[name] = float(value)
             except (TypeError, ValueError):
                 continue
+    if "map50" in row and not is_finite(row["map50"]):  # not validated this epoch: no val figures at all
+        row = {k: v for k, v in row.items() if k not in METRIC_KEYS and not k.startswith("val_")}
     for split in ("train", "val"):
         terms = [v for k, v in row.items() if k.startswith(f"{split}_") and k.endswith("_loss")]
         if terms:
             row[f"{split}_loss"] = float(sum(terms))
     return row
+
+
+def is_validated(record: dict[str, Any]) -> bool:
+    """Whether this epoch was validated (it carries metric or ``val_*`` figures).
+
+    Example:
+        >>> is_validated({"epoch": 4, "train_loss": 3.2}), is_validated({"epoch": 5, "map50": 0.4})
+        (False, True)
+    """
+    return any(k in METRIC_KEYS or k.startswith("val_") for k in record)
 
 
 def read_results_csv(path: str | Path) -> list[dict[str, Any]]:

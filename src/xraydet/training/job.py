@@ -177,6 +177,11 @@ class TrainJob(BaseModel):
     workers: int | None = Field(default=None, ge=0)
     seed: int = 0
     timeout_s: float | None = Field(default=None, gt=0)
+    val_every: int = Field(
+        default=1,
+        ge=1,
+        description="validate every N epochs (and at the gate's epoch and the last): faster, coarser curve",
+    )
     checkpoint_every: int = Field(
         default=10, ge=0, description="copy last.pt to weights/epochNNN.pt every N epochs; 0 = off"
     )

@@ -146,7 +146,7 @@ def execute(job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | N
         mlflow.log_verdicts(verdicts)
         state.save(run_dir)
 
-    bridge = UltralyticsBridge(hooks, ctx, on_epoch)
+    bridge = UltralyticsBridge(hooks, ctx, on_epoch, val_every=job.val_every)
     outcome: TrainOutcome | None = None
     status, reason = "failed", None
     try:

@@ -7,6 +7,12 @@ the best model's metrics. A graceful stop is ``trainer.stop = True``: Ultralytic
 (the epoch is cut, validated and saved) and after ``on_fit_epoch_end`` (the loop ends). An immediate stop
 raises :class:`StopTraining` out of the callback, so nothing after it is trained or saved.
 
+With ``val_every`` N > 1 the bridge validates only every Nth epoch, when a hook needs it (the decision gate's
+epoch) and at the last (which Ultralytics forces): at ``on_train_epoch_end`` it sets ``trainer.args.val``, and
+on a skipped epoch blanks the stale metrics to NaN and ``trainer.fitness`` to None. Otherwise Ultralytics
+would log the previous validation's numbers again and, finding the fitness unchanged, overwrite ``best.pt``
+with weights nobody validated.
+
 Because ``final_eval`` strips ``last.pt``, the bridge keeps a full copy as ``weights/resume.pt`` when the loop
 ends, so a finished or stopped run can still be resumed or extended with its optimizer state.
 """
@@ -60,12 +66,20 @@ class UltralyticsBridge:
         ctx: the shared context (its ``history`` must already hold the epochs of a resumed run).
         on_epoch: called after the hooks with each epoch's record and the verdicts it produced (the trainer
             persists state and logs metrics there).
+        val_every: validate every N epochs (plus the epochs hooks ask for, and the last); 1 = every epoch.
     """
 
-    def __init__(self, hooks: HookList, ctx: TrainContext, on_epoch: EpochListener | None = None) -> None:
+    def __init__(
+        self,
+        hooks: HookList,
+        ctx: TrainContext,
+        on_epoch: EpochListener | None = None,
+        val_every: int = 1,
+    ) -> None:
         self.hooks = hooks
         self.ctx = ctx
         self.on_epoch = on_epoch
+        self.val_every = max(int(val_every), 1)
         self.outcome = TrainOutcome()
         self._t0 = 0.0
 
@@ -106,6 +120,8 @@ class UltralyticsBridge:
     def _attach(self, model: Any) -> None:
         model.add_callback("on_train_epoch_start", self._on_epoch_start)
         model.add_callback("on_train_batch_end", self._on_batch_end)
+        if self.val_every > 1:
+            model.add_callback("on_train_epoch_end", self._on_train_epoch_end)
         model.add_callback("on_model_save", self._on_model_save)
         model.add_callback("on_fit_epoch_end", self._on_fit_epoch_end)
 
@@ -122,6 +138,15 @@ class UltralyticsBridge:
         loss = getattr(trainer, "loss", None)
         ctx.loss = None if loss is None else float(loss.detach().float().sum())
         self._act(self.hooks.call("after_batch", ctx), trainer)
+
+    def _on_train_epoch_end(self, trainer: Any) -> None:
+        ctx = self._tick()
+        ctx.epoch = trainer.epoch + 1
+        validate = ctx.epoch % self.val_every == 0 or self.hooks.need_validation(ctx)
+        trainer.args.val = validate
+        if not validate:  # Ultralytics may still validate (last epoch, time budget spent): it then overwrites
+            trainer.metrics = dict.fromkeys(trainer.metrics or {}, math.nan)
+            trainer.fitness = None
 
     def _on_model_save(self, trainer: Any) -> None:
         ctx = self._tick()

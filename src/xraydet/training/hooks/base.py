@@ -3,8 +3,13 @@
 Order of calls for one run (the Ultralytics bridge feeds them from its callbacks)::
 
     before_train(ctx)
-    for each epoch:  before_epoch(ctx) -> after_batch(ctx)* -> after_save(ctx) -> after_fit_epoch(ctx, record)
+    for each epoch:  before_epoch(ctx) -> after_batch(ctx)* -> [needs_validation(ctx)] -> after_save(ctx)
+                     -> after_fit_epoch(ctx, record)
     after_train(ctx)              # always, also when training raised (called from a ``finally``)
+
+``needs_validation`` is asked only when the job validates every N > 1 epochs: a hook that judges an epoch's
+metrics (the decision gate) says yes for that epoch. Records of epochs that were not validated carry no metric
+or ``val_*`` keys (:func:`xraydet.training.history.is_validated`).
 
 ``after_batch`` and ``after_fit_epoch`` return verdicts (or None). A verdict whose decision is ``"stop"`` ends
 the run: at the end of the current epoch (graceful: validation, checkpoint and final evaluation still happen),
@@ -77,6 +82,10 @@ class HookBase:
         """Called after each training batch; keep it cheap."""
         return None
 
+    def needs_validation(self, ctx: TrainContext) -> bool:
+        """Whether this hook must see a validated record for ``ctx.epoch`` (asked when ``val_every`` > 1)."""
+        return False
+
     def after_save(self, ctx: TrainContext) -> None:
         """Called after Ultralytics wrote ``weights/last.pt`` (and maybe ``best.pt``) for ``ctx.epoch``."""
 
@@ -135,6 +144,9 @@ class HookList:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"hook name(s) used twice: {dupes}")
+
+    def need_validation(self, ctx: TrainContext) -> bool:
+        return any(hook.needs_validation(ctx) for hook in self.hooks)
 
     def call(self, method: str, ctx: TrainContext, *args: Any) -> list[Verdict]:
         verdicts: list[Verdict] = []

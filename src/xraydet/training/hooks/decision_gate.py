@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xraydet.training.history import is_validated
 from xraydet.training.hooks.base import Decision, HookBase, TrainContext, Verdict, register_hook
 
 
@@ -50,8 +51,13 @@ class DecisionGate(HookBase):
         self.on_stop = on_stop
         self.verdict: Verdict | None = None
 
+    def needs_validation(self, ctx: TrainContext) -> bool:
+        return self.verdict is None and ctx.epoch >= self.decision_epoch
+
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
         if self.verdict is not None or record.get("epoch", 0) < self.decision_epoch:
+            return None
+        if not is_validated(record):  # judged at the first validated epoch from the decision epoch on
             return None
         if self.metric not in record:
             raise KeyError(

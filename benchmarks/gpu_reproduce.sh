@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Reproduce issue 7's GPU measurements (docs/benchmarks/gpu.md) with one command.
+#
+#   ../shared/gpu/stage.sh .gpu --data          # on the dev machine, once: Ultralytics wheels + OPIXray dev set
+#   bash benchmarks/gpu_reproduce.sh [profile|main|all] [OUT]   # on the GPU machine, from the repo root
+#
+# profile: plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 2.5 min on an H100)
+# main:    the best row, ONE run of yolov8m from scratch, seed 0, 8 min of training (about 8.5 min)
+# all:     both, one after the other (default)
+# Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main) go to OUT (default $OUT, else
+# ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
+set -euo pipefail
+what="${1:-all}"
+out="${2:-${OUT:-gpu-results}}"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+if [[ -f .gpu/env.sh ]]; then
+    # shellcheck disable=SC1091
+    source .gpu/env.sh
+fi
+data="${XRAYDET_GPU_DATA:-.gpu/data/opixray/data.yaml}"
+[[ -f "$data" ]] || { echo "no data set at $data: run ../shared/gpu/stage.sh .gpu --data first, or set XRAYDET_GPU_DATA" >&2; exit 2; }
+
+run() {  # run JOBS_YAML OUT_DIR [--only NAME]
+    python3 benchmarks/gpu_recipe.py "$1" --data "$data" --out "$2" "${@:3}"
+}
+case "$what" in
+    profile) run benchmarks/gpu_throughput.yaml "$out" ;;
+    main) run benchmarks/gpu_main.yaml "$out" --only main-m-b128 ;;
+    all)
+        run benchmarks/gpu_throughput.yaml "$out/profile"
+        run benchmarks/gpu_main.yaml "$out/main" --only main-m-b128
+        ;;
+    *) echo "usage: $0 [profile|main|all] [OUT]" >&2; exit 2 ;;
+esac

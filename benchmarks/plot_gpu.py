@@ -1,0 +1,71 @@
+"""Plot the GPU time-to-accuracy curves and the throughput profile from benchmarks/results/*.json.
+
+python benchmarks/plot_gpu.py            # writes docs/benchmarks/gpu-curves.png and gpu-throughput.png
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DOCS = REPO / "docs" / "benchmarks"
+CURVES = [  # (file, job, label)
+    ("gpu-main-h100.json", "main-m-b128", "yolov8m, batch 128, alone (H100)"),
+    ("gpu-solo-h200.json", "fast-s-xray-solo", "yolov8s, batch 64, alone (H200)"),
+    ("gpu-6up-h200.json", "fast-s-xray", "yolov8s, batch 64, 6 jobs sharing (H200)"),
+    ("gpu-6up-h200.json", "baseline", "seed baseline preset, 6 jobs sharing (H200)"),
+]
+
+
+def job(file: str, name: str) -> dict:
+    return next(j for j in json.loads((RESULTS / file).read_text())["jobs"] if j["name"] == name)
+
+
+def plot_curves(path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharex=True)
+    for file, name, label in CURVES:
+        curve = job(file, name)["curve"]
+        minutes = [p["time"] / 60 for p in curve]
+        for ax, key in zip(axes, ("map50", "map50_95"), strict=True):
+            ax.plot(minutes, [p[key] for p in curve], marker="o", markersize=2, label=label)
+    for ax, key, target in zip(axes, ("mAP50", "mAP50-95"), (0.87, 0.45), strict=True):
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"issue 7 target {target}", (0.2, target + 0.01), color="grey", fontsize=8)
+        ax.axvline(9, color="grey", linestyle=":", linewidth=1)
+        top = 1.0 if key == "mAP50" else 0.5
+        ax.set(xlabel="training time (min)", ylabel=f"dev-val {key}", ylim=(0, top))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("OPIXray dev set, from scratch, imgsz 416: validation during training", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_throughput(path: Path) -> Path:
+    jobs = json.loads((RESULTS / "gpu-throughput-h100.json").read_text())["jobs"]
+    names = [j["name"] for j in jobs]
+    loop = [j["train_images_per_s"] for j in jobs]
+    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=110)
+    bars = ax.barh(names, loop, color=["#999" if n.startswith("plain") else "#3a7" for n in names])
+    ax.bar_label(bars, fmt="%.0f", fontsize=8, padding=2)
+    ax.invert_yaxis()
+    ax.set(xlabel="training-loop images/s (median of epochs 2-3)", title="Each job alone on one H100")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    print(plot_curves(DOCS / "gpu-curves.png"))
+    print(plot_throughput(DOCS / "gpu-throughput.png"))

@@ -1,0 +1,56 @@
+"""The GPU measurement scripts (benchmarks/gpu_recipe.py with gpu_main.yaml and gpu_throughput.yaml) keep
+working: their --smoke mode runs the same code path on CPU with tiny settings, as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "gpu_recipe.py"
+
+
+def run_script(jobs: str, data: Path, out: Path, *only: str) -> dict:
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        str(REPO / "benchmarks" / jobs),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run([*cmd, "--smoke", "--only", *only], capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_main_run_script_returns_timed_summary_and_weights(synth_yaml: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = run_script("gpu_main.yaml", synth_yaml, out, "main-m-b128")
+    (job,) = summary["jobs"]
+    assert job["name"] == "main-m-b128" and job["model"] == "yolov8m.yaml" and job["epochs"] == 1
+    assert len(job["epoch_timing"]) == 1 and job["train_images_per_s"] > 0
+    assert 0 <= job["data_wait_frac"] < 1 and job["device"] == "cpu"
+    assert [c["epoch"] for c in job["curve"]] == [1]  # the last epoch is always validated
+    parts = sorted(out.glob("best.pt.part*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)  # under the 16 MB result limit
+    whole = tmp_path / "best.pt"
+    whole.write_bytes(b"".join(p.read_bytes() for p in parts))
+    ckpt = torch.load(whole, map_location="cpu", weights_only=False)
+    assert ckpt["model"].yaml["yaml_file"].endswith("yolov8m.yaml")
+    assert "main-m-b128" in (out / "table.md").read_text()
+
+
+def test_throughput_profile_runs_jobs_one_after_another(synth_yaml: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = run_script("gpu_throughput.yaml", synth_yaml, out, "plain-n", "s-b128")
+    assert [j["name"] for j in summary["jobs"]] == ["plain-n", "s-b128"]
+    assert all(j["train_images_per_s"] > 0 for j in summary["jobs"])
+    assert not list(out.glob("best.pt.part*"))  # a profile keeps no weights
