@@ -223,6 +223,19 @@ def test_bad_files_never_crash(yolo_set, image_writer) -> None:
     assert not report.ok
 
 
+def test_deep_check_reports_pixels_that_do_not_decode(yolo_set) -> None:
+    path = yolo_set("corrupt", ["a"], {"train": {"ok": ["0 0.5 0.5 0.2 0.2"], "bad": ["0 0.5 0.5 0.2 0.2"]}})
+    image = path.parent / "images" / "train" / "bad.png"
+    broken = bytearray(image.read_bytes())
+    idat = broken.index(b"IDAT")
+    broken[idat + 10 : idat + 60] = bytes(50)  # damaged pixels, intact end marker
+    image.write_bytes(bytes(broken))
+    assert check_dataset(path).ok  # the header check cannot see it
+    report = check_dataset(path, deep=True)
+    assert [(p.code, p.severity, p.file) for p in report.problems] == [("image-corrupt", "error", str(image))]
+    assert not report.ok
+
+
 def test_missing_and_empty_split_are_errors(tmp_path: Path) -> None:
     (tmp_path / "images" / "train").mkdir(parents=True)
     (tmp_path / "data.yaml").write_text("train: images/train\nval: images/nowhere\nnames: [a]\n")

@@ -15,371 +15,72 @@ negatives) is background by design, so its missing label files are not reported.
 
 Each check is a small pure function of bytes or text, so it can be tested on hand-made inputs; the driver
 :func:`check_dataset` runs them over a thread pool (hashing and JPEG decoding release the GIL).
+The per-file checks live in :mod:`xraydet.data.image_check` and :mod:`xraydet.data.label_check`, the
+records they become (:data:`CODES`, :class:`Problem`, :class:`CheckReport`) in :mod:`xraydet.data.problems`;
+this module holds the data-set level checks and the driver, and re-exports the rest.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
-import math
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, computed_field
-
-from xraydet.data.dataset import DatasetError, label_path_for, load_dataset, parse_label_line
+from xraydet.data.dataset import DatasetError, label_path_for, load_dataset
+from xraydet.data.image_check import (
+    MIN_IMAGE_SIDE,
+    TAIL_SEARCH_BYTES,
+    ImageInfo,
+    end_marker_status,
+    inspect_image_bytes,
+)
+from xraydet.data.label_check import (
+    COORD_TOLERANCE,
+    LabelInfo,
+    check_box,
+    check_label_line,
+    inspect_label_text,
+    read_label,
+)
+from xraydet.data.problems import CODES, IMBALANCE_RATIO, CheckReport, Problem, Severity, problem
 from xraydet.data.stats import DatasetStats, StatsBuilder, imbalance
+
+__all__ = [
+    "BATCH",
+    "CODES",
+    "COORD_TOLERANCE",
+    "IMBALANCE_RATIO",
+    "MIN_IMAGE_SIDE",
+    "TAIL_SEARCH_BYTES",
+    "CheckReport",
+    "ImageInfo",
+    "LabelInfo",
+    "Problem",
+    "SampleResult",
+    "Severity",
+    "check_box",
+    "check_dataset",
+    "check_label_line",
+    "class_problems",
+    "default_workers",
+    "duplicate_problems",
+    "end_marker_status",
+    "inspect_image_bytes",
+    "inspect_label_text",
+    "inspect_sample",
+    "orphan_labels",
+    "problem",
+    "read_label",
+]
 
 log = logging.getLogger(__name__)
 
-COORD_TOLERANCE = (
-    0.01  # Ultralytics accepts coordinates up to 1.01 and down to -0.01; beyond, it drops the image
-)
-MIN_IMAGE_SIDE = 10  # Ultralytics rejects smaller images
-IMBALANCE_RATIO = 0.1  # warn when the rarest class has fewer than this share of the commonest's instances
-TAIL_SEARCH_BYTES = 1024  # where to look for an end marker followed by padding
 BATCH = 64  # images per thread-pool task: one future per image costs more than a header read
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-# code -> (severity, what it means). The table in the CLI help and the docs is generated from this.
-CODES: dict[str, tuple[Severity, str]] = {
-    "image-unreadable": (Severity.ERROR, "the file cannot be opened or identified as an image"),
-    "image-truncated": (
-        Severity.ERROR,
-        "the end marker is missing (header mode) or the pixels do not decode",
-    ),
-    "image-too-small": (Severity.ERROR, f"a side is under {MIN_IMAGE_SIDE} px (Ultralytics drops the image)"),
-    "image-trailing-bytes": (
-        Severity.WARNING,
-        "bytes after the end marker (Ultralytics rewrites such JPEGs)",
-    ),
-    "image-format-mismatch": (
-        Severity.WARNING,
-        "the suffix does not match the content (e.g. a PNG named .jpg)",
-    ),
-    "image-exif-rotated": (
-        Severity.WARNING,
-        "EXIF orientation is set: tools disagree on which way labels go",
-    ),
-    "label-unreadable": (Severity.ERROR, "the label file cannot be read as UTF-8 text"),
-    "label-syntax": (Severity.ERROR, "a line is not 'class cx cy w h' (or a polygon) of numbers"),
-    "class-out-of-range": (Severity.ERROR, "a class id is not an index into names"),
-    "box-degenerate": (Severity.ERROR, "a box has zero or negative width or height"),
-    "box-outside": (Severity.ERROR, "a coordinate lies outside [0, 1] beyond the 0.01 tolerance"),
-    "box-clipped": (Severity.WARNING, "a box reaches past the image edge (training clips it)"),
-    "box-tiny": (Severity.WARNING, "a box is under 1 px wide or high"),
-    "box-duplicate": (Severity.WARNING, "the same line twice in one label file (Ultralytics drops the copy)"),
-    "label-missing": (Severity.WARNING, "an image has no label file (trained as a background image)"),
-    "label-orphan": (Severity.WARNING, "a label file has no image"),
-    "duplicate-image": (Severity.WARNING, "identical image bytes twice within one split"),
-    "split-leak": (Severity.ERROR, "identical image bytes in two splits (train/val leakage)"),
-    "split-missing": (Severity.ERROR, "a split named in data.yaml has no folder or list"),
-    "split-empty": (Severity.ERROR, "a split has no images"),
-    "class-absent": (Severity.WARNING, "a class has no instances in a split"),
-    "class-imbalance": (
-        Severity.WARNING,
-        f"the rarest class has < {IMBALANCE_RATIO:.0%} of the commonest's boxes",
-    ),
-}
-
-
-class Problem(BaseModel):
-    """One finding: what (``code``), how bad, where (``file``, 1-based ``line``) and a message to act on."""
-
-    code: str
-    severity: Severity
-    message: str
-    file: str | None = None
-    line: int | None = None
-    split: str | None = None
-
-    @property
-    def where(self) -> str:
-        if self.file is None:
-            return ""
-        return self.file if self.line is None else f"{self.file}:{self.line}"
-
-
-def problem(
-    code: str, message: str, file: Path | str | None = None, line: int | None = None, split: str | None = None
-) -> Problem:
-    """A :class:`Problem` whose severity comes from :data:`CODES`."""
-    return Problem(
-        code=code,
-        severity=CODES[code][0],
-        message=message,
-        file=None if file is None else str(file),
-        line=line,
-        split=split,
-    )
-
-
-class CheckReport(BaseModel):
-    """Everything ``check`` found; ``ok`` is True when there is no error (warnings allowed)."""
-
-    dataset: str
-    names: list[str]
-    threats: list[str]
-    splits: list[str]
-    deep: bool
-    n_images: int
-    n_label_files: int
-    stats: DatasetStats
-    problems: list[Problem]
-    elapsed_s: float
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == Severity.ERROR]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == Severity.WARNING]
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def n_errors(self) -> int:
-        return len(self.errors)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def n_warnings(self) -> int:
-        return len(self.warnings)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def images_per_s(self) -> float:
-        return self.n_images / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def counts_by_code(self) -> dict[str, int]:
-        counts: dict[str, int] = defaultdict(int)
-        for p in self.problems:
-            counts[p.code] += 1
-        return dict(sorted(counts.items(), key=lambda kv: (CODES[kv[0]][0] != Severity.ERROR, kv[0])))
-
-
-# ------------------------------------------------------------------------------------------ image checks
-
-_SUFFIX_FORMATS = {
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".png": "PNG",
-    ".bmp": "BMP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".webp": "WEBP",
-}
-
-
-def end_marker_status(fmt: str | None, data: bytes) -> str | None:
-    """``"ok"``, ``"trailing"`` (marker followed by extra bytes), ``"missing"`` (truncated), or None if the
-    format has no end marker this check knows.
-
-    Example:
-        >>> end_marker_status("JPEG", b"\\xff\\xd8...\\xff\\xd9"), end_marker_status("JPEG", b"\\xff\\xd8...")
-        ('ok', 'missing')
-    """
-    markers = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
-    if fmt == "WEBP":  # RIFF header declares the size: 8 + little-endian uint32 at offset 4
-        declared = 8 + int.from_bytes(data[4:8], "little") if len(data) >= 8 else -1
-        return "ok" if len(data) == declared else ("trailing" if len(data) > declared else "missing")
-    if fmt == "BMP":
-        declared = int.from_bytes(data[2:6], "little") if len(data) >= 6 else -1
-        return "ok" if len(data) == declared else ("trailing" if len(data) > declared else "missing")
-    marker = markers.get(fmt or "")
-    if marker is None:
-        return None
-    if data.endswith(marker):
-        return "ok"
-    return "trailing" if marker in data[-TAIL_SEARCH_BYTES:] else "missing"
-
-
-@dataclass
-class ImageInfo:
-    """What one image's bytes say: its digest, size, format and problems."""
-
-    digest: str | None = None
-    width: int | None = None
-    height: int | None = None
-    fmt: str | None = None
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
-
-
-def inspect_image_bytes(data: bytes, suffix: str, deep: bool = False) -> ImageInfo:
-    """Check one image given its bytes (pure: no file access). Never raises on bad content."""
-    info = ImageInfo(digest=hashlib.sha1(data, usedforsecurity=False).hexdigest())
-    if not data:
-        info.problems.append(("image-unreadable", "empty file (0 bytes)"))
-        return info
-    decode_error: Exception | None = None
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            info.fmt, (info.width, info.height) = im.format, im.size
-            orientation = im.getexif().get(0x0112) if info.fmt in ("JPEG", "MPO", "TIFF") else None
-            if deep:
-                try:
-                    im.load()
-                except Exception as err:  # any decoder failure on bad bytes is a finding, not a crash
-                    decode_error = err
-    except (UnidentifiedImageError, Image.DecompressionBombError) as err:
-        info.problems.append(("image-unreadable", f"not an image PIL can open ({err})"))
-        return info
-    except Exception as err:  # a header that makes PIL fail in any way is a finding, not a crash
-        info.problems.append(("image-unreadable", f"cannot read the header ({type(err).__name__}: {err})"))
-        return info
-    status = end_marker_status(info.fmt, data)
-    if status == "missing":
-        info.problems.append(
-            ("image-truncated", f"{info.fmt} ends without its end marker: the file is cut short")
-        )
-    elif decode_error is not None:
-        info.problems.append(
-            ("image-corrupt", f"pixels do not decode ({type(decode_error).__name__}: {decode_error})")
-        )
-    if status == "trailing":
-        info.problems.append(("image-trailing-bytes", f"{info.fmt} has extra bytes after its end marker"))
-    if min(info.width or 0, info.height or 0) < MIN_IMAGE_SIDE:
-        info.problems.append(("image-too-small", f"{info.width}x{info.height} px"))
-    expected = _SUFFIX_FORMATS.get(suffix.lower())
-    if expected and info.fmt and info.fmt != expected and (expected, info.fmt) != ("JPEG", "MPO"):
-        info.problems.append(("image-format-mismatch", f"content is {info.fmt} but the suffix is {suffix}"))
-    if orientation not in (None, 1):
-        info.problems.append(
-            (
-                "image-exif-rotated",
-                f"EXIF orientation {orientation}: OpenCV rotates the image, PIL does not; re-save it upright",
-            )
-        )
-    return info
-
-
-# ------------------------------------------------------------------------------------------ label checks
-
-
-def check_label_line(
-    text: str, nc: int, width: int | None = None, height: int | None = None
-) -> tuple[np.ndarray | None, list[tuple[str, str]]]:
-    """Check one non-empty label line; returns the ``(class, cx, cy, w, h)`` row if usable, and its problems.
-
-    A row is usable for statistics when it parses and its class id is valid, even if its box is bad.
-
-    Example:
-        >>> row, found = check_label_line("9 0.5 0.5 0.1 0.1", nc=5)
-        >>> row is None, found[0][0]
-        (True, 'class-out-of-range')
-    """
-    try:
-        row = parse_label_line(text, "", 0)
-        values = [float(v) for v in text.split()[1:]]
-    except (DatasetError, ValueError, OverflowError) as err:
-        message = (
-            str(err).removeprefix(":0: ") if isinstance(err, DatasetError) else f"{err}: {text.strip()!r}"
-        )
-        return None, [("label-syntax", message)]
-    found: list[tuple[str, str]] = []
-    cls = int(row[0])
-    if cls >= nc:
-        found.append(("class-out-of-range", f"class id {cls} but names has {nc} classes (0..{nc - 1})"))
-    if not all(math.isfinite(v) for v in values):
-        found.append(("label-syntax", f"non-finite coordinate in {text.strip()!r}"))
-        return None, found
-    found.extend(check_box(values, width, height))
-    return (row if cls < nc else None), found
-
-
-def check_box(
-    values: Sequence[float], width: int | None = None, height: int | None = None
-) -> list[tuple[str, str]]:
-    """Range and size checks of one box ``cx cy w h`` (or polygon ``x1 y1 x2 y2 ...``) in normalised units.
-
-    Example:
-        >>> [code for code, _ in check_box([0.5, 0.5, 0.0, 0.2])]
-        ['box-degenerate']
-        >>> [code for code, _ in check_box([1.3, 0.5, 0.1, 0.2])]
-        ['box-outside']
-    """
-    found: list[tuple[str, str]] = []
-    low, high = -COORD_TOLERANCE, 1 + COORD_TOLERANCE
-    bad = [v for v in values if not low <= v <= high]
-    if bad:
-        found.append(("box-outside", f"coordinate(s) {', '.join(f'{v:g}' for v in bad)} outside [0, 1]"))
-    if len(values) == 4:
-        cx, cy, w, h = values
-    else:
-        xs, ys = values[0::2], values[1::2]
-        cx, cy, w, h = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
-    if w <= 0 or h <= 0:
-        found.append(("box-degenerate", f"width {w:g}, height {h:g}: a box needs both > 0"))
-        return found
-    if not bad:
-        x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-        over = max(-x1, -y1, x2 - 1, y2 - 1)
-        if over > COORD_TOLERANCE:
-            found.append(("box-clipped", f"box reaches {over:.3f} past the image edge"))
-    if width and height and (w * width < 1 or h * height < 1):
-        found.append(("box-tiny", f"box is {w * width:.2f} x {h * height:.2f} px"))
-    return found
-
-
-@dataclass
-class LabelInfo:
-    exists: bool
-    rows: np.ndarray  # usable (N, 5) rows
-    problems: list[tuple[str, str, int | None]]  # (code, message, line)
-
-
-def inspect_label_text(text: str, nc: int, width: int | None = None, height: int | None = None) -> LabelInfo:
-    """Check every line of one label file's text (pure)."""
-    rows: list[np.ndarray] = []
-    found: list[tuple[str, str, int | None]] = []
-    seen: dict[tuple[str, ...], int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        row, line_problems = check_label_line(line, nc, width, height)
-        found.extend((code, msg, number) for code, msg in line_problems)
-        key = tuple(line.split())
-        if key in seen:
-            found.append(("box-duplicate", f"same as line {seen[key]}", number))
-        else:
-            seen[key] = number
-            if row is not None:
-                rows.append(row)
-    return LabelInfo(True, np.stack(rows) if rows else np.zeros((0, 5)), found)
-
-
-def read_label(path: Path, nc: int, width: int | None, height: int | None) -> LabelInfo:
-    """Read and check one label file; a missing file is a background image, not an error here."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return LabelInfo(False, np.zeros((0, 5)), [])
-    except OSError as err:
-        return LabelInfo(True, np.zeros((0, 5)), [("label-unreadable", f"{type(err).__name__}: {err}", None)])
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        return LabelInfo(True, np.zeros((0, 5)), [("label-unreadable", f"not UTF-8 text ({err})", None)])
-    return inspect_label_text(text, nc, width, height)
 
 
 # ------------------------------------------------------------------------------------------ per sample
