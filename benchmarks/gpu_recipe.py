@@ -76,7 +76,7 @@ class EpochClock:
 
     ``data_wait_s`` sums the gaps between one batch's end and the next batch's arrival: the time the training
     loop sat waiting for the loader. ``val_every`` validates only every N epochs (and always at the last one,
-    which Ultralytics forces), so a short run does not spend a third of its time validating.
+    which Ultralytics forces), so a short run does not spend a quarter of its time validating.
     """
 
     def __init__(self, val_every: int = 1) -> None:
@@ -120,6 +120,8 @@ class EpochClock:
         if not trainer.args.val:  # as xraydet's bridge: no stale metrics, no best.pt from unvalidated weights
             trainer.metrics = dict.fromkeys(trainer.metrics or {}, float("nan"))
             trainer.fitness = None
+            if trainer.best_fitness is None:  # before the first validation, None == None would save best.pt
+                trainer.best_fitness = float("-inf")
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if self.epochs:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from training_support import tiny_job
 
-from xraydet.training import job_from_dict, run_training
+from xraydet.training import job_from_dict, resume_training, run_training
 from xraydet.training.history import is_validated, normalize_row, read_results_csv
-from xraydet.training.hooks import DecisionGate, HookList, NanLossFlag, PlateauFlag, TrainContext
+from xraydet.training.hooks import DecisionGate, HookList, NanLossFlag, OverfitFlag, PlateauFlag, TrainContext
+from xraydet.training.ultralytics_bridge import time_budget_ends
 
 NAN = float("nan")
 
@@ -66,6 +69,57 @@ def test_hooks_ignore_unvalidated_epochs_and_the_gate_asks_for_its_epoch() -> No
     assert [(v.hook, v.epoch, v.decision) for v in verdicts] == [("decision_gate", 3, "continue")]
 
 
+def test_metric_flags_count_validations_and_name_their_epochs() -> None:
+    def validated(epoch: int, map50: float, val_loss: float) -> dict[str, float]:
+        return {
+            "epoch": epoch,
+            "train_loss": 10.0 - epoch,
+            "map50": map50,
+            "map50_95": map50 / 2,
+            "val_loss": val_loss,
+        }
+
+    history: list[dict[str, float]] = []
+    for epoch in range(1, 13):  # validated every third epoch: 3 6 9 12; val loss rising, mAP stuck after 3
+        history.append(
+            validated(epoch, 0.5, 2.0 + epoch / 3)
+            if epoch % 3 == 0
+            else {"epoch": epoch, "train_loss": 10.0 - epoch}
+        )
+    plateau, overfit = PlateauFlag(patience=2), OverfitFlag(window=3, min_val_rise=0.02)
+    hooks, ctx, verdicts = HookList([plateau, overfit]), TrainContext(run_dir=Path("."), epochs=12), []
+    for record in history:
+        ctx.epoch = int(record["epoch"])
+        ctx.history.append(record)
+        verdicts += [(ctx.epoch, v) for v in hooks.call("after_fit_epoch", ctx, record)]
+    assert [(epoch, v.hook) for epoch, v in verdicts] == [(9, "plateau"), (9, "overfitting")]
+    by_hook = {v.hook: v for _, v in verdicts}
+    assert "over epochs 3-9 " in by_hook["overfitting"].reason
+    assert "2 validations since epoch 3" in by_hook["plateau"].reason
+    assert by_hook["plateau"].values["epochs_since_best"] == 6
+
+
+@pytest.mark.parametrize(
+    ("hours", "elapsed_s", "start_epoch", "epoch", "ends"),
+    [
+        (None, 50.0, 0, 4, False),  # no time budget
+        (100 / 3600, 50.0, 0, 4, False),  # 5 epochs of 10 s done, 10 planned
+        (100 / 3600, 98.0, 0, 9, True),  # 2 s left, under a quarter epoch: the next epoch would be cut
+        (14.4 / 3600, 3.0, 12, 12, True),  # resumed: 1 epoch this session -> plan ceil(14.4 / 3) = 5 <= 12
+    ],
+)
+def test_time_budget_ends_follows_ultralytics_rule(
+    hours: float | None, elapsed_s: float, start_epoch: int, epoch: int, ends: bool
+) -> None:
+    trainer = SimpleNamespace(  # the four fields Ultralytics' trainer exposes and the rule reads
+        args=SimpleNamespace(time=hours),
+        train_time_start=time.time() - elapsed_s,
+        start_epoch=start_epoch,
+        epoch=epoch,
+    )
+    assert time_budget_ends(trainer) is ends
+
+
 @pytest.mark.slow
 def test_training_with_val_every_validates_only_where_needed(
     tiny_data: Path, mlflow_home: Path, tmp_path: Path
@@ -93,3 +147,63 @@ def test_training_with_val_every_validates_only_where_needed(
     assert digests[2] == digests[1] and digests[4] == digests[3]
     best = torch.load(run_dir / "weights" / "best.pt", map_location="cpu", weights_only=False)
     assert math.isfinite(best["train_metrics"]["metrics/mAP50-95(B)"])
+
+
+@pytest.mark.slow
+def test_no_best_weights_before_the_first_validation(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    hooks = [{"name": "test_best_watcher"}]
+    raw = {**tiny_job(data=tiny_data, hooks=hooks), "epochs": 3, "val_every": 3, "gate": {"enabled": False}}
+    run_dir = tmp_path / "run"
+    result = run_training(job_from_dict(raw), run_dir)
+    assert result.status == "completed", result.stop_reason
+    digests = json.loads((run_dir / "best_digests.json").read_text())
+    assert sorted(digests) == ["3"]  # epochs 1 and 2 were never measured: no best.pt from them
+
+
+@pytest.mark.slow
+def test_a_run_ended_by_its_timeout_ends_on_a_validated_epoch(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    raw = {
+        **tiny_job(data=tiny_data),
+        "epochs": 40,
+        "val_every": 10,
+        "timeout_s": 6,
+        "gate": {"enabled": False},
+    }
+    result = run_training(job_from_dict(raw), tmp_path / "run")
+    assert result.status == "timed_out" and result.epochs_completed < 10
+    assert is_validated(result.history[-1]) and result.final_metrics.get("map50") is not None
+
+
+@pytest.mark.slow
+def test_a_time_budget_run_ends_on_a_validated_epoch(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    raw = {**tiny_job(data=tiny_data), "epochs": 300, "val_every": 50, "gate": {"enabled": False}}
+    raw["overrides"] = {**raw.get("overrides", {}), "time": 0.003}  # 10.8 s: Ultralytics re-plans the epochs
+    result = run_training(job_from_dict(raw), tmp_path / "run")
+    assert result.status == "completed" and 1 < result.epochs_completed < 50
+    assert is_validated(result.history[-1]) and result.final_metrics.get("map50") is not None
+
+
+@pytest.mark.slow
+def test_switching_back_to_every_epoch_validation_on_extension(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    raw = {**tiny_job(data=tiny_data), "epochs": 4, "val_every": 3, "gate": {"enabled": False}}
+    assert run_training(job_from_dict(raw), run_dir).status == "completed"
+    job_file = run_dir / "job.yaml"
+    job_file.write_text(job_file.read_text().replace("val_every: 3", "val_every: 1"))
+    result = resume_training(run_dir, epochs=6)
+    assert result.status == "completed", result.stop_reason
+    # really measured (a validation never yields a zero val loss), not the zeros Ultralytics starts from
+    assert [(r["epoch"], r["val_loss"] > 0) for r in result.history if is_validated(r)] == [
+        (3, True),
+        (4, True),
+        (5, True),
+        (6, True),
+    ]

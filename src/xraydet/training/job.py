@@ -45,6 +45,7 @@ RESERVED_ARGS = {
     "name": "the job's `name` / `--run-dir`",
     "exist_ok": "nothing (xraydet owns the run folder)",
     "save_period": "the job's `checkpoint_every`",
+    "val": "the job's `val_every`",
     "cfg": "the job file itself",
 }
 
@@ -109,7 +110,7 @@ class OscillationConfig(BaseModel):
 
     enabled: bool = True
     metrics: list[str] = Field(default_factory=lambda: ["map50", "val_loss"])
-    window: int = Field(default=10, ge=3)
+    window: int = Field(default=10, ge=3, description="validated epochs looked at (all if val_every=1)")
     min_sign_change_ratio: float = Field(default=0.6, ge=0, le=1)
     min_rel_amplitude: float = Field(default=0.05, ge=0)
     action: Literal["warn", "stop"] = "warn"
@@ -120,7 +121,7 @@ class PlateauConfig(BaseModel):
 
     enabled: bool = True
     metric: str = "map50"
-    patience: int = Field(default=20, ge=1)
+    patience: int = Field(default=20, ge=1, description="validations with no new best")
     min_delta: float = Field(default=0.001, ge=0)
     action: Literal["warn", "stop"] = "warn"
 
@@ -129,7 +130,7 @@ class OverfitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    window: int = Field(default=10, ge=3)
+    window: int = Field(default=10, ge=3, description="validated epochs looked at (all if val_every=1)")
     min_val_rise: float = Field(default=0.02, ge=0, description="relative rise of val loss over the window")
     action: Literal["warn", "stop"] = "warn"
 

@@ -28,7 +28,7 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 from xraydet.errors import ConfigError
 from xraydet.io import atomic_write_yaml
 from xraydet.training.checkpoint_files import find_resume_checkpoint, prepare_resume_checkpoint
-from xraydet.training.history import read_results_csv, truncate_results_csv
+from xraydet.training.history import is_validated, read_results_csv, truncate_results_csv
 from xraydet.training.hooks import (
     DecisionGate,
     HookBase,
@@ -267,6 +267,7 @@ def _result(
 ) -> RunResult:
     history = read_results_csv(run_dir / "results.csv")
     best = best_record(history)
+    last_validated = next((r for r in reversed(history) if is_validated(r)), None)
     weights = run_dir / "weights"
     return RunResult(
         run_dir=run_dir,
@@ -276,7 +277,7 @@ def _result(
         epochs_planned=epochs,
         best_weights=weights / "best.pt" if (weights / "best.pt").is_file() else None,
         last_weights=weights / "last.pt" if (weights / "last.pt").is_file() else None,
-        final_metrics=metrics_of(history[-1]) if history else {},
+        final_metrics=metrics_of(last_validated) if last_validated else {},
         best_metrics=metrics_of(best) if best else {},
         best_epoch=int(best["epoch"]) if best else None,
         history=history,

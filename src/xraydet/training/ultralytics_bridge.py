@@ -8,10 +8,12 @@ the best model's metrics. A graceful stop is ``trainer.stop = True``: Ultralytic
 raises :class:`StopTraining` out of the callback, so nothing after it is trained or saved.
 
 With ``val_every`` N > 1 the bridge validates only every Nth epoch, when a hook needs it (the decision gate's
-epoch) and at the last (which Ultralytics forces): at ``on_train_epoch_end`` it sets ``trainer.args.val``, and
-on a skipped epoch blanks the stale metrics to NaN and ``trainer.fitness`` to None. Otherwise Ultralytics
-would log the previous validation's numbers again and, finding the fitness unchanged, overwrite ``best.pt``
-with weights nobody validated.
+epoch, the timeout's last epoch), when Ultralytics' ``time`` budget is about to end the run, and at the last
+epoch (which Ultralytics forces). At ``on_train_epoch_end`` it sets ``trainer.args.val`` (every epoch, so a
+``val: False`` saved in a checkpoint never outlives its epoch), and on a skipped epoch blanks the stale
+metrics to NaN and ``trainer.fitness`` to None (``best_fitness`` to -inf before the first validation).
+Otherwise Ultralytics would log the previous validation's numbers again and, finding the fitness unchanged,
+overwrite ``best.pt`` with weights nobody validated.
 
 Because ``final_eval`` strips ``last.pt``, the bridge keeps a full copy as ``weights/resume.pt`` when the loop
 ends, so a finished or stopped run can still be resumed or extended with its optimizer state.
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xraydet.training.history import normalize_row
+from xraydet.training.history import is_validated, normalize_row
 from xraydet.training.hooks.base import HookList, TrainContext, Verdict
 from xraydet.ultralytics_env import offline_guard
 
@@ -120,8 +122,7 @@ class UltralyticsBridge:
     def _attach(self, model: Any) -> None:
         model.add_callback("on_train_epoch_start", self._on_epoch_start)
         model.add_callback("on_train_batch_end", self._on_batch_end)
-        if self.val_every > 1:
-            model.add_callback("on_train_epoch_end", self._on_train_epoch_end)
+        model.add_callback("on_train_epoch_end", self._on_train_epoch_end)
         model.add_callback("on_model_save", self._on_model_save)
         model.add_callback("on_fit_epoch_end", self._on_fit_epoch_end)
 
@@ -142,11 +143,15 @@ class UltralyticsBridge:
     def _on_train_epoch_end(self, trainer: Any) -> None:
         ctx = self._tick()
         ctx.epoch = trainer.epoch + 1
-        validate = ctx.epoch % self.val_every == 0 or self.hooks.need_validation(ctx)
+        validate = (
+            ctx.epoch % self.val_every == 0 or self.hooks.need_validation(ctx) or time_budget_ends(trainer)
+        )
         trainer.args.val = validate
         if not validate:  # Ultralytics may still validate (last epoch, time budget spent): it then overwrites
             trainer.metrics = dict.fromkeys(trainer.metrics or {}, math.nan)
             trainer.fitness = None
+            if trainer.best_fitness is None:  # None == None would make this epoch's weights best.pt
+                trainer.best_fitness = -math.inf
 
     def _on_model_save(self, trainer: Any) -> None:
         ctx = self._tick()
@@ -169,6 +174,8 @@ class UltralyticsBridge:
             self.on_epoch(ctx, record, verdicts)
         self._act(verdicts, trainer)
         if trainer.stop:  # the loop ends after this callback; final_eval will strip last.pt next
+            if not is_validated(record):
+                log.warning("the run ends on epoch %d, which was not validated", ctx.epoch)
             self.outcome.loop_finished = True
             keep_resumable(Path(trainer.last))
 
@@ -192,6 +199,23 @@ class UltralyticsBridge:
         row = normalize_row({k: _num(v) for k, v in raw.items()})
         row["epoch_time_s"] = float(getattr(trainer, "epoch_time", None) or 0.0)
         return row
+
+
+def time_budget_ends(trainer: Any, margin: float = 0.25) -> bool:
+    """Whether Ultralytics' ``time`` budget (hours) will end the run after the epoch just trained.
+
+    Mirrors Ultralytics' own end-of-epoch rule: it re-plans ``epochs = ceil(budget / mean epoch time)`` and
+    stops once the (absolute, 0-based) epoch reaches it, or once the budget is spent. ``margin`` (in mean
+    epochs) also counts an epoch that ends within a quarter epoch of the budget: the next one would be cut.
+    """
+    hours = getattr(trainer.args, "time", None)
+    if not hours:
+        return False
+    budget = float(hours) * 3600
+    elapsed = time.time() - trainer.train_time_start
+    mean = elapsed / max(trainer.epoch - trainer.start_epoch + 1, 1)
+    planned = math.ceil(budget / mean) if mean > 0 else trainer.epoch + 1
+    return elapsed + margin * mean >= budget or trainer.epoch + 1 >= planned
 
 
 def _num(value: Any) -> Any:

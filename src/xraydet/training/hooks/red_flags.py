@@ -9,6 +9,9 @@
 
 Each measurement is a pure function, unit-tested on recorded histories; the hooks fire when a condition
 becomes true (once per episode, re-armed when it clears) and log the epoch and the numbers.
+
+The metric flags judge validated epochs only: with ``val_every`` N > 1, ``window`` and ``patience`` count
+validations (N epochs apart), and their messages name the epochs the numbers came from.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from xraydet.training.history import is_validated
 from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
 
 
@@ -63,8 +67,14 @@ def epochs_since_best(values: Sequence[float], min_delta: float = 0.0) -> int:
     return len(values) - 1 - best_i if best_i >= 0 else len(values)
 
 
-def _series(history: list[dict[str, Any]], key: str) -> list[float]:
-    return [float(r[key]) for r in history if key in r and math.isfinite(float(r[key]))]
+def _points(history: list[dict[str, Any]], *keys: str) -> list[tuple[int, list[float]]]:
+    """(epoch, values of ``keys``) of the records where every one of ``keys`` is a finite number."""
+    out = []
+    for r in history:
+        values = [float(r[k]) for k in keys if k in r and math.isfinite(float(r[k]))]
+        if len(values) == len(keys):
+            out.append((int(r["epoch"]), values))
+    return out
 
 
 class _Flag(HookBase):
@@ -148,15 +158,18 @@ class OscillationFlag(_Flag):
         self.min_rel_amplitude = min_rel_amplitude
 
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> list[Verdict]:
+        if not is_validated(record):
+            return []
         out = []
         for key in self.metrics:
-            values = _series(ctx.history, key)[-self.window :]
-            if len(values) < self.window:
+            points = _points(ctx.history, key)[-self.window :]
+            if len(points) < self.window:
                 continue
+            values = [v for _, (v,) in points]
             ratio, amp = oscillation(values)
             hit = ratio >= self.min_sign_change_ratio and amp >= self.min_rel_amplitude
             reason = (
-                f"{key} oscillates over epochs {ctx.epoch - self.window + 1}-{ctx.epoch}: sign-change ratio "
+                f"{key} oscillates over epochs {points[0][0]}-{points[-1][0]}: sign-change ratio "
                 f"{ratio:.2f} >= {self.min_sign_change_ratio}, relative amplitude {amp:.3f} "
                 f">= {self.min_rel_amplitude}"
             )
@@ -187,15 +200,26 @@ class PlateauFlag(_Flag):
         self.min_delta = min_delta
 
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
-        values = _series(ctx.history, self.metric)
-        if len(values) <= self.patience:
+        if not is_validated(record):
             return None
-        stale = epochs_since_best(values, self.min_delta)
-        best = max(values)
+        points = _points(ctx.history, self.metric)
+        if len(points) <= self.patience:
+            return None
+        values = [v for _, (v,) in points]
+        stale = epochs_since_best(values, self.min_delta)  # in validations
+        best_epoch, best = points[len(points) - 1 - stale][0], values[len(values) - 1 - stale]
         reason = (
-            f"{self.metric} has not improved for {stale} epochs (best {best:.4f}, patience {self.patience})"
+            f"{self.metric} has not improved for {stale} validations since epoch {best_epoch} "
+            f"(best {best:.4f}, patience {self.patience})"
         )
-        values_out = {"metric": self.metric, "epochs_since_best": stale, "best": best, "current": values[-1]}
+        values_out = {
+            "metric": self.metric,
+            "epochs_since_best": points[-1][0] - best_epoch,
+            "validations_since_best": stale,
+            "best": best,
+            "best_epoch": best_epoch,
+            "current": values[-1],
+        }
         return self._fire("plateau", stale >= self.patience, ctx, reason, values_out)
 
 
@@ -211,17 +235,19 @@ class OverfitFlag(_Flag):
         self.min_val_rise = min_val_rise
 
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
-        train = _series(ctx.history, "train_loss")[-self.window :]
-        val = _series(ctx.history, "val_loss")[-self.window :]
-        if min(len(train), len(val)) < self.window:
+        if not is_validated(record):
             return None
+        points = _points(ctx.history, "train_loss", "val_loss")[-self.window :]  # both from the same epochs
+        if len(points) < self.window:
+            return None
+        train, val = [t for _, (t, _) in points], [v for _, (_, v) in points]
         train_slope, val_slope = slope(train), slope(val)
         level = float(np.mean(np.abs(val))) or 1.0
         val_rise = val_slope * (self.window - 1) / level
         hit = train_slope < 0 and val_rise >= self.min_val_rise
         reason = (
-            f"over epochs {ctx.epoch - self.window + 1}-{ctx.epoch} train loss falls "
-            f"({train_slope:+.4f}/epoch) "
+            f"over epochs {points[0][0]}-{points[-1][0]} train loss falls "
+            f"({train_slope:+.4f}/validation) "
             f"while val loss rises {val_rise:+.1%} (>= {self.min_val_rise:.1%})"
         )
         values_out = {"train_loss_slope": train_slope, "val_loss_slope": val_slope, "val_rel_rise": val_rise}

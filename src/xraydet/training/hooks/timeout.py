@@ -36,6 +36,14 @@ class Timeout(HookBase):
             return None
         return self._stop(ctx, f"deadline of {self.timeout_s:.0f}s reached during epoch {ctx.epoch}")
 
+    def needs_validation(self, ctx: TrainContext) -> bool:
+        """The epoch this hook will end the run after must be validated (asked before validation)."""
+        if self._fired:
+            return False
+        times = [*self.epoch_times, ctx.elapsed_s - self._epoch_start]
+        # a quarter epoch of slack for the validation and checkpoint between this call and the decision
+        return ctx.elapsed_s + 1.25 * sum(times) / len(times) > self.timeout_s
+
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
         self.epoch_times.append(ctx.elapsed_s - self._epoch_start)
         if self._fired or ctx.epoch >= ctx.epochs:
