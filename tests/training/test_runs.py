@@ -128,6 +128,11 @@ def test_tiny_training_with_every_hook_offline_records_mlflow(
     map50 = client.get_metric_history(run.info.run_id, "map50")
     assert sorted((m.step, m.value) for m in map50) == [(r["epoch"], r["map50"]) for r in result.history]
     assert len(client.get_metric_history(run.info.run_id, "val_box_loss")) == 3
+    speed = client.get_metric_history(run.info.run_id, "train_images_per_s")
+    wait = client.get_metric_history(run.info.run_id, "loader_wait_frac")
+    assert sorted(m.step for m in speed) == [1, 2, 3] and all(m.value > 0 for m in speed)
+    # workers=0: the main process loads every batch itself, so the loop does wait for data
+    assert sorted(m.step for m in wait) == [1, 2, 3] and all(0 < m.value < 1 for m in wait)
     tags = run.data.tags
     assert tags["verdict.decision_gate"] == gate_verdict.decision
     assert tags["verdict.decision_gate.epoch"] == "2"

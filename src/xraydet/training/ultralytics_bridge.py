@@ -32,6 +32,7 @@ from typing import Any
 
 from xraydet.training.history import is_validated, normalize_row
 from xraydet.training.hooks.base import HookList, TrainContext, Verdict
+from xraydet.training.throughput import LoopClock
 from xraydet.ultralytics_env import offline_guard
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class UltralyticsBridge:
         self.ctx = ctx
         self.on_epoch = on_epoch
         self.val_every = max(int(val_every), 1)
+        self.clock = LoopClock()
         self.outcome = TrainOutcome()
         self._t0 = 0.0
 
@@ -121,6 +123,7 @@ class UltralyticsBridge:
 
     def _attach(self, model: Any) -> None:
         model.add_callback("on_train_epoch_start", self._on_epoch_start)
+        model.add_callback("on_train_batch_start", self._on_batch_start)
         model.add_callback("on_train_batch_end", self._on_batch_end)
         model.add_callback("on_train_epoch_end", self._on_train_epoch_end)
         model.add_callback("on_model_save", self._on_model_save)
@@ -132,8 +135,13 @@ class UltralyticsBridge:
         ctx = self._tick()
         ctx.epoch, ctx.epochs, ctx.batch_index = trainer.epoch + 1, trainer.epochs, -1
         self.hooks.call("before_epoch", ctx)
+        self.clock.epoch_start()
+
+    def _on_batch_start(self, trainer: Any) -> None:
+        self.clock.batch_start()
 
     def _on_batch_end(self, trainer: Any) -> None:
+        self.clock.batch_end()
         ctx = self._tick()
         ctx.batch_index += 1
         loss = getattr(trainer, "loss", None)
@@ -141,6 +149,8 @@ class UltralyticsBridge:
         self._act(self.hooks.call("after_batch", ctx), trainer)
 
     def _on_train_epoch_end(self, trainer: Any) -> None:
+        batches = self.ctx.batch_index + 1
+        self.clock.epoch_end(images=min(batches * trainer.batch_size, len(trainer.train_loader.dataset)))
         ctx = self._tick()
         ctx.epoch = trainer.epoch + 1
         validate = (
@@ -164,7 +174,7 @@ class UltralyticsBridge:
             return
         ctx = self._tick()
         ctx.epoch = trainer.epoch + 1
-        record = self._record(trainer)
+        record = {**self._record(trainer), **self.clock.figures()}
         ctx.history.append(record)
         self.outcome.epochs_done = ctx.epoch
         verdicts = self.hooks.call("after_fit_epoch", ctx, record)
