@@ -188,7 +188,11 @@ def doctor_cmd(
                 f"{p.contrast:.3f}",
                 f"{p.fit:.3f}",
                 f"{p.win_rate:.0%}",
-                "[red]scores as high: FLAG" if p.flagged else "[green]lower: ok",
+                {
+                    "flagged": "[red]beats the given: FLAG",
+                    "inconclusive": "[yellow]cannot tell",
+                    "ok": "[green]given wins: ok",
+                }[p.decision],
             )
         console.print(table)
         if report.probe is not None:
@@ -201,7 +205,12 @@ def doctor_cmd(
     elif report.verdict == "flagged":
         err_console.print(f"[bold red]flagged:[/] labels look {' / '.join(report.faults)}")
     else:
-        err_console.print("[bold green]pass:[/] the given boxes score higher than every perturbation")
+        err_console.print("[bold green]pass:[/] no perturbation beats the given boxes")
+    if report.inconclusive:
+        err_console.print(
+            f"[yellow]could not tell the given boxes from: {', '.join(report.inconclusive)}[/] "
+            "(scores too close on this data: look at the contact sheets)"
+        )
     if report.flagged:
         raise typer.Exit(1)
 

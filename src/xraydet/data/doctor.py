@@ -18,13 +18,20 @@ Two scores, each suited to one family of faults:
   recall the share of the foreground near the given box (grown by its own size on each side) that it covers.
   Contrast alone cannot judge size: a box half the size on a dense object has an even higher contrast.
 
-If a perturbed copy scores as high as or higher than the given labels (the family's score, averaged over all
-sampled boxes), the labels are flagged as likely transposed, shifted or mis-scaled.
+Each perturbation is judged on the per-box differences of the family's score (perturbed minus given) with a
+paired t statistic. It is **flagged** when it scores higher with ``t >= T_DECIDE``, **ok** when the given
+labels score higher with ``t <= -T_DECIDE``, and **inconclusive** in between: the scores cannot tell, and the
+report says so instead of guessing. On real OPIXray labels that is box size against a 2x larger box
+(t about -1.7): fit cannot judge size on cluttered scans, and the contact sheets are then the check.
+Flagged perturbations make the labels look transposed, shifted or mis-scaled. A box twice the size also
+covers an object its label missed by half a box, so shifted labels usually flag ``scale_2x`` too: read the
+position faults first.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -60,13 +67,21 @@ PERTURBATIONS: dict[str, tuple[Family, Callable[[np.ndarray], np.ndarray]]] = {
 }
 
 
+T_DECIDE = 2.5  # |paired t| needed to call a perturbation better (flagged) or worse (ok) than the given
+
+
 class PerturbationScore(BaseModel):
     name: str
     family: Family
     contrast: float
     fit: float
     win_rate: float  # share of boxes where the given label beats this perturbation on the family's score
-    flagged: bool
+    t_stat: float = 0.0  # paired t of (perturbed - given) scores over the boxes: > 0 means it scores higher
+    decision: Literal["ok", "flagged", "inconclusive"] = "ok"
+
+    @property
+    def flagged(self) -> bool:
+        return self.decision == "flagged"
 
 
 class ProbeResult(BaseModel):
@@ -91,6 +106,7 @@ class DoctorReport(BaseModel):
     perturbations: list[PerturbationScore]
     verdict: Literal["pass", "flagged", "no-labels"]
     faults: list[str]
+    inconclusive: list[str] = []  # perturbations the scores could not tell from the given labels
     contact_sheets: list[str] = []
     plot: str | None = None
     probe: ProbeResult | None = None
@@ -208,6 +224,9 @@ def _verdict(
     for name, (family, _) in PERTURBATIONS.items():
         table = fit if family == "size" else contrast
         ref, mine = table["given"], table[name]
+        t = paired_t(mine - ref)
+        decision: Literal["ok", "flagged", "inconclusive"]
+        decision = "flagged" if t >= T_DECIDE else "ok" if t <= -T_DECIDE else "inconclusive"
         results.append(
             PerturbationScore(
                 name=name,
@@ -215,10 +234,28 @@ def _verdict(
                 contrast=float(contrast[name].mean()),
                 fit=float(fit[name].mean()),
                 win_rate=float((ref > mine).mean() + 0.5 * (ref == mine).mean()),
-                flagged=bool(mine.mean() >= ref.mean()),
+                t_stat=t,
+                decision=decision,
             )
         )
     return float(contrast["given"].mean()), float(fit["given"].mean()), results
+
+
+def paired_t(diff: np.ndarray) -> float:
+    """The t statistic of the mean of paired differences (0 when it cannot be computed).
+
+    Example:
+        >>> round(paired_t(np.array([1.0, 2.0, 3.0])), 3)
+        3.464
+        >>> paired_t(np.array([0.5, 0.5])), paired_t(np.array([1.0]))
+        (inf, 0.0)
+    """
+    if len(diff) < 2:
+        return 0.0
+    mean, sd = float(diff.mean()), float(diff.std(ddof=1))
+    if sd == 0:
+        return 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    return mean / (sd / math.sqrt(len(diff)))
 
 
 def _faults(perturbations: list[PerturbationScore]) -> list[str]:
@@ -308,6 +345,7 @@ def doctor(
             perturbations=perturbations,
             verdict="flagged" if faults else "pass",
             faults=faults,
+            inconclusive=[p.name for p in perturbations if p.decision == "inconclusive"],
         )
     if probe:
         report.probe = probe_overfit(
