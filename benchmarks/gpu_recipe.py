@@ -107,7 +107,8 @@ class EpochClock:
         self._last = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Any) -> None:
-        images = self._batches * trainer.batch_size
+        # the last batch of an epoch is partial: count the images, not batches x batch size
+        images = min(self._batches * trainer.batch_size, len(trainer.train_loader.dataset))
         self.epochs.append(
             {
                 "epoch": trainer.epoch + 1,
@@ -195,7 +196,8 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
         "epochs": epochs,
         "wall_s": round(wall, 1),
         "train_s": round(train_time, 1),
-        "images_per_s": round(epochs * n_images(data, "train") / train_time, 1) if train_time else None,
+        # images actually trained (an epoch cut by the time budget counts what it trained) per training second
+        "images_per_s": round(sum(e["images"] for e in clock.epochs) / train_time, 1) if train_time else None,
         "map50": round(float(metrics.box.map50), 4),
         "map50_95": round(float(metrics.box.map), 4),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
