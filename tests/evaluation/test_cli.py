@@ -4,13 +4,11 @@ running xraydet API as one of the compared models."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.net import uvicorn_in_thread
 from typer.testing import CliRunner
 
 from xraydet.evaluation.report import load_report
@@ -77,32 +75,15 @@ def test_eval_command_writes_a_report(
     assert {"report.json", "report.md", "predictions.jsonl"} <= {p.name for p in out.iterdir()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def api_url(tiny_model: Path) -> Iterator[str]:
     """The real xraydet API serving the tiny model under uvicorn on a loopback port."""
-    import uvicorn
-
     from xraydet.serving.app import create_app
     from xraydet.serving.settings import ServeSettings
 
-    port = _free_port()
-    app = create_app(ServeSettings(model=str(tiny_model), backend="ultralytics", port=port, poll_s=0))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    app = create_app(ServeSettings(model=str(tiny_model), backend="ultralytics", poll_s=0))
+    with uvicorn_in_thread(app, "API", timeout_s=60) as url:
+        yield url
 
 
 @pytest.mark.realdata

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.net import uvicorn_in_thread
 
 from xraydet.errors import XrayDetError
 from xraydet.evaluation.gate import check_gate
@@ -106,32 +104,11 @@ def test_damaged_verdicts_file_is_named(label_report_dir: Path):
         VerdictStore.open(label_report_dir / "review")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def review_server(label_report_dir: Path) -> Iterator[str]:
     """The real review app under uvicorn on a free loopback port, in a thread."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_review_app(label_report_dir, n=6), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "review server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_in_thread(create_review_app(label_report_dir, n=6), "review server", timeout_s=20) as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ httpx clients keep sending real scans while the champion is promoted (v1 -> v2) 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.net import free_port
 
 from xraydet.data.dataset import load_dataset
 from xraydet.registry import champion, promote, register_model, rollback
@@ -25,12 +25,6 @@ from xraydet.registry import champion, promote, register_model, rollback
 pytestmark = pytest.mark.slow
 
 CLIENTS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_version(url: str, version: str, proc: subprocess.Popen, timeout_s: float = 90.0) -> float:

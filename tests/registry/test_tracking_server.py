@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.net import free_port
 
 from xraydet.registry import champion, list_models, list_versions, register_model, resolve_model, rollback
 from xraydet.registry.store import client, set_champion
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 MLFLOW = Path(sys.executable).with_name("mlflow")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.net import free_port
 
 API_KEY = "test-key-123"
 
@@ -35,12 +35,6 @@ def second_onnx_model(onnx_model: Path) -> Path:
     from xraydet.inference.export import export_onnx
 
     return export_onnx(onnx_model.with_suffix(".pt"), 128, onnx_model.with_name("tiny128.onnx"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.net import free_port
 
 from xraydet.inference.base import load_rgb
 from xraydet.inference.onnx_backend import OnnxPredictor
 
-from .conftest import LiveServer, free_port
+from .conftest import LiveServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
