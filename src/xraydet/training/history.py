@@ -27,7 +27,7 @@ _RENAME = {
     "metrics/mAP50-95(B)": "map50_95",
     "time": "time_s",
 }
-METRIC_KEYS = ("precision", "recall", "map50", "map50_95")
+METRIC_KEYS = ("map50", "map50_95", "precision", "recall")  # the headline metrics of an epoch
 
 
 def _key(raw: str) -> str:

@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field
 
 from xraydet.errors import XrayDetError
 from xraydet.io import atomic_write_json
+from xraydet.training.history import METRIC_KEYS
 from xraydet.training.hooks.base import Verdict
 
 Status = Literal["completed", "stopped", "timed_out", "failed"]
-METRIC_KEYS = ("map50", "map50_95", "precision", "recall")
 
 
 class RunResult(BaseModel):
