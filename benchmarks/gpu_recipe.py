@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -64,26 +65,30 @@ def copy_dataset(src_yaml: Path, dest: Path, limit: int | None = None) -> Path:
     return dest / "data.yaml"
 
 
-def n_images(data_yaml: Path, split: str) -> int:
-    spec = yaml.safe_load(data_yaml.read_text())
-    return sum(
-        1 for p in (Path(spec["path"]) / spec[split]).iterdir() if p.suffix.lower() in {".jpg", ".png"}
-    )
+def load_loop_clock() -> type:
+    """xraydet's ``LoopClock``, loaded from its file: the GPU machine lacks the package's dependencies."""
+    path = Path(__file__).resolve().parents[1] / "src" / "xraydet" / "training" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("xraydet_throughput", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
+    spec.loader.exec_module(module)
+    return module.LoopClock
 
 
 class EpochClock:
     """Ultralytics callbacks that time each epoch's training loop, its data waits and its validation.
 
-    ``data_wait_s`` sums the gaps between one batch's end and the next batch's arrival: the time the training
-    loop sat waiting for the loader. ``val_every`` validates only every N epochs (and always at the last one,
-    which Ultralytics forces), so a short run does not spend a quarter of its time validating.
+    The loop timing is xraydet's ``LoopClock`` (``data_wait_s``: the time the training loop sat waiting for
+    the loader). ``val_every`` validates only every N epochs (and always at the last one, which Ultralytics
+    forces), so a short run does not spend a quarter of its time validating.
     """
 
     def __init__(self, val_every: int = 1) -> None:
         self.val_every = max(int(val_every), 1)
         self.epochs: list[dict[str, float]] = []
-        self._start = self._last = self._wait = 0.0
-        self._batches = 0
+        self.loop = load_loop_clock()()
+        self._epoch_start = 0.0
 
     def attach(self, model: Any) -> None:
         for event in (
@@ -96,25 +101,23 @@ class EpochClock:
             model.add_callback(event, getattr(self, event))
 
     def on_train_epoch_start(self, trainer: Any) -> None:
-        self._start = self._last = time.perf_counter()
-        self._wait, self._batches = 0.0, 0
+        self._epoch_start = time.perf_counter()
+        self.loop.epoch_start()
 
     def on_train_batch_start(self, trainer: Any) -> None:
-        self._wait += time.perf_counter() - self._last
-        self._batches += 1
+        self.loop.batch_start()
 
     def on_train_batch_end(self, trainer: Any) -> None:
-        self._last = time.perf_counter()
+        self.loop.batch_end()
 
     def on_train_epoch_end(self, trainer: Any) -> None:
-        # the last batch of an epoch is partial: count the images, not batches x batch size
-        images = min(self._batches * trainer.batch_size, len(trainer.train_loader.dataset))
+        self.loop.epoch_end(trainer.batch_size, len(trainer.train_loader.dataset))
         self.epochs.append(
             {
                 "epoch": trainer.epoch + 1,
-                "train_s": time.perf_counter() - self._start,
-                "data_wait_s": self._wait,
-                "images": images,
+                "train_s": self.loop.loop_s,
+                "data_wait_s": self.loop.wait_s,
+                "images": self.loop.images,
             }
         )
         trainer.args.val = (trainer.epoch + 1) % self.val_every == 0
@@ -126,7 +129,7 @@ class EpochClock:
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if self.epochs:
-            self.epochs[-1]["epoch_s"] = time.perf_counter() - self._start
+            self.epochs[-1]["epoch_s"] = time.perf_counter() - self._epoch_start
 
     def steady(self) -> dict[str, float | None]:
         """Median throughput over epochs after the first (warm-up, cuDNN autotune, loader start)."""

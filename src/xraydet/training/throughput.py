@@ -7,9 +7,10 @@ batches pay; a large wait means more loader workers or a RAM cache will (docs/be
 
 Example:
     >>> clock = LoopClock()
-    >>> clock.epoch_start(); clock.batch_start(); clock.batch_end(); clock.epoch_end(images=16)
-    >>> sorted(clock.figures())
-    ['loader_wait_frac', 'train_images_per_s']
+    >>> clock.epoch_start(); clock.batch_start(); clock.batch_end()
+    >>> clock.epoch_end(batch_size=16, n_images=10)
+    >>> clock.batches, clock.images, sorted(clock.figures())
+    (1, 10, ['loader_wait_frac', 'train_images_per_s'])
 """
 
 from __future__ import annotations
@@ -20,32 +21,39 @@ from dataclasses import dataclass
 
 @dataclass
 class LoopClock:
-    """Times one epoch's training loop (call the four methods from the matching callbacks)."""
+    """Times one epoch's training loop (call the four methods from the matching callbacks).
 
+    After ``epoch_end``: ``loop_s`` (first batch request to epoch end), ``wait_s`` (of which waiting for the
+    loader), ``batches`` and ``images`` (the last batch may be partial, so at most ``n_images``).
+    """
+
+    loop_s: float = 0.0
+    wait_s: float = 0.0
+    batches: int = 0
+    images: int = 0
     _start: float = 0.0
     _last: float = 0.0
-    _wait_s: float = 0.0
-    _loop_s: float = 0.0
-    _images: int = 0
 
     def epoch_start(self) -> None:
         self._start = self._last = time.perf_counter()
-        self._wait_s, self._loop_s, self._images = 0.0, 0.0, 0
+        self.loop_s, self.wait_s, self.batches, self.images = 0.0, 0.0, 0, 0
 
     def batch_start(self) -> None:
-        self._wait_s += time.perf_counter() - self._last
+        self.wait_s += time.perf_counter() - self._last
+        self.batches += 1
 
     def batch_end(self) -> None:
         self._last = time.perf_counter()
 
-    def epoch_end(self, images: int) -> None:
-        self._loop_s, self._images = time.perf_counter() - self._start, images
+    def epoch_end(self, batch_size: int, n_images: int) -> None:
+        self.loop_s = time.perf_counter() - self._start
+        self.images = min(self.batches * batch_size, n_images)
 
     def figures(self) -> dict[str, float]:
         """This epoch's figures (empty before an epoch has ended)."""
-        if self._loop_s <= 0:
+        if self.loop_s <= 0:
             return {}
         return {
-            "train_images_per_s": self._images / self._loop_s,
-            "loader_wait_frac": min(self._wait_s / self._loop_s, 1.0),
+            "train_images_per_s": self.images / self.loop_s,
+            "loader_wait_frac": min(self.wait_s / self.loop_s, 1.0),
         }

@@ -149,8 +149,7 @@ class UltralyticsBridge:
         self._act(self.hooks.call("after_batch", ctx), trainer)
 
     def _on_train_epoch_end(self, trainer: Any) -> None:
-        batches = self.ctx.batch_index + 1
-        self.clock.epoch_end(images=min(batches * trainer.batch_size, len(trainer.train_loader.dataset)))
+        self.clock.epoch_end(trainer.batch_size, len(trainer.train_loader.dataset))
         ctx = self._tick()
         ctx.epoch = trainer.epoch + 1
         validate = (
