@@ -65,15 +65,16 @@ def copy_dataset(src_yaml: Path, dest: Path, limit: int | None = None) -> Path:
     return dest / "data.yaml"
 
 
-def load_loop_clock() -> type:
-    """xraydet's ``LoopClock``, loaded from its file: the GPU machine lacks the package's dependencies."""
-    path = Path(__file__).resolve().parents[1] / "src" / "xraydet" / "training" / "throughput.py"
-    spec = importlib.util.spec_from_file_location("xraydet_throughput", path)
+def load_xraydet_module(name: str) -> Any:
+    """A stdlib-only module of ``xraydet.training``, loaded from its file: the GPU machine lacks the
+    package's dependencies (pydantic, MLflow), so ``import xraydet.training...`` would fail there."""
+    path = Path(__file__).resolve().parents[1] / "src" / "xraydet" / "training" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"xraydet_{name}", path)
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while building the class
     spec.loader.exec_module(module)
-    return module.LoopClock
+    return module
 
 
 class EpochClock:
@@ -87,7 +88,8 @@ class EpochClock:
     def __init__(self, val_every: int = 1) -> None:
         self.val_every = max(int(val_every), 1)
         self.epochs: list[dict[str, float]] = []
-        self.loop = load_loop_clock()()
+        self.loop = load_xraydet_module("throughput").LoopClock()
+        self.skip_validation = load_xraydet_module("validation_cadence").skip_validation
         self._epoch_start = 0.0
 
     def attach(self, model: Any) -> None:
@@ -122,10 +124,7 @@ class EpochClock:
         )
         trainer.args.val = (trainer.epoch + 1) % self.val_every == 0
         if not trainer.args.val:  # as xraydet's bridge: no stale metrics, no best.pt from unvalidated weights
-            trainer.metrics = dict.fromkeys(trainer.metrics or {}, float("nan"))
-            trainer.fitness = None
-            if trainer.best_fitness is None:  # before the first validation, None == None would save best.pt
-                trainer.best_fitness = float("-inf")
+            self.skip_validation(trainer)
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if self.epochs:

@@ -15,7 +15,7 @@ from training_support import tiny_job
 from xraydet.training import job_from_dict, resume_training, run_training
 from xraydet.training.history import is_validated, normalize_row, read_results_csv
 from xraydet.training.hooks import DecisionGate, HookList, NanLossFlag, OverfitFlag, PlateauFlag, TrainContext
-from xraydet.training.ultralytics_bridge import time_budget_ends
+from xraydet.training.validation_cadence import time_budget_ends
 
 NAN = float("nan")
 

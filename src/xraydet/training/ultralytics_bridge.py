@@ -33,6 +33,7 @@ from typing import Any
 from xraydet.training.history import is_validated, normalize_row
 from xraydet.training.hooks.base import HookList, TrainContext, Verdict
 from xraydet.training.throughput import LoopClock
+from xraydet.training.validation_cadence import skip_validation, time_budget_ends
 from xraydet.ultralytics_env import offline_guard
 
 log = logging.getLogger(__name__)
@@ -156,11 +157,8 @@ class UltralyticsBridge:
             ctx.epoch % self.val_every == 0 or self.hooks.need_validation(ctx) or time_budget_ends(trainer)
         )
         trainer.args.val = validate
-        if not validate:  # Ultralytics may still validate (last epoch, time budget spent): it then overwrites
-            trainer.metrics = dict.fromkeys(trainer.metrics or {}, math.nan)
-            trainer.fitness = None
-            if trainer.best_fitness is None:  # None == None would make this epoch's weights best.pt
-                trainer.best_fitness = -math.inf
+        if not validate:
+            skip_validation(trainer)
 
     def _on_model_save(self, trainer: Any) -> None:
         ctx = self._tick()
@@ -208,23 +206,6 @@ class UltralyticsBridge:
         row = normalize_row({k: _num(v) for k, v in raw.items()})
         row["epoch_time_s"] = float(getattr(trainer, "epoch_time", None) or 0.0)
         return row
-
-
-def time_budget_ends(trainer: Any, margin: float = 0.25) -> bool:
-    """Whether Ultralytics' ``time`` budget (hours) will end the run after the epoch just trained.
-
-    Mirrors Ultralytics' own end-of-epoch rule: it re-plans ``epochs = ceil(budget / mean epoch time)`` and
-    stops once the (absolute, 0-based) epoch reaches it, or once the budget is spent. ``margin`` (in mean
-    epochs) also counts an epoch that ends within a quarter epoch of the budget: the next one would be cut.
-    """
-    hours = getattr(trainer.args, "time", None)
-    if not hours:
-        return False
-    budget = float(hours) * 3600
-    elapsed = time.time() - trainer.train_time_start
-    mean = elapsed / max(trainer.epoch - trainer.start_epoch + 1, 1)
-    planned = math.ceil(budget / mean) if mean > 0 else trainer.epoch + 1
-    return elapsed + margin * mean >= budget or trainer.epoch + 1 >= planned
 
 
 def _num(value: Any) -> Any:
