@@ -72,7 +72,7 @@ def average_precision(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> tuple[np
 
     Example:
         >>> ap, _ = average_precision(np.array([[True, False]]), np.array([0.9, 0.8]), n_gt=1)
-        >>> float(ap[0])
+        >>> round(float(ap[0]), 6)
         1.0
     """
     tp = np.asarray(tp, dtype=bool)

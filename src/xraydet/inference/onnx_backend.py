@@ -59,8 +59,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy NMS: indices of kept boxes, best first; a box goes when its IoU with a kept one is > ``iou``.
 
     Example:
-        >>> nms(np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]]), np.array([0.9, 0.8, 0.7]),
-        0.5).tolist() [0, 2]
+        >>> boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]])
+        >>> nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5).tolist()
+        [0, 2]
     """
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
