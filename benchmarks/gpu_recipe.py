@@ -6,7 +6,8 @@ sharing the GPU and the CPU cores; with ``sequential: true`` they run one after 
 alone on the machine (the throughput profile and the main run). Each job records its wall time, images/s over
 the whole run, the training loop's images/s and the share of it spent waiting for the loader (medians over
 epochs 2+, :class:`EpochClock`), and a final validation of ``best.pt``. A job's ``val_every: N`` validates
-every N epochs only (as xraydet's job key of the same name).
+every N epochs only, and ``rot90`` / ``threat_projection`` (probabilities) switch on xraydet's X-ray
+augmentations, as the xraydet job keys ``val_every`` and ``xray_augment`` do.
 
 The GPU machine has no pydantic or MLflow, so this script drives Ultralytics directly instead of ``xraydet
 train``; the recipe it measures is the same (preset ``xray-fast``, examples/jobs/xray-fast-gpu.yaml).
@@ -66,8 +67,11 @@ def copy_dataset(src_yaml: Path, dest: Path, limit: int | None = None) -> Path:
 
 
 def load_xraydet_module(name: str) -> Any:
-    """A stdlib-only module of ``xraydet.training``, loaded from its file: the GPU machine lacks the
-    package's dependencies (pydantic, MLflow), so ``import xraydet.training...`` would fail there."""
+    """A module of ``xraydet.training`` that needs only what the GPU machine has (the stdlib, numpy,
+    Ultralytics), loaded from its file: that machine lacks the package's other dependencies (pydantic,
+    MLflow), so ``import xraydet.training...`` would fail there."""
+    if f"xraydet_{name}" in sys.modules:
+        return sys.modules[f"xraydet_{name}"]
     path = Path(__file__).resolve().parents[1] / "src" / "xraydet" / "training" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"xraydet_{name}", path)
     assert spec is not None and spec.loader is not None, path
@@ -82,14 +86,16 @@ class EpochClock:
 
     The loop timing is xraydet's ``LoopClock`` (``data_wait_s``: the time the training loop sat waiting for
     the loader). ``val_every`` validates only every N epochs (and always at the last one, which Ultralytics
-    forces), so a short run does not spend a quarter of its time validating.
+    forces), so a short run does not spend a quarter of its time validating, and writes checkpoints on those
+epochs only.
     """
 
     def __init__(self, val_every: int = 1) -> None:
         self.val_every = max(int(val_every), 1)
         self.epochs: list[dict[str, float]] = []
         self.loop = load_xraydet_module("throughput").LoopClock()
-        self.skip_validation = load_xraydet_module("validation_cadence").skip_validation
+        cadence = load_xraydet_module("validation_cadence")
+        self.skip_validation, self.set_checkpoint = cadence.skip_validation, cadence.set_checkpoint
         self._epoch_start = 0.0
 
     def attach(self, model: Any) -> None:
@@ -125,6 +131,7 @@ class EpochClock:
         trainer.args.val = (trainer.epoch + 1) % self.val_every == 0
         if not trainer.args.val:  # as xraydet's bridge: no stale metrics, no best.pt from unvalidated weights
             self.skip_validation(trainer)
+        self.set_checkpoint(trainer)  # as xraydet's bridge: checkpoints on validated epochs only
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if self.epochs:
@@ -157,6 +164,10 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
     trainer_mod.check_amp = lambda model: torch.cuda.is_available()
     args: dict[str, Any] = dict(job.get("args", {}))
     val_every = int(args.pop("val_every", 1))
+    xray = load_xraydet_module("xray_augment")
+    augment = xray.XrayAugment(
+        rot90=float(args.pop("rot90", 0.0)), threat_projection=float(args.pop("threat_projection", 0.0))
+    )
     args.update(
         data=str(data),
         device=device,
@@ -173,7 +184,8 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
     started = time.time()
     model = YOLO(job["model"])
     clock.attach(model)
-    model.train(**args)
+    trainer = xray.xray_trainer(augment) if augment.active else None
+    model.train(trainer=trainer, **args)
     wall = time.time() - started
     run_dir = out / job["name"]
     best = run_dir / "weights" / "best.pt"
@@ -203,6 +215,7 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
         "map50": round(float(metrics.box.map50), 4),
         "map50_95": round(float(metrics.box.map), 4),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "train_dataset": type(model.trainer.train_loader.dataset).__name__,  # XrayDataset with rot90/TIP
         **clock.steady(),
         "epoch_timing": clock.epochs,
         "curve": [

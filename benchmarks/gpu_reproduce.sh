@@ -2,10 +2,12 @@
 # Reproduce issue 7's GPU measurements (docs/benchmarks/gpu.md) with one command.
 #
 #   ../shared/gpu/stage.sh .gpu --data          # on the dev machine, once: Ultralytics wheels + OPIXray dev set
-#   bash benchmarks/gpu_reproduce.sh [profile|main|all] [OUT]   # on the GPU machine, from the repo root
+#   bash benchmarks/gpu_reproduce.sh [profile|main|ablation|all] [OUT]   # on the GPU machine, from the repo root
 #
-# profile: plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 2.5 min on an H100)
-# main:    the best row, ONE run of yolov8m from scratch, seed 0, 8 min of training (about 8.5 min)
+# profile:  plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 2.5 min on an H100)
+# main:     the best row, ONE run of yolov8m from scratch, seed 0, 8 min of training (about 8.5 min)
+# ablation: quarter turns and threat projection, alone and together, 4 yolov8s jobs sharing the GPU for
+#           7.5 min of training each (about 9 min); not part of `all`
 # all:     both, one after the other (default)
 # Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main) go to OUT (default $OUT, else
 # ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
@@ -27,9 +29,10 @@ run() {  # run JOBS_YAML OUT_DIR [--only NAME]
 case "$what" in
     profile) run benchmarks/gpu_throughput.yaml "$out" ;;
     main) run benchmarks/gpu_main.yaml "$out" --only main-m-b128 ;;
+    ablation) run benchmarks/gpu_ablation.yaml "$out" ;;
     all)
         run benchmarks/gpu_throughput.yaml "$out/profile"
         run benchmarks/gpu_main.yaml "$out/main" --only main-m-b128
         ;;
-    *) echo "usage: $0 [profile|main|all] [OUT]" >&2; exit 2 ;;
+    *) echo "usage: $0 [profile|main|ablation|all] [OUT]" >&2; exit 2 ;;
 esac

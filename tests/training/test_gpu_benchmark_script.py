@@ -54,3 +54,13 @@ def test_throughput_profile_runs_jobs_one_after_another(synth_yaml: Path, tmp_pa
     assert [j["name"] for j in summary["jobs"]] == ["plain-n", "s-b128"]
     assert all(j["train_images_per_s"] > 0 for j in summary["jobs"])
     assert not list(out.glob("best.pt.part*"))  # a profile keeps no weights
+
+
+def test_ablation_jobs_train_on_the_x_ray_augmented_set(synth_yaml: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = run_script("gpu_ablation.yaml", synth_yaml, out, "abl-s-recipe", "abl-s-rot90-tip")
+    jobs = {j["name"]: j for j in summary["jobs"]}
+    assert jobs["abl-s-recipe"]["train_dataset"] == "YOLODataset"
+    assert jobs["abl-s-rot90-tip"]["train_dataset"] == "XrayDataset"
+    assert jobs["abl-s-rot90-tip"]["args"]["threat_projection"] == 0.5
+    assert not list(out.glob("best.pt.part*"))  # an ablation keeps no weights

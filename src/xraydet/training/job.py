@@ -46,6 +46,7 @@ RESERVED_ARGS = {
     "exist_ok": "nothing (xraydet owns the run folder)",
     "save_period": "the job's `checkpoint_every`",
     "val": "the job's `val_every`",
+    "save": "nothing: resume and best.pt need checkpoints (with `val_every` N, validated epochs write them)",
     "cfg": "the job file itself",
 }
 
@@ -153,6 +154,27 @@ class RedFlagConfig(BaseModel):
     overfitting: OverfitConfig = Field(default_factory=OverfitConfig)
 
 
+class XrayAugmentConfig(BaseModel):
+    """X-ray augmentations Ultralytics lacks (training/xray_augment.py); per-scan probabilities, 0 = off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rot90: float = Field(default=0.0, ge=0, le=1, description="turn a scan by 90, 180 or 270 degrees")
+    threat_projection: float = Field(
+        default=0.0, ge=0, le=1, description="project a threat cut from another scan into the bag (TIP)"
+    )
+    projection_classes: list[int] | None = Field(
+        default=None, description="class ids that may be projected (all if unset): the threats of a mixed set"
+    )
+
+    def augment(self) -> Any:
+        """The :class:`~xraydet.training.xray_augment.XrayAugment` these settings describe."""
+        from xraydet.training.xray_augment import XrayAugment
+
+        classes = tuple(self.projection_classes) if self.projection_classes is not None else None
+        return XrayAugment(self.rot90, self.threat_projection, classes)
+
+
 class HookSpec(BaseModel):
     """An extra hook looked up by name in the hook registry, with its keyword arguments."""
 
@@ -181,8 +203,10 @@ class TrainJob(BaseModel):
     val_every: int = Field(
         default=1,
         ge=1,
-        description="validate every N epochs (and at the gate's epoch and the last): faster, coarser curve",
+        description="validate (and write last.pt) every N epochs, and at the gate's epoch and the last: "
+        "faster, coarser curve",
     )
+    xray_augment: XrayAugmentConfig = Field(default_factory=XrayAugmentConfig)
     checkpoint_every: int = Field(
         default=10, ge=0, description="copy last.pt to weights/epochNNN.pt every N epochs; 0 = off"
     )

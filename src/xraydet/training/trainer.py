@@ -146,7 +146,9 @@ def execute(job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | N
         mlflow.log_verdicts(verdicts)
         state.save(run_dir)
 
-    bridge = UltralyticsBridge(hooks, ctx, on_epoch, val_every=job.val_every)
+    bridge = UltralyticsBridge(
+        hooks, ctx, on_epoch, val_every=job.val_every, augment=job.xray_augment.augment()
+    )
     outcome: TrainOutcome | None = None
     status, reason = "failed", None
     try:

@@ -1,0 +1,281 @@
+"""X-ray augmentations Ultralytics lacks: exact quarter turns and threat image projection (TIP).
+
+- **Quarter turns.** A scan has no up or down, and a bag lies on the belt in any of four orientations.
+  Ultralytics' ``degrees`` draws any angle, and the axis-aligned box around a rotated thin blade grows up to
+  twice its size; a quarter turn moves a box exactly.
+- **Threat image projection.** Checkpoints test their screeners by projecting threat images into real bags
+  (TIP). X-ray images compose by multiplication: what passes two objects is the product of what passes each
+  (Beer-Lambert). So a threat's box crop, divided by its scan's empty-belt brightness and multiplied into
+  another bag, approximates a bag holding both, with no segment masks (Ultralytics' ``copy_paste`` needs
+  masks; OPIXray has boxes only). The crop carries a little of its source bag's clutter; a margin that fades
+  to "nothing in the way" (transmission 1) hides the crop's edges.
+
+Both act on each scan as it is loaded (``get_image_and_label``), before mosaic, so every mosaic tile gets
+them. Projection stops with mosaic in the last ``close_mosaic`` epochs, as Ultralytics' ``copy_paste`` does,
+so the model ends on real scans only. This module needs only numpy and Ultralytics, so the GPU benchmark
+(benchmarks/gpu_recipe.py) loads it from its file on a machine without xraydet's dependencies.
+
+Example:
+    >>> import numpy as np
+    >>> rot90_boxes(np.array([[0.25, 0.125, 0.5, 0.25]]), k=1).tolist()  # cx, cy, w, h
+    [[0.125, 0.75, 0.25, 0.5]]
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from ultralytics.data.dataset import YOLODataset
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils.instance import Instances
+
+
+@dataclass(frozen=True)
+class XrayAugment:
+    """Per-scan probabilities of the X-ray augmentations (0 = off), and which classes may be projected.
+
+    Attributes:
+        rot90: probability of turning a scan by a random 90, 180 or 270 degrees.
+        threat_projection: probability of projecting one threat, cut from another training scan, into a scan.
+        projection_classes: class ids that may be projected (None = every class): on a set that also labels
+            harmless items, project the threats only.
+    """
+
+    rot90: float = 0.0
+    threat_projection: float = 0.0
+    projection_classes: tuple[int, ...] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.rot90 > 0 or self.threat_projection > 0
+
+
+def rot90_boxes(boxes: np.ndarray, k: int) -> np.ndarray:
+    """Normalised ``cx, cy, w, h`` boxes of an image turned ``k`` quarter turns anticlockwise (``np.rot90``).
+
+    Example:
+        >>> rot90_boxes(np.array([[0.25, 0.125, 0.5, 0.25]]), k=2).tolist()
+        [[0.75, 0.875, 0.5, 0.25]]
+    """
+    cx, cy, w, h = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).T
+    k %= 4
+    if k == 1:
+        cols = (cy, 1 - cx, h, w)
+    elif k == 2:
+        cols = (1 - cx, 1 - cy, w, h)
+    elif k == 3:
+        cols = (1 - cy, cx, h, w)
+    else:
+        cols = (cx, cy, w, h)
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def rotate90(image: np.ndarray, boxes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` and its normalised xywh ``boxes`` turned ``k`` quarter turns counter-clockwise."""
+    return np.ascontiguousarray(np.rot90(image, k)), rot90_boxes(boxes, k)
+
+
+def background_level(image: np.ndarray) -> np.ndarray:
+    """Per-channel brightness of the empty belt (nothing in the way): the 99th percentile of the scan."""
+    return np.maximum(np.percentile(image.reshape(-1, image.shape[-1]), 99, axis=0), 1.0).astype(np.float32)
+
+
+def threat_layer(
+    scan: np.ndarray, box: np.ndarray, margin: float = 0.15
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The transmission layer of one labelled object: ``(h, w, channels)`` floats, 1 = nothing in the way.
+
+    ``box`` is normalised xywh in ``scan``. The layer covers the box plus ``margin`` x its longer side on each
+    side; inside the box it is the scan divided by its belt brightness, and across the margin it fades to 1.
+    Also returns where the box lies in the layer (x1, y1, x2, y2, pixels).
+    """
+    h, w = scan.shape[:2]
+    cx, cy, bw, bh = (float(v) for v in box)
+    x1, y1 = round((cx - bw / 2) * w), round((cy - bh / 2) * h)
+    x2, y2 = round((cx + bw / 2) * w), round((cy + bh / 2) * h)
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    pad = max(round(margin * max(x2 - x1, y2 - y1)), 2)
+    X1, Y1, X2, Y2 = max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, w), min(y2 + pad, h)
+    crop = scan[Y1:Y2, X1:X2].astype(np.float32) / background_level(scan)
+    # Weight 1 inside the box, falling linearly to 0 at the margin's outer edge.
+    ys, xs = np.arange(Y1, Y2, dtype=np.float32), np.arange(X1, X2, dtype=np.float32)
+    dy = np.maximum(np.maximum(y1 - ys, ys - (y2 - 1)), 0) / pad
+    dx = np.maximum(np.maximum(x1 - xs, xs - (x2 - 1)), 0) / pad
+    weight = np.clip(1 - np.maximum(dy[:, None], dx[None, :]), 0, 1)[..., None]
+    layer = 1 - weight * (1 - np.clip(crop, 0, 1))
+    return layer, (x1 - X1, y1 - Y1, x2 - X1, y2 - Y1)
+
+
+def project_threat(
+    bag: np.ndarray,
+    bag_boxes: np.ndarray,
+    layer: np.ndarray,
+    inner: tuple[int, int, int, int],
+    rng: random.Random,
+    max_overlap: float = 0.2,
+    min_clutter: float = 0.3,
+    tries: int = 10,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Multiply a threat ``layer`` (see :func:`threat_layer`) into ``bag`` at a random spot inside the bag.
+
+    A spot is taken when the new box covers at most ``max_overlap`` of any labelled box (and they cover at
+    most that much of it), and at least ``min_clutter`` of the pixels under it are darker than 90% of the belt
+    (a threat floating beside the bag would be too easy). Returns the new scan (a copy) and the pasted box,
+    normalised xywh; or ``bag`` itself and None when no spot was found in ``tries`` draws.
+
+    Example:
+        >>> bag = np.full((64, 64, 3), 255, np.uint8); bag[8:56, 8:56] = 128
+        >>> scan = np.full((64, 64, 3), 255, np.uint8); scan[20:30, 10:40] = 51
+        >>> layer, inner = threat_layer(scan, np.array([25 / 64, 25 / 64, 30 / 64, 10 / 64]))
+        >>> out, box = project_threat(bag, np.zeros((0, 4)), layer, inner, random.Random(0))
+        >>> int(out.min()), box is not None
+        (26, True)
+    """
+    bh, bw = bag.shape[:2]
+    lh, lw = layer.shape[:2]
+    if lh > bh or lw > bw:
+        return bag, None
+    ix1, iy1, ix2, iy2 = inner
+    belt = background_level(bag)
+    existing = _xyxy(np.asarray(bag_boxes, dtype=np.float32).reshape(-1, 4)) * [bw, bh, bw, bh]
+    for _ in range(tries):
+        x0, y0 = rng.randint(0, bw - lw), rng.randint(0, bh - lh)
+        new = np.array([x0 + ix1, y0 + iy1, x0 + ix2, y0 + iy2], dtype=np.float32)
+        if _too_close(new, existing, max_overlap):
+            continue
+        under = bag[int(new[1]) : int(new[3]), int(new[0]) : int(new[2])]
+        if under.size == 0 or np.mean(np.all(under < 0.9 * belt, axis=-1)) < min_clutter:
+            continue
+        out = bag.copy()
+        region = out[y0 : y0 + lh, x0 : x0 + lw].astype(np.float32) * layer
+        out[y0 : y0 + lh, x0 : x0 + lw] = np.clip(np.rint(region), 0, 255).astype(bag.dtype)
+        box = np.array(
+            [
+                (new[0] + new[2]) / 2 / bw,
+                (new[1] + new[3]) / 2 / bh,
+                (new[2] - new[0]) / bw,
+                (new[3] - new[1]) / bh,
+            ],
+            dtype=np.float32,
+        )
+        return out, box
+    return bag, None
+
+
+def _xyxy(boxes: np.ndarray) -> np.ndarray:
+    cx, cy, w, h = boxes.T
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def _too_close(new: np.ndarray, existing: np.ndarray, max_overlap: float) -> bool:
+    if len(existing) == 0:
+        return False
+    ix = np.clip(np.minimum(new[2], existing[:, 2]) - np.maximum(new[0], existing[:, 0]), 0, None)
+    iy = np.clip(np.minimum(new[3], existing[:, 3]) - np.maximum(new[1], existing[:, 1]), 0, None)
+    inter = ix * iy
+    area_new = (new[2] - new[0]) * (new[3] - new[1])
+    area_old = (existing[:, 2] - existing[:, 0]) * (existing[:, 3] - existing[:, 1])
+    return bool(np.any(inter > max_overlap * np.minimum(area_new, area_old)))
+
+
+# -- Ultralytics adapter --
+
+
+class XrayDataset(YOLODataset):
+    """A YOLODataset that applies :class:`XrayAugment` to each training scan as it is loaded.
+
+    :func:`xray_trainer`'s trainer turns the data set Ultralytics builds into this class: it adds behaviour
+    only (``xray``), and Ultralytics' ``build_yolo_dataset`` picks the class itself, with no hook for ours.
+    """
+
+    xray: XrayAugment = XrayAugment()
+
+    def get_image_and_label(self, index: int) -> dict[str, Any]:
+        label = super().get_image_and_label(index)
+        if not (self.augment and self.xray.active):
+            return label
+        instances: Instances = label["instances"]
+        if len(instances.segments) or instances.keypoints is not None:
+            return label  # boxes only: segments and keypoints would not follow
+        rng = random.Random(random.getrandbits(64))  # Ultralytics seeds `random` per loader worker
+        image, boxes, cls = label["img"], instances.bboxes.copy(), label["cls"]
+        if self.xray.threat_projection and rng.random() < self.xray.threat_projection:
+            image, boxes, cls = self._project(image, boxes, cls, index, rng)
+        if self.xray.rot90 and rng.random() < self.xray.rot90:
+            image, boxes = rotate90(image, boxes, rng.randint(1, 3))
+            label["resized_shape"] = image.shape[:2]
+        label["img"], label["cls"] = image, cls
+        label["instances"] = Instances(
+            boxes, np.zeros((0, 1000, 2), dtype=np.float32), bbox_format="xywh", normalized=True
+        )
+        return label
+
+    def _project(
+        self, image: np.ndarray, boxes: np.ndarray, cls: np.ndarray, index: int, rng: random.Random
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        wanted = self.xray.projection_classes
+        for _ in range(5):  # a few draws: the scan drawn may hold no projectable object
+            j = rng.randrange(len(self.labels))
+            source = self.labels[j]
+            ids = [i for i, c in enumerate(source["cls"].reshape(-1)) if wanted is None or int(c) in wanted]
+            if j == index or not ids:
+                continue
+            i = rng.choice(ids)
+            layer, inner = threat_layer(self.load_image(j)[0], source["bboxes"][i])
+            k = rng.randint(0, 3)
+            if k:
+                layer, inner = _turn_layer(layer, inner, k)
+            image, box = project_threat(image, boxes, layer, inner, rng)
+            if box is not None:
+                boxes = np.concatenate([boxes, box[None]], axis=0)
+                cls = np.concatenate([cls, source["cls"][i : i + 1].reshape(1, 1).astype(cls.dtype)], axis=0)
+            break
+        return image, boxes, cls
+
+    def close_mosaic(self, hyp: Any) -> None:
+        self.xray = replace(self.xray, threat_projection=0.0)
+        super().close_mosaic(hyp)
+
+
+def _turn_layer(
+    layer: np.ndarray, inner: tuple[int, int, int, int], k: int
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    h, w = layer.shape[:2]
+    x1, y1, x2, y2 = inner
+    box = rot90_boxes(np.array([[(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]]), k)[0]
+    turned = np.ascontiguousarray(np.rot90(layer, k))
+    th, tw = turned.shape[:2]
+    cx, cy, bw, bh = box
+    return turned, (
+        round((cx - bw / 2) * tw),
+        round((cy - bh / 2) * th),
+        round((cx + bw / 2) * tw),
+        round((cy + bh / 2) * th),
+    )
+
+
+class XrayDetectionTrainer(DetectionTrainer):
+    """Ultralytics' detection trainer whose training set is an :class:`XrayDataset` (:func:`xray_trainer`)."""
+
+    xray: XrayAugment = XrayAugment()
+
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
+        dataset = super().build_dataset(img_path, mode, batch)
+        if mode == "train" and type(dataset) is YOLODataset:
+            dataset.__class__ = XrayDataset
+            dataset.xray = self.xray  # type: ignore[attr-defined]
+        return dataset
+
+
+def xray_trainer(augment: XrayAugment) -> type[DetectionTrainer]:
+    """A trainer class for ``YOLO(...).train(trainer=...)`` that applies ``augment`` to the training scans.
+
+    Example:
+        >>> trainer = xray_trainer(XrayAugment(rot90=0.5, threat_projection=0.5))
+        >>> trainer.xray.rot90
+        0.5
+    """
+    return type("XrayDetectionTrainer", (XrayDetectionTrainer,), {"xray": augment})

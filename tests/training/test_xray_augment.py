@@ -1,0 +1,260 @@
+"""X-ray augmentations: quarter turns move boxes exactly, threat projection multiplies a threat into a bag and
+labels it, and both reach Ultralytics' training set through xraydet's job key ``xray_augment``."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from training_support import tiny_job
+
+from xraydet.errors import ConfigError
+from xraydet.training import job_from_dict, run_training
+from xraydet.training.xray_augment import (
+    XrayAugment,
+    XrayDataset,
+    project_threat,
+    rot90_boxes,
+    rotate90,
+    threat_layer,
+    xray_trainer,
+)
+
+
+def box_of_mask(mask: np.ndarray) -> np.ndarray:
+    """Normalised xywh of the nonzero pixels of ``mask`` (pixel edges, as a label would draw them)."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    x1, x2, y1, y2 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    return np.array([(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h])
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+@pytest.mark.parametrize("rect", [(5, 9, 30, 14), (0, 0, 7, 40), (40, 20, 70, 48)])
+def test_a_quarter_turn_moves_the_box_onto_the_turned_object(k: int, rect: tuple[int, int, int, int]) -> None:
+    x1, y1, x2, y2 = rect
+    image = np.zeros((48, 72), np.uint8)  # not square: the turn swaps the sides
+    image[y1:y2, x1:x2] = 1
+    turned, boxes = rotate90(image, box_of_mask(image)[None], k)
+    np.testing.assert_allclose(boxes[0], box_of_mask(turned), atol=1e-6)
+
+
+def test_four_quarter_turns_are_the_identity() -> None:
+    boxes = np.random.default_rng(0).uniform(0.1, 0.5, size=(20, 4))
+    np.testing.assert_allclose(rot90_boxes(rot90_boxes(boxes, 1), 3), boxes, atol=1e-6)
+    np.testing.assert_allclose(rot90_boxes(boxes, 4), boxes, atol=1e-6)
+
+
+def bag_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A white belt with a grey bag (rows/cols 20-100), and a scan holding one dark blade (transmission 0.2)
+    among clutter (transmission 0.8)."""
+    bag = np.full((120, 120, 3), 250, np.uint8)
+    bag[20:100, 20:100] = 150
+    scan = np.full((120, 120, 3), 250, np.uint8)
+    scan[40:66, 20:80] = 200
+    scan[50:56, 30:70] = 50
+    return bag, scan
+
+
+def test_the_threat_layer_is_the_scan_over_its_belt_inside_the_box_and_fades_to_nothing() -> None:
+    _, scan = bag_scene()
+    layer, (x1, y1, x2, y2) = threat_layer(scan, box_of_mask(scan[..., 0] < 100), margin=0.15)
+    pad = 6  # 0.15 x the 40-px long side
+    assert layer.shape == (6 + 2 * pad, 40 + 2 * pad, 3)
+    assert (x1, y1, x2, y2) == (pad, pad, pad + 40, pad + 6)
+    np.testing.assert_allclose(layer[y1:y2, x1:x2], 0.2, atol=1e-6)
+    assert np.all(layer[0] == 1) and np.all(layer[:, 0] == 1)  # outer edge: transmission 1
+    # Half-way across the margin the clutter (0.8) is half faded: 1 - 0.5 x (1 - 0.8).
+    assert layer[y1, x1 - pad // 2, 0] == pytest.approx(0.9, abs=1e-6)
+
+
+def test_projection_multiplies_the_threat_into_the_bag_where_its_new_box_says() -> None:
+    bag, scan = bag_scene()
+    original = bag.copy()
+    layer, inner = threat_layer(scan, box_of_mask(scan[..., 0] < 100))
+    out, box = project_threat(bag, np.zeros((0, 4)), layer, inner, random.Random(3))
+    assert box is not None
+    np.testing.assert_array_equal(bag, original)  # the input scan is never changed
+    darker = (out[..., 0] < 0.5 * original[..., 0]).astype(np.uint8)
+    np.testing.assert_allclose(box, box_of_mask(darker), atol=1e-6)
+    assert set(np.unique(out[darker.astype(bool)])) == {30}  # 150 x 0.2: the product of the transmissions
+    # The box must lie in the bag, not on the empty belt.
+    assert box[0] - box[2] / 2 >= 20 / 120 and box[0] + box[2] / 2 <= 100 / 120
+
+
+def test_projection_keeps_clear_of_labelled_threats() -> None:
+    bag, scan = bag_scene()
+    layer, inner = threat_layer(scan, box_of_mask(scan[..., 0] < 100))
+    held = np.array([[0.5, 0.35, 0.6, 0.2]])  # a labelled object across the upper half of the bag
+    placed = 0
+    for seed in range(20):
+        _, box = project_threat(bag, held, layer, inner, random.Random(seed), max_overlap=0.0)
+        if box is not None:
+            placed += 1
+            above = box[1] + box[3] / 2 <= held[0, 1] - held[0, 3] / 2 + 1e-6
+            below = box[1] - box[3] / 2 >= held[0, 1] + held[0, 3] / 2 - 1e-6
+            beside = abs(box[0] - held[0, 0]) >= (box[2] + held[0, 2]) / 2 - 1e-6
+            assert above or below or beside, box
+    assert placed >= 10
+
+
+def test_projection_gives_up_on_an_empty_belt_and_on_a_threat_bigger_than_the_scan() -> None:
+    bag, scan = bag_scene()
+    layer, inner = threat_layer(scan, box_of_mask(scan[..., 0] < 100))
+    empty = np.full_like(bag, 250)
+    assert project_threat(empty, np.zeros((0, 4)), layer, inner, random.Random(0))[1] is None
+    small = bag[:20, :20]
+    out, box = project_threat(small, np.zeros((0, 4)), layer, inner, random.Random(0))
+    assert box is None and out is small
+
+
+# -- through Ultralytics --
+
+
+def xray_dataset(data_yaml: Path, augment: XrayAugment, **hyp: Any) -> XrayDataset:
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.build import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    cfg = get_cfg(
+        overrides={"imgsz": 160, "mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, **hyp}
+    )
+    data = check_det_dataset(str(data_yaml))
+    dataset = build_yolo_dataset(cfg, data["train"], 8, data, mode="train")
+    dataset.__class__ = XrayDataset
+    dataset.xray = augment
+    return dataset
+
+
+@pytest.fixture
+def synth_copy(synth_yaml: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(synth_yaml.parent, tmp_path / "synth")
+    return tmp_path / "synth" / "data.yaml"
+
+
+def test_the_data_set_turns_scans_and_their_boxes_together(synth_copy: Path) -> None:
+    plain = xray_dataset(synth_copy, XrayAugment())
+    turned = xray_dataset(synth_copy, XrayAugment(rot90=1.0))
+    for index in range(6):
+        before = plain.get_image_and_label(index)
+        random.seed(index)
+        after = turned.get_image_and_label(index)
+        matches = [
+            k
+            for k in (1, 2, 3)
+            if np.array_equal(np.rot90(before["img"], k), after["img"])
+            and np.allclose(rot90_boxes(before["instances"].bboxes, k), after["instances"].bboxes, atol=1e-6)
+        ]
+        assert len(matches) == 1, index
+        assert after["resized_shape"] == after["img"].shape[:2]
+        np.testing.assert_array_equal(after["cls"], before["cls"])
+
+
+def test_the_data_set_projects_a_labelled_threat_until_mosaic_closes(synth_copy: Path) -> None:
+    plain = xray_dataset(synth_copy, XrayAugment())
+    projected = xray_dataset(synth_copy, XrayAugment(threat_projection=1.0))
+    gained = 0
+    for index in range(12):
+        before = plain.get_image_and_label(index)
+        random.seed(index)
+        after = projected.get_image_and_label(index)
+        n_before, n_after = len(before["instances"]), len(after["instances"])
+        assert n_after in {n_before, n_before + 1} and len(after["cls"]) == n_after
+        if n_after > n_before:
+            gained += 1
+            assert not np.array_equal(before["img"], after["img"])
+            assert int(after["cls"][-1, 0]) in set(range(len(plain.data["names"])))
+    assert gained >= 6  # a free spot inside the bag is found for most scans
+
+    projected.close_mosaic(_hyp())
+    assert projected.xray.threat_projection == 0.0
+    random.seed(0)
+    assert len(projected.get_image_and_label(0)["instances"]) == len(
+        plain.get_image_and_label(0)["instances"]
+    )
+
+
+def _hyp() -> Any:
+    from ultralytics.cfg import get_cfg
+
+    return get_cfg(overrides={"imgsz": 160})
+
+
+def test_projection_classes_limit_what_is_projected(synth_copy: Path) -> None:
+    dataset = xray_dataset(synth_copy, XrayAugment(threat_projection=1.0, projection_classes=(0,)))
+    new_classes = set()
+    for index in range(16):
+        before = len(dataset.labels[index]["cls"])
+        random.seed(100 + index)
+        after = dataset.get_image_and_label(index)
+        new_classes.update(int(c) for c in after["cls"][before:, 0])
+    assert new_classes == {0}
+
+
+def test_validation_scans_are_never_augmented(synth_copy: Path) -> None:
+    dataset = xray_dataset(synth_copy, XrayAugment(rot90=1.0, threat_projection=1.0))
+    dataset.augment = False
+    label = dataset.get_image_and_label(0)
+    assert len(label["instances"]) == len(dataset.labels[0]["cls"])
+    assert label["img"].shape[:2] == label["resized_shape"]
+
+
+def test_the_trainer_class_trains_on_the_augmented_set(synth_copy: Path, tmp_path: Path) -> None:
+    from ultralytics import YOLO
+
+    seen: dict[str, Any] = {}
+
+    def record(trainer: Any) -> None:
+        seen["dataset"] = type(trainer.train_loader.dataset).__name__
+        seen["xray"] = trainer.train_loader.dataset.xray
+        seen["val"] = type(trainer.validator.dataloader.dataset).__name__
+
+    model = YOLO("yolov8n.yaml")
+    model.add_callback("on_train_epoch_end", record)
+    augment = XrayAugment(rot90=0.5, threat_projection=0.5)
+    model.train(
+        trainer=xray_trainer(augment),
+        data=str(synth_copy),
+        epochs=1,
+        imgsz=96,
+        batch=8,
+        device="cpu",
+        workers=0,
+        project=str(tmp_path),
+        name="run",
+        plots=False,
+        verbose=False,
+        close_mosaic=0,
+    )
+    assert seen["dataset"] == "XrayDataset" and seen["xray"] == augment
+    assert seen["val"] == "YOLODataset"  # validation scans stay as they are
+
+
+# -- the job key --
+
+
+def test_the_job_key_validates_its_probabilities_and_names_the_field(tiny_data: Path) -> None:
+    job = job_from_dict(tiny_job(tiny_data, xray_augment={"rot90": 0.5, "threat_projection": 0.25}))
+    assert job.xray_augment.augment() == XrayAugment(rot90=0.5, threat_projection=0.25)
+    assert not job_from_dict(tiny_job(tiny_data)).xray_augment.augment().active
+    with pytest.raises(ConfigError, match=r"xray_augment\.rot90"):
+        job_from_dict(tiny_job(tiny_data, xray_augment={"rot90": 1.5}))
+    with pytest.raises(ConfigError, match=r"xray_augment\.mosaic"):
+        job_from_dict(tiny_job(tiny_data, xray_augment={"mosaic": 0.5}))
+
+
+@pytest.mark.usefixtures("mlflow_home")
+def test_a_job_with_x_ray_augmentation_trains_and_records_it(synth_copy: Path, tmp_path: Path) -> None:
+    raw = tiny_job(synth_copy, epochs=1, gate={"enabled": False}, close_mosaic=0)
+    raw["xray_augment"] = {"rot90": 0.5, "threat_projection": 0.5, "projection_classes": [0, 1]}
+    result = run_training(job_from_dict(raw), tmp_path / "run")
+    assert result.status == "completed", result.stop_reason
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "run" / "job.yaml").read_text())
+    assert saved["xray_augment"] == {"rot90": 0.5, "threat_projection": 0.5, "projection_classes": [0, 1]}
