@@ -15,7 +15,7 @@ from training_support import tiny_job
 from xraydet.training import job_from_dict, resume_training, run_training
 from xraydet.training.history import is_validated, normalize_row, read_results_csv
 from xraydet.training.hooks import DecisionGate, HookList, NanLossFlag, OverfitFlag, PlateauFlag, TrainContext
-from xraydet.training.validation_cadence import set_checkpoint, time_budget_ends
+from xraydet.training.validation_cadence import time_budget_ends
 
 NAN = float("nan")
 
@@ -120,40 +120,13 @@ def test_time_budget_ends_follows_ultralytics_rule(
     assert time_budget_ends(trainer) is ends
 
 
-@pytest.mark.parametrize(
-    ("val", "epoch", "stop", "possible_stop", "needed", "save"),
-    [
-        (False, 4, False, False, False, False),  # skipped epoch: no checkpoint
-        (True, 4, False, False, False, True),  # validated
-        (False, 9, False, False, False, True),  # the last epoch (of 10): Ultralytics validates it
-        (False, 4, True, False, False, True),  # the time budget cut this epoch: validated, the run ends
-        (False, 4, False, True, False, True),  # Ultralytics' early stopping may fire: validated
-        (False, 4, False, False, True, True),  # a hook needs last.pt (periodic copy)
-    ],
-)
-def test_checkpoints_follow_validation(
-    val: bool, epoch: int, stop: bool, possible_stop: bool, needed: bool, save: bool
-) -> None:
-    trainer = SimpleNamespace(
-        args=SimpleNamespace(val=val, save=not save),
-        epoch=epoch,
-        epochs=10,
-        stop=stop,
-        stopper=SimpleNamespace(possible_stop=possible_stop),
-    )
-    set_checkpoint(trainer, needed=needed)
-    assert trainer.args.save is save
-
-
 @pytest.mark.slow
 def test_training_with_val_every_validates_only_where_needed(
     tiny_data: Path, mlflow_home: Path, tmp_path: Path
 ) -> None:
     gate = {"decision_epoch": 1, "continue_above": 0.4, "stop_below": 0.0}
     hooks = [{"name": "test_best_watcher"}]
-    raw = {**tiny_job(data=tiny_data, gate=gate, hooks=hooks), "epochs": 5, "val_every": 3}
-    raw["checkpoint_every"] = 4
-    job = job_from_dict(raw)
+    job = job_from_dict({**tiny_job(data=tiny_data, gate=gate, hooks=hooks), "epochs": 5, "val_every": 3})
     run_dir = tmp_path / "run"
     result = run_training(job, run_dir)
     assert result.status == "completed", result.stop_reason
@@ -174,11 +147,6 @@ def test_training_with_val_every_validates_only_where_needed(
     assert digests[2] == digests[1] and digests[4] == digests[3]
     best = torch.load(run_dir / "weights" / "best.pt", map_location="cpu", weights_only=False)
     assert math.isfinite(best["train_metrics"]["metrics/mAP50-95(B)"])
-
-    # last.pt is written on validated epochs (1, 3, 5) and for the periodic copy (4), not on epoch 2
-    last = {int(k): v for k, v in json.loads((run_dir / "last_digests.json").read_text()).items()}
-    assert last[2] == last[1] and len({last[1], last[3], last[4]}) == 3
-    assert (run_dir / "weights" / "epoch004.pt").is_file()
 
 
 @pytest.mark.slow

@@ -50,20 +50,18 @@ class InjectOOM(HookBase):
 
 @register_hook
 class BestWeightsWatcher(HookBase):
-    """Records, at the end of each epoch, digests of ``weights/best.pt`` and ``weights/last.pt`` (to tell
-    which epochs rewrote them) in ``best_digests.json`` and ``last_digests.json``."""
+    """Records, after each epoch's save, a digest of ``weights/best.pt`` (to tell which epochs rewrote it)."""
 
     name = "test_best_watcher"
 
     def __init__(self) -> None:
-        self.digests: dict[str, dict[int, str]] = {"best": {}, "last": {}}
+        self.digests: dict[int, str] = {}
 
-    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> None:
-        for kind, seen in self.digests.items():
-            path = ctx.weights_dir / f"{kind}.pt"
-            if path.is_file():
-                seen[ctx.epoch] = hashlib.sha256(path.read_bytes()).hexdigest()
-            Path(ctx.run_dir, f"{kind}_digests.json").write_text(json.dumps(seen))
+    def after_save(self, ctx: TrainContext) -> None:
+        best = ctx.weights_dir / "best.pt"
+        if best.is_file():
+            self.digests[ctx.epoch] = hashlib.sha256(best.read_bytes()).hexdigest()
+        Path(ctx.run_dir, "best_digests.json").write_text(json.dumps(self.digests))
 
 
 def tiny_job(data: Path, **extra: Any) -> dict[str, Any]:

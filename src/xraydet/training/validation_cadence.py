@@ -1,8 +1,6 @@
-"""Which epochs Ultralytics validates and checkpoints when a run validates every N epochs (``val_every``).
+"""Which epochs Ultralytics validates when a run validates only every N epochs (``val_every``).
 
-Ultralytics validates an epoch when ``trainer.args.val`` is set at its end, and always at the last one. It
-writes ``last.pt`` (and ``best.pt`` when the fitness improved) when ``trainer.args.save`` is set, and at the
-last epoch. These
+Ultralytics validates an epoch when ``trainer.args.val`` is set at its end, and always at the last one. These
 helpers take only the Ultralytics trainer and the standard library, so the GPU benchmark script
 (benchmarks/gpu_recipe.py, on a machine without xraydet's dependencies) loads this very file.
 """
@@ -43,23 +41,3 @@ def time_budget_ends(trainer: Any, margin: float = 0.25) -> bool:
     mean = elapsed / max(trainer.epoch - trainer.start_epoch + 1, 1)
     planned = math.ceil(budget / mean) if mean > 0 else trainer.epoch + 1
     return elapsed + margin * mean >= budget or trainer.epoch + 1 >= planned
-
-
-def ultralytics_validates(trainer: Any) -> bool:
-    """Whether Ultralytics will validate the epoch just trained (read at ``on_train_epoch_end``, after
-    ``trainer.args.val`` was set): its own rule, which also validates the last epoch, a run stopping (its
-    ``time`` budget cut the epoch) and an epoch where its early stopping may fire."""
-    final = trainer.epoch + 1 >= trainer.epochs
-    stopper = getattr(trainer, "stopper", None)
-    return bool(trainer.args.val or final or trainer.stop or getattr(stopper, "possible_stop", False))
-
-
-def set_checkpoint(trainer: Any, needed: bool = False) -> None:
-    """Write checkpoints only for epochs that are validated or ``needed`` (call after setting ``args.val``).
-
-    An unvalidated epoch cannot change ``best.pt``, and its ``last.pt`` would be replaced at the next
-    validation, while writing one is not cheap: yolov8m's checkpoint (148 MB with the optimizer state) takes
-    0.4-1.1 s to serialise and write on a 2-core machine, against a 2.2 s epoch on an H100. A run killed in
-    between resumes from the last validated epoch.
-    """
-    trainer.args.save = ultralytics_validates(trainer) or needed

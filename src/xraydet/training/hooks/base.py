@@ -3,14 +3,12 @@
 Order of calls for one run (the Ultralytics bridge feeds them from its callbacks)::
 
     before_train(ctx)
-    for each epoch:  before_epoch(ctx) -> after_batch(ctx)* -> [needs_validation(ctx), needs_checkpoint(ctx)]
-                     -> after_save(ctx) -> after_fit_epoch(ctx, record)
+    for each epoch:  before_epoch(ctx) -> after_batch(ctx)* -> [needs_validation(ctx)] -> after_save(ctx)
+                     -> after_fit_epoch(ctx, record)
     after_train(ctx)              # always, also when training raised (called from a ``finally``)
 
 ``needs_validation`` is asked only when the job validates every N > 1 epochs: a hook that judges an epoch's
-metrics (the decision gate) says yes for that epoch. Such a run writes ``weights/last.pt`` only on validated
-epochs, and on those a hook's ``needs_checkpoint`` asks for (``after_save`` runs only then). Records of
-epochs that were not validated carry no metric
+metrics (the decision gate) says yes for that epoch. Records of epochs that were not validated carry no metric
 or ``val_*`` keys (:func:`xraydet.training.history.is_validated`).
 
 ``after_batch`` and ``after_fit_epoch`` return verdicts (or None). A verdict whose decision is ``"stop"`` ends
@@ -88,11 +86,6 @@ class HookBase:
         """Whether this hook must see a validated record for ``ctx.epoch`` (asked when ``val_every`` > 1)."""
         return False
 
-    def needs_checkpoint(self, ctx: TrainContext) -> bool:
-        """Whether this hook needs ``weights/last.pt`` written for ``ctx.epoch`` (asked when ``val_every``
-        > 1, where unvalidated epochs write no checkpoint)."""
-        return False
-
     def after_save(self, ctx: TrainContext) -> None:
         """Called after Ultralytics wrote ``weights/last.pt`` (and maybe ``best.pt``) for ``ctx.epoch``."""
 
@@ -154,9 +147,6 @@ class HookList:
 
     def need_validation(self, ctx: TrainContext) -> bool:
         return any(hook.needs_validation(ctx) for hook in self.hooks)
-
-    def need_checkpoint(self, ctx: TrainContext) -> bool:
-        return any(hook.needs_checkpoint(ctx) for hook in self.hooks)
 
     def call(self, method: str, ctx: TrainContext, *args: Any) -> list[Verdict]:
         verdicts: list[Verdict] = []
