@@ -86,16 +86,14 @@ class EpochClock:
 
     The loop timing is xraydet's ``LoopClock`` (``data_wait_s``: the time the training loop sat waiting for
     the loader). ``val_every`` validates only every N epochs (and always at the last one, which Ultralytics
-    forces), so a short run does not spend a quarter of its time validating, and writes checkpoints on those
-epochs only.
+    forces), so a short run does not spend a quarter of its time validating.
     """
 
     def __init__(self, val_every: int = 1) -> None:
         self.val_every = max(int(val_every), 1)
         self.epochs: list[dict[str, float]] = []
         self.loop = load_xraydet_module("throughput").LoopClock()
-        cadence = load_xraydet_module("validation_cadence")
-        self.skip_validation, self.set_checkpoint = cadence.skip_validation, cadence.set_checkpoint
+        self.skip_validation = load_xraydet_module("validation_cadence").skip_validation
         self._epoch_start = 0.0
 
     def attach(self, model: Any) -> None:
@@ -131,7 +129,6 @@ epochs only.
         trainer.args.val = (trainer.epoch + 1) % self.val_every == 0
         if not trainer.args.val:  # as xraydet's bridge: no stale metrics, no best.pt from unvalidated weights
             self.skip_validation(trainer)
-        self.set_checkpoint(trainer)  # as xraydet's bridge: checkpoints on validated epochs only
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if self.epochs:

@@ -42,6 +42,14 @@ def test_a_quarter_turn_moves_the_box_onto_the_turned_object(k: int, rect: tuple
     np.testing.assert_allclose(boxes[0], box_of_mask(turned), atol=1e-6)
 
 
+def test_a_single_channel_scan_keeps_its_channel_axis() -> None:
+    image = np.zeros((10, 20, 1), np.uint8)
+    image[2:4, 5:15] = 255
+    turned, boxes = rotate90(image, box_of_mask(image[..., 0])[None], 1)
+    assert turned.shape == (20, 10, 1)
+    np.testing.assert_allclose(boxes[0], box_of_mask(turned[..., 0]), atol=1e-6)
+
+
 def test_four_quarter_turns_are_the_identity() -> None:
     boxes = np.random.default_rng(0).uniform(0.1, 0.5, size=(20, 4))
     np.testing.assert_allclose(rot90_boxes(rot90_boxes(boxes, 1), 3), boxes, atol=1e-6)
@@ -196,6 +204,34 @@ def test_projection_classes_limit_what_is_projected(synth_copy: Path) -> None:
     assert new_classes == {0}
 
 
+def test_rectangular_batches_get_half_turns_only(synth_copy: Path) -> None:
+    plain = xray_dataset(synth_copy, XrayAugment(), rect=True)
+    turned = xray_dataset(synth_copy, XrayAugment(rot90=1.0), rect=True)  # a batch shares one letterbox shape
+    assert turned.rect
+    for index in range(6):
+        random.seed(index)
+        np.testing.assert_array_equal(
+            turned.get_image_and_label(index)["img"], np.rot90(plain.get_image_and_label(index)["img"], 2)
+        )
+
+
+def test_scans_with_polygon_labels_pass_unchanged(synth_copy: Path) -> None:
+    for label_file in (synth_copy.parent / "labels" / "train").glob("*.txt"):
+        lines = []
+        for line in label_file.read_text().splitlines():
+            c, cx, cy, w, h = (float(v) for v in line.split())
+            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+            lines.append(f"{int(c)} {x1} {y1} {x2} {y1} {x2} {y2} {x1} {y2}")
+        label_file.write_text("\n".join(lines) + "\n")
+    plain = xray_dataset(synth_copy, XrayAugment())
+    augmented = xray_dataset(synth_copy, XrayAugment(rot90=1.0, threat_projection=1.0))
+    for index in range(4):
+        random.seed(index)
+        np.testing.assert_array_equal(
+            augmented.get_image_and_label(index)["img"], plain.get_image_and_label(index)["img"]
+        )
+
+
 def test_validation_scans_are_never_augmented(synth_copy: Path) -> None:
     dataset = xray_dataset(synth_copy, XrayAugment(rot90=1.0, threat_projection=1.0))
     dataset.augment = False
@@ -246,6 +282,12 @@ def test_the_job_key_validates_its_probabilities_and_names_the_field(tiny_data: 
         job_from_dict(tiny_job(tiny_data, xray_augment={"rot90": 1.5}))
     with pytest.raises(ConfigError, match=r"xray_augment\.mosaic"):
         job_from_dict(tiny_job(tiny_data, xray_augment={"mosaic": 0.5}))
+    with pytest.raises(
+        ConfigError, match=r"projection_classes': class id\(s\) \[7\] are not in the data set"
+    ):
+        job_from_dict(
+            tiny_job(tiny_data, xray_augment={"threat_projection": 0.5, "projection_classes": [0, 7]})
+        )
 
 
 @pytest.mark.usefixtures("mlflow_home")

@@ -46,7 +46,7 @@ RESERVED_ARGS = {
     "exist_ok": "nothing (xraydet owns the run folder)",
     "save_period": "the job's `checkpoint_every`",
     "val": "the job's `val_every`",
-    "save": "nothing: resume and best.pt need checkpoints (with `val_every` N, validated epochs write them)",
+    "save": "nothing: resume, the OOM retry and best.pt need the checkpoints written each epoch",
     "cfg": "the job file itself",
 }
 
@@ -203,8 +203,7 @@ class TrainJob(BaseModel):
     val_every: int = Field(
         default=1,
         ge=1,
-        description="validate (and write last.pt) every N epochs, and at the gate's epoch and the last: "
-        "faster, coarser curve",
+        description="validate every N epochs (and at the gate's epoch and the last): faster, coarser curve",
     )
     xray_augment: XrayAugmentConfig = Field(default_factory=XrayAugmentConfig)
     checkpoint_every: int = Field(
@@ -374,11 +373,27 @@ def job_from_dict(raw: dict[str, Any], where: str = "job", base_dir: Path | None
         more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
         raise ConfigError(f"{where}: key '{key}': {first['msg']}{more}") from err
     job = job.model_copy(update={"data": _data_yaml(job.data, where)})
+    _check_projection_classes(job, where)
     try:
         job.train_args(base_dir)  # validates the preset now rather than at training time
     except ConfigError as err:
         raise ConfigError(f"{where}: key 'preset': {err}") from err
     return job
+
+
+def _check_projection_classes(job: TrainJob, where: str) -> None:
+    from xraydet.data.dataset import load_dataset
+
+    wanted = job.xray_augment.projection_classes
+    if not wanted:
+        return
+    names = load_dataset(job.data).names
+    unknown = sorted(set(wanted) - set(range(len(names))))
+    if unknown:
+        raise ConfigError(
+            f"{where}: key 'xray_augment.projection_classes': class id(s) {unknown} are not in the data set "
+            f"(ids 0-{len(names) - 1}: {', '.join(names)})"
+        )
 
 
 def _data_yaml(data: Path, where: str) -> Path:

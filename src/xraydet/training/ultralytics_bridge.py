@@ -13,9 +13,7 @@ epoch (which Ultralytics forces). At ``on_train_epoch_end`` it sets ``trainer.ar
 ``val: False`` saved in a checkpoint never outlives its epoch), and on a skipped epoch blanks the stale
 metrics to NaN and ``trainer.fitness`` to None (``best_fitness`` to -inf before the first validation).
 Otherwise Ultralytics would log the previous validation's numbers again and, finding the fitness unchanged,
-overwrite ``best.pt`` with weights nobody validated. It also sets ``trainer.args.save``: checkpoints are
-written on validated epochs and where a hook needs one (the periodic ``epochNNN.pt`` copies), not on every
-epoch: yolov8m's last.pt (148 MB) takes 0.4-1.1 s to write on the dev machine, against a 2.2 s H100 epoch.
+overwrite ``best.pt`` with weights nobody validated.
 
 Because ``final_eval`` strips ``last.pt``, the bridge keeps a full copy as ``weights/resume.pt`` when the loop
 ends, so a finished or stopped run can still be resumed or extended with its optimizer state.
@@ -35,7 +33,7 @@ from typing import Any
 from xraydet.training.history import is_validated, normalize_row
 from xraydet.training.hooks.base import HookList, TrainContext, Verdict
 from xraydet.training.throughput import LoopClock
-from xraydet.training.validation_cadence import set_checkpoint, skip_validation, time_budget_ends
+from xraydet.training.validation_cadence import skip_validation, time_budget_ends
 from xraydet.ultralytics_env import offline_guard
 
 log = logging.getLogger(__name__)
@@ -173,7 +171,6 @@ class UltralyticsBridge:
         trainer.args.val = validate
         if not validate:
             skip_validation(trainer)
-        set_checkpoint(trainer, needed=self.hooks.need_checkpoint(ctx))
 
     def _on_model_save(self, trainer: Any) -> None:
         ctx = self._tick()

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +33,8 @@ import numpy as np
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils.instance import Instances
+
+log = logging.getLogger(__name__)
 
 _CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 
@@ -81,6 +84,8 @@ def rotate90(image: np.ndarray, boxes: np.ndarray, k: int) -> tuple[np.ndarray, 
     k %= 4
     if k and (image.ndim == 2 or image.shape[2] <= 4):  # OpenCV turns an image 5x faster than a numpy copy
         turned = cv2.rotate(image, _CV2_TURNS[k])
+        if turned.ndim < image.ndim:  # OpenCV drops a single channel's axis
+            turned = turned[..., None]
     else:
         turned = np.ascontiguousarray(np.rot90(image, k))
     return turned, rot90_boxes(boxes, k)
@@ -217,7 +222,8 @@ class XrayDataset(YOLODataset):
         if self.xray.threat_projection and rng.random() < self.xray.threat_projection:
             image, boxes, cls = self._project(image, boxes, cls, index, rng)
         if self.xray.rot90 and rng.random() < self.xray.rot90:
-            image, boxes = rotate90(image, boxes, rng.randint(1, 3))
+            # Rectangular batches share one shape, which a quarter turn would not fit: only half turns there.
+            image, boxes = rotate90(image, boxes, 2 if self.rect else rng.randint(1, 3))
             label["resized_shape"] = image.shape[:2]
         label["img"], label["cls"] = image, cls
         label["instances"] = Instances(
@@ -279,6 +285,14 @@ class XrayDetectionTrainer(DetectionTrainer):
         if mode == "train" and type(dataset) is YOLODataset:
             dataset.__class__ = XrayDataset
             dataset.xray = self.xray  # type: ignore[attr-defined]
+            polygons = sum(1 for label in dataset.labels if len(label.get("segments") or []))
+            if polygons and self.xray.active:
+                log.warning(
+                    "xray_augment: %d of %d training scans have polygon labels; they are not augmented "
+                    "(the polygons would not follow)",
+                    polygons,
+                    len(dataset.labels),
+                )
         return dataset
 
 

@@ -1,0 +1,133 @@
+"""Reduced-scale CPU ablation of xraydet's X-ray augmentations (``xray_augment``), through ``xraydet train``.
+
+A small stand-in for the GPU ablation (benchmarks/gpu_ablation.yaml) that a 2-core machine can run: yolov8n
+from scratch at 256 px on 330 OPIXray training scans (every 6th, the first 330), validated every 3 epochs on
+the 350 dev-val scans, 60 epochs, the ``xray-fast`` preset at batch 16 (lr0 0.01). Each setting is one job;
+two run at a time, one torch thread each. The data are copied to a temp folder first (Ultralytics writes
+label caches beside the labels).
+
+It prints, per setting, the mean of the last three validations and the best one. At this scale the models
+are far from the plateau where run C overfit (docs/benchmarks/gpu.md), so it measures what the augmentations
+cost early learning, not what they give a model that has run out of data.
+
+Usage (about 35 minutes per pair of settings on 2 cores):
+    python benchmarks/cpu_ablation.py [--data ../shared/data/opixray/data.yaml] [--out runs/cpu-ablation]
+        [--only recipe both] [--epochs 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+SETTINGS = {
+    "recipe": {},
+    "both": {"rot90": 0.5, "threat_projection": 0.5},
+    "rot90": {"rot90": 0.5},
+    "tip": {"threat_projection": 0.5},
+}
+
+
+def copy_subset(data_yaml: Path, dest: Path, every: int = 6, n_train: int = 330) -> Path:
+    """The first ``n_train`` of every ``every``-th training scan, and all validation scans, of ``data_yaml``,
+    copied to ``dest``."""
+    spec = yaml.safe_load(data_yaml.read_text())
+    for split, step, n in (("train", every, n_train), ("val", 1, None)):
+        images = data_yaml.parent / spec[split]
+        labels = data_yaml.parent / str(spec[split]).replace("images", "labels", 1)
+        (dest / "images" / split).mkdir(parents=True)
+        (dest / "labels" / split).mkdir(parents=True)
+        for image in sorted(images.iterdir())[::step][:n]:
+            shutil.copy2(image, dest / "images" / split / image.name)
+            label = labels / f"{image.stem}.txt"
+            if label.exists():
+                shutil.copy2(label, dest / "labels" / split / label.name)
+    out = {"path": str(dest), "train": "images/train", "val": "images/val", "names": spec["names"]}
+    (dest / "data.yaml").write_text(yaml.safe_dump(out, sort_keys=False))
+    return dest / "data.yaml"
+
+
+def job(name: str, data: Path, epochs: int, augment: dict[str, float]) -> dict[str, object]:
+    return {
+        "name": f"abl-{name}",
+        "model": "yolov8n.yaml",
+        "data": str(data),
+        "preset": "xray-fast",
+        "batch": 16,
+        "imgsz": 256,
+        "epochs": epochs,
+        "workers": 1,
+        "seed": 0,
+        "val_every": 3,
+        "experiment": "xraydet-cpu-ablation",
+        "xray_augment": augment,
+        "overrides": {"lr0": 0.01, "nbs": 64, "close_mosaic": 6},
+        "gate": {"enabled": False},
+    }
+
+
+def start(name: str, data: Path, out: Path, epochs: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Write the setting's job file and start ``xraydet train`` on it in ``out/name``."""
+    job_file = out / f"job-{name}.yaml"
+    job_file.write_text(yaml.safe_dump(job(name, data, epochs, SETTINGS[name]), sort_keys=False))
+    run_dir = out / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, "-m", "xraydet.cli.main", "train", str(job_file), "--run-dir", str(run_dir)]
+    log = (out / f"log-{name}.txt").open("w")
+    print(f"started {name}", flush=True)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def validations(run_dir: Path) -> list[tuple[int, float, float]]:
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    return [
+        (int(float(r["epoch"])), float(r["metrics/mAP50(B)"]), float(r["metrics/mAP50-95(B)"]))
+        for r in rows
+        if r["metrics/mAP50(B)"].strip().lower() != "nan"
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/opixray/data.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("runs/cpu-ablation"))
+    parser.add_argument("--only", nargs="*", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--epochs", type=int, default=60)
+    ns = parser.parse_args()
+    if not ns.data.is_file():
+        raise SystemExit(f"{ns.data}: no data set there (pass --data PATH/TO/data.yaml)")
+    ns.out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "YOLO_OFFLINE": "true", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = copy_subset(ns.data, Path(tmp) / "data")
+        names = list(ns.only)
+        for pair in (names[i : i + 2] for i in range(0, len(names), 2)):
+            procs = [start(name, data, ns.out, ns.epochs, env) for name in pair]
+            for proc in procs:
+                proc.wait()
+    print("| setting | xray_augment | mAP50, last 3 validations | mAP50-95, last 3 | best mAP50 (epoch) |")
+    print("|---|---|---|---|---|")
+    for name in ns.only:
+        points = validations(ns.out / name)
+        last = points[-3:]
+        best = max(points, key=lambda p: p[1])
+        print(
+            f"| {name} | {SETTINGS[name] or 'off'} | {statistics.mean(p[1] for p in last):.3f} | "
+            f"{statistics.mean(p[2] for p in last):.3f} | {best[1]:.3f} ({best[0]}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
