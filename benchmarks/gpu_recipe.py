@@ -233,7 +233,11 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
 def run_concurrently(
     jobs: list[dict[str, Any]], ns: argparse.Namespace, data: Path, work: Path, device: str
 ) -> None:
-    """Start every job as its own process on the same GPU and wait for all of them."""
+    """Start every job as its own process on the same GPU and wait for all of them.
+
+    While they run, each job's results.csv is copied to ``ns.out/curves/`` every 20 s, so a call cut off by
+    the GPU machine's time limit still brings back every validated epoch so far.
+    """
     procs = {}
     for job in jobs:
         log = (work / "runs" / f"{job['name']}.log").open("w")
@@ -257,8 +261,19 @@ def run_concurrently(
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         procs[job["name"]] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         print(f"started {job['name']}", flush=True)
+    curves = ns.out / "curves"
+    curves.mkdir(parents=True, exist_ok=True)
+    while any(proc.poll() is None for proc in procs.values()):
+        time.sleep(20)
+        for name in procs:
+            results = work / "runs" / name / "results.csv"
+            if results.is_file():
+                shutil.copyfile(results, curves / f"{name}.csv")
     for name, proc in procs.items():
         print(f"{name} exited {proc.wait()}", flush=True)
+        results = work / "runs" / name / "results.csv"
+        if results.is_file():
+            shutil.copyfile(results, curves / f"{name}.csv")
 
 
 def at_time(curve: list[dict[str, float]], t: float) -> float | None:

@@ -64,3 +64,4 @@ def test_ablation_jobs_train_on_the_x_ray_augmented_set(synth_yaml: Path, tmp_pa
     assert jobs["abl-s-rot90-tip"]["train_dataset"] == "XrayDataset"
     assert jobs["abl-s-rot90-tip"]["args"]["threat_projection"] == 0.5
     assert not list(out.glob("best.pt.part*"))  # an ablation keeps no weights
+    assert sorted(p.name for p in (out / "curves").iterdir()) == ["abl-s-recipe.csv", "abl-s-rot90-tip.csv"]
