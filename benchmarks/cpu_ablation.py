@@ -6,13 +6,14 @@ the 350 dev-val scans, 60 epochs, the ``xray-fast`` preset at batch 16 (lr0 0.01
 two run at a time, one torch thread each. The data are copied to a temp folder first (Ultralytics writes
 label caches beside the labels).
 
-It prints, per setting, the mean of the last three validations and the best one. At this scale the models
+It prints, per setting, the mean of the last three validations and the best one, and writes them with every
+validation to ``OUT/summary.json`` and the curves to ``OUT/cpu-ablation.png``. At this scale the models
 are far from the plateau where run C overfit (docs/benchmarks/gpu.md), so it measures what the augmentations
 cost early learning, not what they give a model that has run out of data.
 
 Usage (about 35 minutes per pair of settings on 2 cores):
     python benchmarks/cpu_ablation.py [--data ../shared/data/opixray/data.yaml] [--out runs/cpu-ablation]
-        [--only recipe both] [--epochs 60]
+        [--only recipe both] [--epochs 60] [--report-only]
 """
 
 from __future__ import annotations
@@ -105,7 +106,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/cpu-ablation"))
     parser.add_argument("--only", nargs="*", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--report-only", action="store_true", help="summarise the runs already in --out")
     ns = parser.parse_args()
+    if ns.report_only:
+        report(ns.out, ns.only)
+        return
     if not ns.data.is_file():
         raise SystemExit(f"{ns.data}: no data set there (pass --data PATH/TO/data.yaml)")
     ns.out.mkdir(parents=True, exist_ok=True)
@@ -117,16 +122,52 @@ def main() -> None:
             procs = [start(name, data, ns.out, ns.epochs, env) for name in pair]
             for proc in procs:
                 proc.wait()
-    print("| setting | xray_augment | mAP50, last 3 validations | mAP50-95, last 3 | best mAP50 (epoch) |")
-    print("|---|---|---|---|---|")
-    for name in ns.only:
-        points = validations(ns.out / name)
-        last = points[-3:]
-        best = max(points, key=lambda p: p[1])
-        print(
-            f"| {name} | {SETTINGS[name] or 'off'} | {statistics.mean(p[1] for p in last):.3f} | "
-            f"{statistics.mean(p[2] for p in last):.3f} | {best[1]:.3f} ({best[0]}) |"
+    report(ns.out, ns.only)
+
+
+def report(out: Path, names: list[str]) -> None:
+    """Print the table; write ``out/summary.json`` and the curves ``out/cpu-ablation.png``."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "| setting | xray_augment | mAP50, last 3 validations | mAP50-95, last 3 | best mAP50 (epoch) |",
+        "|---|---|---|---|---|",
+    ]
+    summary = {}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharex=True)
+    for name in names:
+        points = validations(out / name)
+        last, best = points[-3:], max(points, key=lambda p: p[1])
+        summary[name] = {
+            "xray_augment": SETTINGS[name],
+            "map50_last3": round(statistics.mean(p[1] for p in last), 4),
+            "map50_95_last3": round(statistics.mean(p[2] for p in last), 4),
+            "best_map50": best[1],
+            "best_epoch": best[0],
+            "validations": [{"epoch": e, "map50": m, "map50_95": m95} for e, m, m95 in points],
+        }
+        s = summary[name]
+        lines.append(
+            f"| {name} | {SETTINGS[name] or 'off'} | {s['map50_last3']:.3f} | {s['map50_95_last3']:.3f} | "
+            f"{best[1]:.3f} ({best[0]}) |"
         )
+        for ax, i in zip(axes, (1, 2), strict=True):
+            ax.plot([p[0] for p in points], [p[i] for p in points], marker="o", markersize=2, label=name)
+    for ax, key in zip(axes, ("mAP50", "mAP50-95"), strict=True):
+        ax.set(xlabel="epoch", ylabel=f"dev-val {key}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("CPU ablation: yolov8n from scratch, 330 OPIXray scans, 256 px", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "cpu-ablation.png")
+    plt.close(fig)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
