@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from yolo_subset import copy_subset
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
 
@@ -30,25 +31,6 @@ SETTINGS = {
     "+ threat_projection 0.5": {"threat_projection": 0.5},
     "+ both": {"rot90": 0.5, "threat_projection": 0.5},
 }
-
-
-def copy_scans(data_yaml: Path, dest: Path, n: int) -> Path:
-    """Copy the first ``n`` training scans and labels of ``data_yaml`` to ``dest``; return its data.yaml."""
-    import yaml
-
-    spec = yaml.safe_load(data_yaml.read_text())
-    images = data_yaml.parent / spec["train"]
-    labels = data_yaml.parent / str(spec["train"]).replace("images", "labels", 1)
-    (dest / "images").mkdir(parents=True)
-    (dest / "labels").mkdir(parents=True)
-    for image in sorted(images.iterdir())[:n]:
-        shutil.copy2(image, dest / "images" / image.name)
-        label = labels / f"{image.stem}.txt"
-        if label.exists():
-            shutil.copy2(label, dest / "labels" / label.name)
-    out = {"path": str(dest), "train": "images", "val": "images", "names": spec["names"]}
-    (dest / "data.yaml").write_text(yaml.safe_dump(out))
-    return dest / "data.yaml"
 
 
 def build_dataset(data_yaml: Path) -> object:
@@ -80,7 +62,7 @@ def main() -> None:
     from xraydet.training.xray_augment import XrayAugment
 
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = build_dataset(copy_scans(ns.data, Path(tmp), ns.n))
+        dataset = build_dataset(copy_subset(ns.data, Path(tmp), train=slice(ns.n), val=slice(4)))
         n = len(dataset)  # type: ignore[arg-type]
         times: dict[str, list[float]] = {name: [] for name in SETTINGS}
         for r in range(ns.rounds):

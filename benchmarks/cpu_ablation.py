@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from yolo_subset import copy_subset
 
 SETTINGS = {
     "recipe": {},
@@ -36,25 +37,6 @@ SETTINGS = {
     "rot90": {"rot90": 0.5},
     "tip": {"threat_projection": 0.5},
 }
-
-
-def copy_subset(data_yaml: Path, dest: Path, every: int = 6, n_train: int = 330) -> Path:
-    """The first ``n_train`` of every ``every``-th training scan, and all validation scans, of ``data_yaml``,
-    copied to ``dest``."""
-    spec = yaml.safe_load(data_yaml.read_text())
-    for split, step, n in (("train", every, n_train), ("val", 1, None)):
-        images = data_yaml.parent / spec[split]
-        labels = data_yaml.parent / str(spec[split]).replace("images", "labels", 1)
-        (dest / "images" / split).mkdir(parents=True)
-        (dest / "labels" / split).mkdir(parents=True)
-        for image in sorted(images.iterdir())[::step][:n]:
-            shutil.copy2(image, dest / "images" / split / image.name)
-            label = labels / f"{image.stem}.txt"
-            if label.exists():
-                shutil.copy2(label, dest / "labels" / split / label.name)
-    out = {"path": str(dest), "train": "images/train", "val": "images/val", "names": spec["names"]}
-    (dest / "data.yaml").write_text(yaml.safe_dump(out, sort_keys=False))
-    return dest / "data.yaml"
 
 
 def job(name: str, data: Path, epochs: int, augment: dict[str, float]) -> dict[str, object]:
@@ -116,7 +98,7 @@ def main() -> None:
     ns.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "YOLO_OFFLINE": "true", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
-        data = copy_subset(ns.data, Path(tmp) / "data")
+        data = copy_subset(ns.data, Path(tmp) / "data", train=slice(0, 330 * 6, 6))  # every 6th, 330
         names = list(ns.only)
         for pair in (names[i : i + 2] for i in range(0, len(names), 2)):
             procs = [start(name, data, ns.out, ns.epochs, env) for name in pair]

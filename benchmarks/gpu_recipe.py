@@ -40,30 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yolo_subset import copy_subset
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
-
-
-def copy_dataset(src_yaml: Path, dest: Path, limit: int | None = None) -> Path:
-    """Copy a YOLO data set (images + labels of train/val) to ``dest``; return the new data.yaml."""
-    spec = yaml.safe_load(src_yaml.read_text())
-    base = src_yaml.parent
-    for split in ("train", "val"):
-        img_dir = base / spec[split]
-        lbl_dir = base / str(spec[split]).replace("images", "labels", 1)
-        images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-        if limit:
-            images = images[: limit if split == "train" else max(limit // 2, 4)]
-        (dest / "images" / split).mkdir(parents=True, exist_ok=True)
-        (dest / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for image in images:
-            shutil.copy2(image, dest / "images" / split / image.name)
-            label = lbl_dir / f"{image.stem}.txt"
-            if label.exists():
-                shutil.copy2(label, dest / "labels" / split / label.name)
-    out = {"path": str(dest), "train": "images/train", "val": "images/val", "names": spec["names"]}
-    (dest / "data.yaml").write_text(yaml.safe_dump(out, sort_keys=False))
-    return dest / "data.yaml"
 
 
 def load_xraydet_module(name: str) -> Any:
@@ -351,7 +330,9 @@ def main() -> None:
         return
     ns.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="xraydet-gpu-"))
-    data = copy_dataset(ns.data, work / "data", limit=32 if ns.smoke else None)
+    # A private copy: Ultralytics writes label caches beside the labels.
+    part = {"train": slice(32), "val": slice(16)} if ns.smoke else {}
+    data = copy_subset(ns.data, work / "data", **part)
     print(f"data copied to {data}", flush=True)
     (work / "runs").mkdir(parents=True, exist_ok=True)
     if spec.get("sequential"):
