@@ -14,6 +14,10 @@ cost early learning, not what they give a model that has run out of data.
 Usage (about 35 minutes per pair of settings on 2 cores):
     python benchmarks/cpu_ablation.py [--data ../shared/data/opixray/data.yaml] [--out runs/cpu-ablation]
         [--only recipe both] [--epochs 60] [--report-only]
+
+The data-limited variant (a set small enough to be memorised, as run C's 2,000 scans were by yolov8m):
+    python benchmarks/cpu_ablation.py --n-train 60 --every 33 --epochs 150 --val-every 5 --only recipe tip \
+        --seed 0 --out runs/cpu-ablation-60
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ SETTINGS = {
 }
 
 
-def job(name: str, data: Path, epochs: int, augment: dict[str, float]) -> dict[str, object]:
+def job(name: str, data: Path, ns: argparse.Namespace) -> dict[str, object]:
     return {
         "name": f"abl-{name}",
         "model": "yolov8n.yaml",
@@ -47,21 +51,22 @@ def job(name: str, data: Path, epochs: int, augment: dict[str, float]) -> dict[s
         "preset": "xray-fast",
         "batch": 16,
         "imgsz": 256,
-        "epochs": epochs,
+        "epochs": ns.epochs,
         "workers": 1,
-        "seed": 0,
-        "val_every": 3,
+        "seed": ns.seed,
+        "val_every": ns.val_every,
         "experiment": "xraydet-cpu-ablation",
-        "xray_augment": augment,
+        "xray_augment": SETTINGS[name],
         "overrides": {"lr0": 0.01, "nbs": 64, "close_mosaic": 6},
         "gate": {"enabled": False},
     }
 
 
-def start(name: str, data: Path, out: Path, epochs: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Write the setting's job file and start ``xraydet train`` on it in ``out/name``."""
+def start(name: str, data: Path, ns: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Write the setting's job file and start ``xraydet train`` on it in ``ns.out/name``."""
+    out = ns.out
     job_file = out / f"job-{name}.yaml"
-    job_file.write_text(yaml.safe_dump(job(name, data, epochs, SETTINGS[name]), sort_keys=False))
+    job_file.write_text(yaml.safe_dump(job(name, data, ns), sort_keys=False))
     run_dir = out / name
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -88,27 +93,32 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/cpu-ablation"))
     parser.add_argument("--only", nargs="*", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--n-train", type=int, default=330, help="training scans")
+    parser.add_argument("--every", type=int, default=6, help="take every Nth training scan")
+    parser.add_argument("--val-every", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-only", action="store_true", help="summarise the runs already in --out")
     ns = parser.parse_args()
     if ns.report_only:
-        report(ns.out, ns.only)
+        report(ns)
         return
     if not ns.data.is_file():
         raise SystemExit(f"{ns.data}: no data set there (pass --data PATH/TO/data.yaml)")
     ns.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "YOLO_OFFLINE": "true", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
-        data = copy_subset(ns.data, Path(tmp) / "data", train=slice(0, 330 * 6, 6))  # every 6th, 330
+        train = slice(0, ns.n_train * ns.every, ns.every)
+        data = copy_subset(ns.data, Path(tmp) / "data", train=train)
         names = list(ns.only)
         for pair in (names[i : i + 2] for i in range(0, len(names), 2)):
-            procs = [start(name, data, ns.out, ns.epochs, env) for name in pair]
+            procs = [start(name, data, ns, env) for name in pair]
             for proc in procs:
                 proc.wait()
-    report(ns.out, ns.only)
+    report(ns)
 
 
-def report(out: Path, names: list[str]) -> None:
-    """Print the table; write ``out/summary.json`` and the curves ``out/cpu-ablation.png``."""
+def report(ns: argparse.Namespace) -> None:
+    """Print the table; write ``summary.json`` and the curves ``cpu-ablation.png`` into ``ns.out``."""
     import json
 
     import matplotlib
@@ -120,6 +130,7 @@ def report(out: Path, names: list[str]) -> None:
         "| setting | xray_augment | mAP50, last 3 validations | mAP50-95, last 3 | best mAP50 (epoch) |",
         "|---|---|---|---|---|",
     ]
+    out, names = ns.out, ns.only
     summary = {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharex=True)
     for name in names:
@@ -144,7 +155,9 @@ def report(out: Path, names: list[str]) -> None:
         ax.set(xlabel="epoch", ylabel=f"dev-val {key}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("CPU ablation: yolov8n from scratch, 330 OPIXray scans, 256 px", fontsize=10)
+    fig.suptitle(
+        f"CPU ablation: yolov8n from scratch, {ns.n_train} OPIXray scans, 256 px, seed {ns.seed}", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(out / "cpu-ablation.png")
     plt.close(fig)
