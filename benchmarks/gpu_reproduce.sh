@@ -4,7 +4,7 @@
 #   ../shared/gpu/stage.sh .gpu --data          # on the dev machine, once: Ultralytics wheels + OPIXray dev set
 #   bash benchmarks/gpu_reproduce.sh [profile|main|ablation|all] [OUT]   # on the GPU machine, from the repo root
 #
-# profile:  plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 2.5 min on an H100)
+# profile:  plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 3.5 min on an H100)
 # main:     the best row, ONE run of yolov8m from scratch, seed 0, 8 min of training (about 8.5 min)
 # ablation: quarter turns and threat projection, alone and together, 4 yolov8s jobs sharing the GPU for
 #           7.2 min of training each (about 8.5 min); not part of `all`

@@ -291,11 +291,16 @@ def test_the_job_key_validates_its_probabilities_and_names_the_field(tiny_data: 
 
 
 @pytest.mark.usefixtures("mlflow_home")
-def test_a_job_with_x_ray_augmentation_trains_and_records_it(synth_copy: Path, tmp_path: Path) -> None:
+def test_a_job_with_x_ray_augmentation_trains_and_records_it(
+    synth_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     raw = tiny_job(synth_copy, epochs=1, gate={"enabled": False}, close_mosaic=0)
     raw["xray_augment"] = {"rot90": 0.5, "threat_projection": 0.5, "projection_classes": [0, 1]}
-    result = run_training(job_from_dict(raw), tmp_path / "run")
+    with caplog.at_level("INFO", logger="xraydet.training.xray_augment"):
+        result = run_training(job_from_dict(raw), tmp_path / "run")
     assert result.status == "completed", result.stop_reason
+    expected = XrayAugment(rot90=0.5, threat_projection=0.5, projection_classes=(0, 1))
+    assert f"training scans augmented: {expected}" in caplog.text
     import yaml
 
     saved = yaml.safe_load((tmp_path / "run" / "job.yaml").read_text())

@@ -285,6 +285,7 @@ class XrayDetectionTrainer(DetectionTrainer):
         if mode == "train" and type(dataset) is YOLODataset:
             dataset.__class__ = XrayDataset
             dataset.xray = self.xray  # type: ignore[attr-defined]
+            log.info("training scans augmented: %s", self.xray)
             polygons = sum(1 for label in dataset.labels if len(label.get("segments") or []))
             if polygons and self.xray.active:
                 log.warning(
