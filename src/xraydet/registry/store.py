@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from xraydet.errors import XrayDetError
 from xraydet.registry.promotion import report_meta, report_metrics
-from xraydet.tracking import artifact_root, configure_mlflow, tracking_uri
+from xraydet.tracking import configure_mlflow, ensure_experiment
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -185,23 +185,6 @@ def set_version_tags(name: str, version: str, tags: dict[str, Any], c: MlflowCli
         c.set_model_version_tag(name, str(version), key, text[:MAX_TAG_CHARS])
 
 
-def _experiment_id(c: MlflowClient) -> str:
-    from mlflow.exceptions import MlflowException
-
-    exp = c.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        return str(exp.experiment_id)
-    # A tracking server picks its own artifact store; a local SQLite store keeps artifacts under runs/.
-    remote = tracking_uri().split(":", 1)[0] in ("http", "https", "databricks")
-    try:
-        return str(c.create_experiment(EXPERIMENT, artifact_location=None if remote else artifact_root()))
-    except MlflowException:  # created meanwhile by another process
-        exp = c.get_experiment_by_name(EXPERIMENT)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
-
-
 def _read_report(report: Path) -> tuple[Path, dict[str, float], dict[str, str]]:
     """An eval report's folder, headline metrics and meta (``report``: the folder with report.json, or it)."""
     report = Path(report)
@@ -244,7 +227,8 @@ def register_model(
 
     own_run = run_id is None
     if own_run:
-        run = c.create_run(_experiment_id(c), run_name=f"register-{name}", tags={"xraydet.kind": "registry"})
+        experiment_id = ensure_experiment(c, EXPERIMENT)
+        run = c.create_run(experiment_id, run_name=f"register-{name}", tags={"xraydet.kind": "registry"})
         artifact_dir = MODEL_ARTIFACT_DIR
     else:
         run = c.get_run(str(run_id))  # raises a clear MlflowException for an unknown run

@@ -55,7 +55,7 @@ class MlflowRunLogger:
     def __init__(self, experiment: str, run_name: str, run_id: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
-        from xraydet.tracking import artifact_root, configure_mlflow
+        from xraydet.tracking import configure_mlflow, ensure_experiment
 
         uri = configure_mlflow()
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -67,14 +67,7 @@ class MlflowRunLogger:
                 return
             except Exception:
                 log.warning("MLflow run %s not found in %s; starting a new one", run_id, uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            experiment_id = found.experiment_id
-        else:
-            local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
-            experiment_id = self.client.create_experiment(
-                experiment, artifact_location=artifact_root() if local else None
-            )
+        experiment_id = ensure_experiment(self.client, experiment)
         run = self.client.create_run(experiment_id, run_name=run_name, tags={"xraydet.kind": "train"})
         self.run_id = run.info.run_id
 
