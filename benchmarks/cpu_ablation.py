@@ -76,10 +76,17 @@ def start(name: str, data: Path, ns: argparse.Namespace, env: dict[str, str]) ->
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def validations(run_dir: Path) -> list[tuple[int, float, float]]:
+def validations(run_dir: Path) -> list[tuple[int, float, float, float, float]]:
+    """(epoch, mAP50, mAP50-95, val box loss, train box loss) of each validated epoch."""
     rows = list(csv.DictReader((run_dir / "results.csv").open()))
     return [
-        (int(float(r["epoch"])), float(r["metrics/mAP50(B)"]), float(r["metrics/mAP50-95(B)"]))
+        (
+            int(float(r["epoch"])),
+            float(r["metrics/mAP50(B)"]),
+            float(r["metrics/mAP50-95(B)"]),
+            float(r["val/box_loss"]),
+            float(r["train/box_loss"]),
+        )
         for r in rows
         if r["metrics/mAP50(B)"].strip().lower() != "nan"
     ]
@@ -142,7 +149,10 @@ def report(ns: argparse.Namespace) -> None:
             "map50_95_last3": round(statistics.mean(p[2] for p in last), 4),
             "best_map50": best[1],
             "best_epoch": best[0],
-            "validations": [{"epoch": e, "map50": m, "map50_95": m95} for e, m, m95 in points],
+            "validations": [
+                {"epoch": e, "map50": m, "map50_95": m95, "val_box_loss": vb, "train_box_loss": tb}
+                for e, m, m95, vb, tb in points
+            ],
         }
         s = summary[name]
         lines.append(
