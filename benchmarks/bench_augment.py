@@ -20,10 +20,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from yolo_subset import copy_subset
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
+
+if TYPE_CHECKING:
+    from xraydet.training.xray_augment import XrayDataset
 
 SETTINGS = {
     "recipe (no X-ray augmentation)": {},
@@ -33,20 +37,19 @@ SETTINGS = {
 }
 
 
-def build_dataset(data_yaml: Path) -> object:
+def build_dataset(data_yaml: Path) -> XrayDataset:
     from ultralytics.cfg import get_cfg
     from ultralytics.data.build import build_yolo_dataset
     from ultralytics.data.utils import check_det_dataset
 
     from xraydet.training.presets import load_preset
-    from xraydet.training.xray_augment import XrayDataset
+    from xraydet.training.xray_augment import XrayAugment, as_xray_dataset
 
     args = {k: v for k, v in load_preset("xray-fast").args.items() if k not in {"batch", "nbs"}}
     cfg = get_cfg(overrides={**args, "imgsz": 416, "cache": "ram"})
     data = check_det_dataset(str(data_yaml))
-    dataset = build_yolo_dataset(cfg, data["train"], 16, data, mode="train")
-    dataset.__class__ = XrayDataset
-    return dataset
+    dataset = build_yolo_dataset(cfg, data["train"], 16, data, mode="train")  # type: ignore[arg-type]
+    return as_xray_dataset(dataset, XrayAugment())  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -63,15 +66,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset = build_dataset(copy_subset(ns.data, Path(tmp), train=slice(ns.n), val=slice(4)))
-        n = len(dataset)  # type: ignore[arg-type]
+        n = len(dataset)
         times: dict[str, list[float]] = {name: [] for name in SETTINGS}
         for r in range(ns.rounds):
             for name, setting in SETTINGS.items():
-                dataset.xray = XrayAugment(**setting)  # type: ignore[attr-defined]
+                dataset.xray = XrayAugment(**setting)  # type: ignore[arg-type]
                 random.seed(r)
                 start = time.perf_counter()
                 for i in range(n):
-                    dataset[i]  # type: ignore[index]
+                    dataset[i]
                 times[name].append((time.perf_counter() - start) / n * 1000)
     base = statistics.median(times["recipe (no X-ray augmentation)"])
     threads = os.environ.get("OMP_NUM_THREADS", "unset")

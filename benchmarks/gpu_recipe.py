@@ -47,11 +47,15 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 
 def load_xraydet_module(name: str) -> Any:
     """A module of ``xraydet.training`` that needs only what the GPU machine has (the stdlib, numpy,
-    Ultralytics), loaded from its file: that machine lacks the package's other dependencies (pydantic,
-    MLflow), so ``import xraydet.training...`` would fail there."""
+    Ultralytics, and xraydet's numpy-only core: the package root and ``xraydet.structures``), loaded from its
+    file: that machine lacks the package's other dependencies (pydantic, MLflow), so ``import
+    xraydet.training...`` would fail there."""
     if f"xraydet_{name}" in sys.modules:
         return sys.modules[f"xraydet_{name}"]
-    path = Path(__file__).resolve().parents[1] / "src" / "xraydet" / "training" / f"{name}.py"
+    src = Path(__file__).resolve().parents[1] / "src"
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))
+    path = src / "xraydet" / "training" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"xraydet_{name}", path)
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)

@@ -53,14 +53,19 @@ def configure_mlflow() -> str:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if uri.startswith("sqlite:///"):
+    if uri.startswith("sqlite:///") and uri not in _READY_STORES:
         from mlflow.tracking import MlflowClient
 
         with sqlite_lock(Path(uri.removeprefix("sqlite:///"))):
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_experiments(max_results=1)  # the first use creates or migrates the tables
             client.search_registered_models(max_results=1)
+        _READY_STORES.add(uri)
     return uri
+
+
+# SQLite stores this process has opened under the lock; MLflow keeps its own engine per URI after that.
+_READY_STORES: set[str] = set()
 
 
 @contextlib.contextmanager

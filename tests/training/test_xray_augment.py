@@ -16,6 +16,7 @@ from xraydet.training import job_from_dict, run_training
 from xraydet.training.xray_augment import (
     XrayAugment,
     XrayDataset,
+    as_xray_dataset,
     project_threat,
     rot90_boxes,
     rotate90,
@@ -131,10 +132,7 @@ def xray_dataset(data_yaml: Path, augment: XrayAugment, **hyp: Any) -> XrayDatas
         overrides={"imgsz": 160, "mosaic": 0.0, "translate": 0.0, "scale": 0.0, "fliplr": 0.0, **hyp}
     )
     data = check_det_dataset(str(data_yaml))
-    dataset = build_yolo_dataset(cfg, data["train"], 8, data, mode="train")
-    dataset.__class__ = XrayDataset
-    dataset.xray = augment
-    return dataset
+    return as_xray_dataset(build_yolo_dataset(cfg, data["train"], 8, data, mode="train"), augment)
 
 
 @pytest.fixture

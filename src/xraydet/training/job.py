@@ -372,8 +372,9 @@ def job_from_dict(raw: dict[str, Any], where: str = "job", base_dir: Path | None
         key = ".".join(str(p) for p in first["loc"]) or "root"
         more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
         raise ConfigError(f"{where}: key '{key}': {first['msg']}{more}") from err
-    job = job.model_copy(update={"data": _data_yaml(job.data, where)})
-    _check_projection_classes(job, where)
+    data_yaml, names = _data_yaml(job.data, where)
+    job = job.model_copy(update={"data": data_yaml})
+    _check_projection_classes(job.xray_augment.projection_classes, names, where)
     try:
         job.train_args(base_dir)  # validates the preset now rather than at training time
     except ConfigError as err:
@@ -381,13 +382,9 @@ def job_from_dict(raw: dict[str, Any], where: str = "job", base_dir: Path | None
     return job
 
 
-def _check_projection_classes(job: TrainJob, where: str) -> None:
-    from xraydet.data.dataset import load_dataset
-
-    wanted = job.xray_augment.projection_classes
+def _check_projection_classes(wanted: list[int] | None, names: list[str], where: str) -> None:
     if not wanted:
         return
-    names = load_dataset(job.data).names
     unknown = sorted(set(wanted) - set(range(len(names))))
     if unknown:
         raise ConfigError(
@@ -396,8 +393,9 @@ def _check_projection_classes(job: TrainJob, where: str) -> None:
         )
 
 
-def _data_yaml(data: Path, where: str) -> Path:
-    """The data.yaml Ultralytics will read: ``data`` itself or the one in the folder ``data``, checked now."""
+def _data_yaml(data: Path, where: str) -> tuple[Path, list[str]]:
+    """The data.yaml Ultralytics will read (``data`` itself or the one in the folder ``data``, checked now),
+    and the data set's class names."""
     from xraydet.data.dataset import DatasetError, load_dataset, ultralytics_yaml
     from xraydet.tracking import runs_root
 
@@ -409,7 +407,7 @@ def _data_yaml(data: Path, where: str) -> Path:
         raise ConfigError(f"{where}: key 'data': {err}") from err
     if dataset.yaml_path is None:
         raise ConfigError(f"{where}: key 'data': {data} has no data.yaml (class names and splits are needed)")
-    return ultralytics_yaml(dataset, runs_root() / "data-yaml")
+    return ultralytics_yaml(dataset, runs_root() / "data-yaml"), dataset.names
 
 
 def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainJob:

@@ -12,8 +12,9 @@
 
 Both act on each scan as it is loaded (``get_image_and_label``), before mosaic, so every mosaic tile gets
 them. Projection stops with mosaic in the last ``close_mosaic`` epochs, as Ultralytics' ``copy_paste`` does,
-so the model ends on real scans only. This module needs only numpy, OpenCV and Ultralytics, so the GPU
-benchmark (benchmarks/gpu_recipe.py) loads it from its file on a machine without xraydet's dependencies.
+so the model ends on real scans only. This module needs only numpy, OpenCV, Ultralytics and xraydet's
+numpy-only :mod:`xraydet.structures`, so the GPU benchmark (benchmarks/gpu_recipe.py) loads it from its file
+on a machine without xraydet's other dependencies.
 
 Example:
     >>> import numpy as np
@@ -33,6 +34,8 @@ import numpy as np
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils.instance import Instances
+
+from xraydet.structures import xywhn_to_xyxy, xyxy_to_xywhn
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +113,7 @@ def threat_layer(
     Also returns where the box lies in the layer (x1, y1, x2, y2, pixels).
     """
     h, w = scan.shape[:2]
-    cx, cy, bw, bh = (float(v) for v in box)
-    x1, y1 = round((cx - bw / 2) * w), round((cy - bh / 2) * h)
-    x2, y2 = round((cx + bw / 2) * w), round((cy + bh / 2) * h)
+    x1, y1, x2, y2 = (round(float(v)) for v in xywhn_to_xyxy(box, w, h)[0])
     x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
     pad = max(round(margin * max(x2 - x1, y2 - y1)), 2)
     X1, Y1, X2, Y2 = max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, w), min(y2 + pad, h)
@@ -157,7 +158,7 @@ def project_threat(
         return bag, None
     ix1, iy1, ix2, iy2 = inner
     belt = background_level(bag)
-    existing = _xyxy(np.asarray(bag_boxes, dtype=np.float32).reshape(-1, 4)) * [bw, bh, bw, bh]
+    existing = xywhn_to_xyxy(bag_boxes, bw, bh)
     for _ in range(tries):
         x0, y0 = rng.randint(0, bw - lw), rng.randint(0, bh - lh)
         new = np.array([x0 + ix1, y0 + iy1, x0 + ix2, y0 + iy2], dtype=np.float32)
@@ -169,22 +170,8 @@ def project_threat(
         out = bag.copy()
         region = out[y0 : y0 + lh, x0 : x0 + lw].astype(np.float32) * layer
         out[y0 : y0 + lh, x0 : x0 + lw] = np.clip(np.rint(region), 0, 255).astype(bag.dtype)
-        box = np.array(
-            [
-                (new[0] + new[2]) / 2 / bw,
-                (new[1] + new[3]) / 2 / bh,
-                (new[2] - new[0]) / bw,
-                (new[3] - new[1]) / bh,
-            ],
-            dtype=np.float32,
-        )
-        return out, box
+        return out, xyxy_to_xywhn(new, bw, bh)[0].astype(np.float32)
     return bag, None
-
-
-def _xyxy(boxes: np.ndarray) -> np.ndarray:
-    cx, cy, w, h = boxes.T
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
 def _too_close(new: np.ndarray, existing: np.ndarray, max_overlap: float) -> bool:
@@ -204,8 +191,8 @@ def _too_close(new: np.ndarray, existing: np.ndarray, max_overlap: float) -> boo
 class XrayDataset(YOLODataset):
     """A YOLODataset that applies :class:`XrayAugment` to each training scan as it is loaded.
 
-    :func:`xray_trainer`'s trainer turns the data set Ultralytics builds into this class: it adds behaviour
-    only (``xray``), and Ultralytics' ``build_yolo_dataset`` picks the class itself, with no hook for ours.
+    Made from the data set Ultralytics builds by :func:`as_xray_dataset`, as :func:`xray_trainer`'s trainer
+    does.
     """
 
     xray: XrayAugment = XrayAugment()
@@ -218,10 +205,14 @@ class XrayDataset(YOLODataset):
         if len(instances.segments) or instances.keypoints is not None:
             return label  # boxes only: segments and keypoints would not follow
         rng = random.Random(random.getrandbits(64))  # Ultralytics seeds `random` per loader worker
+        project = rng.random() < self.xray.threat_projection
+        turn = rng.random() < self.xray.rot90
+        if not (project or turn):
+            return label
         image, boxes, cls = label["img"], instances.bboxes.copy(), label["cls"]
-        if self.xray.threat_projection and rng.random() < self.xray.threat_projection:
+        if project:
             image, boxes, cls = self._project(image, boxes, cls, index, rng)
-        if self.xray.rot90 and rng.random() < self.xray.rot90:
+        if turn:
             # Rectangular batches share one shape, which a quarter turn would not fit: only half turns there.
             image, boxes = rotate90(image, boxes, 2 if self.rect else rng.randint(1, 3))
             label["resized_shape"] = image.shape[:2]
@@ -258,21 +249,25 @@ class XrayDataset(YOLODataset):
         super().close_mosaic(hyp)
 
 
+def as_xray_dataset(dataset: YOLODataset, augment: XrayAugment) -> XrayDataset:
+    """``dataset`` (built by Ultralytics) as an :class:`XrayDataset` applying ``augment``: the same object.
+
+    The class is swapped in place because Ultralytics' ``build_yolo_dataset`` picks the class itself, with no
+    hook for ours; :class:`XrayDataset` adds behaviour only.
+    """
+    dataset.__class__ = XrayDataset
+    assert isinstance(dataset, XrayDataset)
+    dataset.xray = augment
+    return dataset
+
+
 def _turn_layer(
     layer: np.ndarray, inner: tuple[int, int, int, int], k: int
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     h, w = layer.shape[:2]
-    x1, y1, x2, y2 = inner
-    box = rot90_boxes(np.array([[(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]]), k)[0]
-    turned = np.ascontiguousarray(np.rot90(layer, k))
-    th, tw = turned.shape[:2]
-    cx, cy, bw, bh = box
-    return turned, (
-        round((cx - bw / 2) * tw),
-        round((cy - bh / 2) * th),
-        round((cx + bw / 2) * tw),
-        round((cy + bh / 2) * th),
-    )
+    turned, box = rotate90(layer, xyxy_to_xywhn(np.array(inner), w, h), k)
+    x1, y1, x2, y2 = (round(float(v)) for v in xywhn_to_xyxy(box, turned.shape[1], turned.shape[0])[0])
+    return turned, (x1, y1, x2, y2)
 
 
 class XrayDetectionTrainer(DetectionTrainer):
@@ -283,8 +278,7 @@ class XrayDetectionTrainer(DetectionTrainer):
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
         dataset = super().build_dataset(img_path, mode, batch)
         if mode == "train" and type(dataset) is YOLODataset:
-            dataset.__class__ = XrayDataset
-            dataset.xray = self.xray  # type: ignore[attr-defined]
+            dataset = as_xray_dataset(dataset, self.xray)
             log.info("training scans augmented: %s", self.xray)
             polygons = sum(1 for label in dataset.labels if len(label.get("segments") or []))
             if polygons and self.xray.active:
