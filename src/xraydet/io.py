@@ -1,4 +1,9 @@
-"""Atomic file output: everything xraydet writes appears whole or not at all."""
+"""Atomic file output: everything xraydet writes appears whole or not at all.
+
+Temp files and folders are made private (0600 / 0700) by ``tempfile``; before the rename they get the mode a
+plain ``open()`` / ``mkdir()`` would have given them (0666 / 0777 less the umask), so other users and tools
+can read the output as usual.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,18 @@ from typing import Any
 import yaml
 
 
+def _read_umask() -> int:
+    """The process umask (setting it needs a value: set 0, restore at once; done once, at import)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it into place."""
     path = Path(path)
@@ -21,6 +38,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), FILE_MODE)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -75,6 +93,7 @@ def atomic_directory(final: str | os.PathLike[str], overwrite: bool = False) -> 
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, DIR_MODE)
         if final.exists():
             trash = final.with_name(f".{final.name}.old")
             shutil.rmtree(trash, ignore_errors=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ from xraydet.data.check import (
     inspect_image_bytes,
     inspect_label_text,
 )
-from xraydet.data.dataset import IMAGE_SUFFIXES
+from xraydet.data.dataset import IMAGE_SUFFIXES, DatasetError
+from xraydet.data.image_check import ULTRALYTICS_FORMATS
 
 
 def count_labels_by_hand(root: Path, split: str, nc: int) -> list[int]:
@@ -68,6 +71,9 @@ def _codes(found: list) -> list[str]:
         (_encoded("PNG", (8, 30)), ".png", False, ["image-too-small"]),
         (_encoded("BMP"), ".bmp", False, []),
         (_encoded("BMP")[:-10], ".bmp", False, ["image-truncated"]),
+        (_encoded("GIF"), ".jpg", False, ["image-format-unsupported"]),
+        (_encoded("GIF"), ".png", True, ["image-format-unsupported"]),
+        (_encoded("WEBP"), ".png", False, ["image-format-mismatch"]),  # supported: Ultralytics reads it
     ],
     ids=[
         "jpeg",
@@ -83,12 +89,43 @@ def _codes(found: list) -> list[str]:
         "tiny",
         "bmp",
         "bmp-cut",
+        "gif-as-jpg",
+        "gif-as-png-deep",
+        "webp-as-png",
     ],
 )
 def test_inspect_image_bytes(data: bytes, suffix: str, deep: bool, expected: list[str]) -> None:
     info = inspect_image_bytes(data, suffix, deep=deep)
     assert _codes(info.problems) == expected
     assert info.digest is not None and len(info.digest) == 40
+
+
+def test_supported_formats_are_ultralytics_own() -> None:
+    """The formats check accepts are exactly those Ultralytics' check_image accepts (not a GIF)."""
+    from ultralytics.data.utils import IMG_FORMATS
+
+    assert {*IMG_FORMATS, "jpeg2000"} == set(ULTRALYTICS_FORMATS)
+    assert "gif" not in ULTRALYTICS_FORMATS
+
+
+def test_unreadable_image_message_names_the_file_not_a_buffer(yolo_set) -> None:
+    """PIL quotes what it was given (an in-memory buffer): the message must name the file instead.
+
+    Run in a fresh interpreter: importing Ultralytics (as other tests do) patches ``PIL.Image.open`` so that
+    an unidentified file raises a different error.
+    """
+    path = yolo_set("unreadable", ["a"], {"train": {"ok": ["0 0.5 0.5 0.2 0.2"]}})
+    (path.parent / "images" / "train" / "bag_07.jpg").write_bytes(b"not an image at all" * 20)
+    script = (
+        "import sys; from xraydet.data.check import check_dataset\n"
+        "for p in check_dataset(sys.argv[1]).problems:\n"
+        "    print(p.code, p.message)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    [line] = [ln for ln in out.splitlines() if ln.startswith("image-unreadable")]
+    assert "'bag_07.jpg'" in line and "BytesIO" not in line, line
 
 
 def test_header_mode_reads_size_and_deep_mode_decodes() -> None:
@@ -142,6 +179,23 @@ def test_check_label_line(line: str, nc: int, expected: list[str], usable: bool)
 def test_check_box_tiny_needs_image_size() -> None:
     assert _codes(check_box([0.5, 0.5, 0.001, 0.2])) == []
     assert _codes(check_box([0.5, 0.5, 0.001, 0.2], 416, 416)) == ["box-tiny"]
+
+
+@pytest.mark.parametrize(
+    ("text", "mixed"),
+    [
+        ("0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.3 0.1 0.3 0.4\n", True),
+        ("0 0.1 0.1 0.3 0.1 0.3 0.4\n\n1 0.5 0.5 0.2 0.2\n", True),
+        ("0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n", False),
+        ("0 0.1 0.1 0.3 0.1 0.3 0.4\n0 0.2 0.2 0.4 0.2 0.4 0.5 0.2 0.5\n", False),
+    ],
+)
+def test_label_file_mixing_boxes_and_polygons_is_an_error(text: str, mixed: bool) -> None:
+    """Ultralytics drops such a file ("labels mix segment and detection rows")."""
+    info = inspect_label_text(text, nc=2)
+    found = [(code, line) for code, _, line in info.problems]
+    assert found == ([("label-mixed", None)] if mixed else [])
+    assert CODES["label-mixed"][0] == Severity.ERROR
 
 
 def test_label_text_reports_lines_and_duplicates() -> None:
@@ -241,6 +295,56 @@ def test_missing_and_empty_split_are_errors(tmp_path: Path) -> None:
     (tmp_path / "data.yaml").write_text("train: images/train\nval: images/nowhere\nnames: [a]\n")
     report = check_dataset(tmp_path)
     assert {p.code for p in report.errors} == {"split-empty", "split-missing"}
+    [missing] = [p for p in report.errors if p.code == "split-missing"]
+    assert missing.file == str(tmp_path / "images" / "nowhere")
+    assert missing.file not in missing.message  # the path is printed once, as the problem's file
+
+
+def test_data_set_without_any_split_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "images" / "holdout").mkdir(parents=True)
+    (tmp_path / "data.yaml").write_text("holdout: images/holdout\nnames: [a]\n")
+    with pytest.raises(DatasetError, match="no splits to check") as err:
+        check_dataset(tmp_path)
+    assert str(tmp_path / "data.yaml") in str(err.value)
+
+
+def test_a_split_chosen_twice_is_checked_once(yolo_set) -> None:
+    path = yolo_set(
+        "twice", ["a"], {"train": {"t": ["0 0.5 0.5 0.2 0.2"]}, "val": {"v": ["0 0.5 0.5 0.2 0.2"]}}
+    )
+    report = check_dataset(path, splits=["val", "val"])
+    assert report.ok and report.problems == [] and report.n_images == 1 and report.splits == ["val"]
+
+
+def test_hidden_files_are_neither_images_nor_orphans(yolo_set) -> None:
+    path = yolo_set("hidden", ["a"], {"train": {"t": ["0 0.5 0.5 0.2 0.2"]}})
+    root = path.parent
+    (root / "images" / "train" / "._t.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "labels" / "train" / "._t.txt").write_bytes(b"\x00\x05\x16\x07")
+    report = check_dataset(path)
+    assert report.n_images == 1 and report.problems == []
+
+
+def test_gif_named_jpg_and_mixed_label_fail_the_check(yolo_set) -> None:
+    path = yolo_set("fmt", ["a"], {"train": {"ok": ["0 0.5 0.5 0.2 0.2"], "mix": ["0 0.5 0.5 0.2 0.2"]}})
+    root = path.parent
+    (root / "images" / "train" / "anim.jpg").write_bytes(_encoded("GIF"))
+    (root / "labels" / "train" / "anim.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "labels" / "train" / "mix.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.3 0.1 0.3 0.4\n")
+    report = check_dataset(path)
+    found = {(p.code, Path(p.file or "").name) for p in report.errors}
+    assert found == {("image-format-unsupported", "anim.jpg"), ("label-mixed", "mix.txt")}
+
+
+def test_check_help_lists_every_code() -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    result = CliRunner().invoke(app, ["data", "check", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for code, (severity, _) in CODES.items():
+        assert f"{code} ({severity.value})" in result.output, code
 
 
 def test_negatives_folder_is_background_by_design(negatives_dir: Path) -> None:

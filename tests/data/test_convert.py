@@ -159,6 +159,33 @@ def test_roboflow_coco_folder(tmp_path: Path) -> None:
     assert ds.names == ["knife", "gun"] and len(ds.images("train")) == 1
 
 
+def test_single_file_split_comes_from_its_folder(tmp_path: Path) -> None:
+    """``valid/_annotations.coco.json`` given on its own is val (the docs: words in the file's path)."""
+    _roboflow_export(tmp_path / "rf")
+    result = convert(tmp_path / "rf" / "valid" / "_annotations.coco.json", "coco", tmp_path / "yolo")
+    assert list(result.splits) == ["val"]
+    assert (tmp_path / "yolo/labels/val/bag5.txt").is_file()
+
+
+def test_split_option_must_be_train_val_or_test(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+    from xraydet.errors import ConfigError
+
+    _roboflow_export(tmp_path / "rf")
+    with pytest.raises(FormatError, match="split 'holdout' is not one of train, val, test"):
+        convert(tmp_path / "rf", "coco", tmp_path / "yolo", split="holdout")
+    assert not (tmp_path / "yolo").exists()
+    args = ["data", "convert", str(tmp_path / "rf"), "--from", "coco", "-o", str(tmp_path / "y")]
+    bad = CliRunner().invoke(app, [*args, "--split", "holdout"])
+    assert isinstance(bad.exception, ConfigError) and "--split holdout" in str(bad.exception)
+    assert not (tmp_path / "y").exists()
+    good = CliRunner().invoke(app, [*args, "--split", "test"])
+    assert good.exit_code == 0, good.output
+    assert load_dataset(tmp_path / "y").splits.keys() == {"test"}
+
+
 def test_coco_size_mismatch_is_an_error(tmp_path: Path) -> None:
     _roboflow_export(tmp_path / "rf")
     _image(tmp_path / "rf/train/bag0.jpg", 320, 240)  # the annotations say 640x480

@@ -151,3 +151,59 @@ def test_overfit_probe_trains_on_a_temp_copy(synth_yaml: Path, tmp_path: Path) -
     assert result.climbed == (max(result.map50) >= result.map50[0] + 0.05)
     assert sorted(p.relative_to(synth_yaml.parent) for p in synth_yaml.parent.rglob("*")) == before
     assert list(tmp_path.iterdir()) == []  # the temp copy is gone
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+def _strict_json(path: Path) -> dict:
+    """Parse JSON refusing NaN / Infinity, which are not JSON."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"{token} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_whitespace_only_label_files_are_not_labelled(yolo_set, tmp_path: Path) -> None:
+    blank = yolo_set("blank", ["knife"], {"val": {"a": ["   "], "b": [" \t "], "c": []}})
+    report = doctor(blank, out_dir=tmp_path / "blank-doc")
+    assert (report.verdict, report.n_images, report.n_boxes) == ("no-labels", 0, 0)
+    assert not report.flagged and report.perturbations == []
+    assert _strict_json(tmp_path / "blank-doc" / "doctor.json")["verdict"] == "no-labels"
+
+    mixed = yolo_set(
+        "mixed",
+        ["knife"],
+        {"val": {"a": ["   "], "b": ["0 0.5 0.5 0.3 0.3"], "c": ["0 0.4 0.4 0.2 0.2"], "d": [" "]}},
+    )
+    report = doctor(mixed, out_dir=tmp_path / "mixed-doc")
+    assert (report.n_images, report.n_boxes) == (2, 2)  # only files with a box row are sampled
+    _strict_json(tmp_path / "mixed-doc" / "doctor.json")
+
+
+def test_undecodable_image_is_skipped_and_reported(synth_yaml: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    copy = perturbed_copy(synth_yaml, tmp_path / "copy", None)
+    before = doctor(copy)
+    labelled = [img for img, lab in load_dataset(copy).iter_samples("val") if len(read_label_file(lab))]
+    broken = labelled[0]
+    broken.unlink()  # a symlink to the original: replace it, never write through it
+    broken.write_bytes(b"\x00not an image\x00" * 50)
+    report = doctor(copy, out_dir=tmp_path / "doc")
+    assert report.unreadable == [str(broken)]
+    assert report.n_images == before.n_images - 1 and report.verdict == "pass"
+    assert _strict_json(tmp_path / "doc" / "doctor.json")["unreadable"] == [str(broken)]
+    result = CliRunner().invoke(app, ["data", "doctor", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 image(s) that cannot be opened" in result.output
+
+
+def test_non_finite_label_is_an_error_naming_file_and_line(yolo_set) -> None:
+    from xraydet.data.dataset import DatasetError
+
+    path = yolo_set("nan", ["knife"], {"val": {"a": ["0 0.5 0.5 0.3 0.3", "0 nan 0.5 0.2 0.2"]}})
+    label = path.parent / "labels" / "val" / "a.txt"
+    with pytest.raises(DatasetError, match=f"{label}:2: non-finite"):
+        doctor(path)

@@ -170,6 +170,18 @@ def test_coco_keeps_a_used_category_zero(tmp_path: Path) -> None:
         (lambda d: d["annotations"][2].update(image_id=5), r"annotations\[2\] \(id=2\): image_id 5"),
         (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"annotations\[0\] \(id=0\): bbox"),
         (lambda d: d["annotations"][0].update(bbox=[10, 20, 0, 40]), r"annotations\[0\] \(id=0\): empty box"),
+        (
+            lambda d: d["annotations"][0].update(bbox=[float("nan"), 20, 30, 40]),
+            r"annotations\[0\] \(id=0\): bbox .* finite",
+        ),
+        (
+            lambda d: d["annotations"][1].update(bbox=[1, 2, float("inf"), 4]),
+            r"annotations\[1\] \(id=1\): bbox .* finite",
+        ),
+        (
+            lambda d: d["images"].append({"id": 0, "file_name": "bag3.jpg", "width": 64, "height": 64}),
+            r"images\[0\] and images\[2\] share id 0",
+        ),
         (lambda d: d["images"][1].pop("width"), r"images\[1\]: missing 'width'"),
         (lambda d: d.pop("categories"), "expected a COCO object"),
     ],
@@ -182,6 +194,53 @@ def test_coco_errors_name_the_record(tmp_path: Path, mutate, message: str) -> No
     with pytest.raises(FormatError, match=message) as info:
         coco.read(path)
     assert str(path) in str(info.value)
+
+
+def test_coco_duplicate_image_id_is_refused_not_overwritten(tmp_path: Path) -> None:
+    """Two images with one id: the annotations of the first would silently land on the second."""
+    data = _roboflow_coco()
+    data["images"][1]["id"] = 0
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(FormatError, match=r"images\[0\] and images\[1\] share id 0") as info:
+        coco.read(path)
+    assert str(path) in str(info.value)
+
+
+def test_non_utf8_annotation_files_are_format_errors(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_bytes(json.dumps(_roboflow_coco()).replace("bag1", "sac\u00e9").encode("latin-1"))
+    with pytest.raises(FormatError, match=r"c\.json:1: not UTF-8"):
+        coco.read(path)
+    good = json.dumps({"image": "a.jpg", "suffix": "<loc0001><loc0001><loc0009><loc0009> knife"})
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_bytes(f"{good}\n{good}\n".encode() + '{"image": "\u00e9.jpg"}\n'.encode("latin-1"))
+    with pytest.raises(FormatError, match=r"a\.jsonl:3: not UTF-8"):
+        loctoken.read(jsonl)
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        (["detect knife", {"role": "assistant", "content": ""}], r"messages\[0\] should be an object"),
+        ([{"role": "user", "content": 7}], r"messages\[0\]\.content should be text or a list"),
+        (
+            [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": 5}}]},
+                {"role": "assistant", "content": [{"type": "text", "text": None}]},
+            ],
+            "image_url should be a URL string",
+        ),
+    ],
+)
+def test_openai_jsonl_with_malformed_messages_names_the_line(
+    tmp_path: Path, messages: list, message: str
+) -> None:
+    good = json.dumps({"image": "a.jpg", "suffix": ""})
+    path = tmp_path / "a.jsonl"
+    path.write_text(f"{good}\n{json.dumps({'messages': messages})}\n")
+    with pytest.raises(FormatError, match=rf"a\.jsonl:2: {message}"):
+        loctoken.read(path)
 
 
 def test_coco_invalid_json_names_the_line(tmp_path: Path) -> None:
@@ -219,6 +278,14 @@ def test_voc_reads_one_based_inclusive_corners(tmp_path: Path) -> None:
             r"<object> #1 'knife': <xmax> is not a number",
         ),
         (VOC_XML.replace("<name>gun</name>", ""), r"<object> #2: missing <name>"),
+        (
+            VOC_XML.replace("<ymax>60</ymax>", "<ymax>nan</ymax>"),
+            r"<object> #1 'knife': <ymax> is not a finite number",
+        ),
+        (
+            VOC_XML.replace("<xmax>310</xmax>", "<xmax>inf</xmax>"),
+            r"<object> #2 'gun': <xmax> is not a finite",
+        ),
         (VOC_XML.replace("<xmax>100</xmax>", "<xmax>0</xmax>"), "empty box"),
         (VOC_XML.replace("</annotation>", ""), "not valid XML"),
     ],

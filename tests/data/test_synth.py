@@ -11,7 +11,18 @@ import yaml
 from PIL import Image
 
 from xraydet.data.dataset import load_dataset, read_label_file
-from xraydet.data.synth import NAMES, THREATS, SynthConfig, generate, pseudo_colour
+from xraydet.data.synth import (
+    NAMES,
+    THREATS,
+    Part,
+    Placed,
+    SynthConfig,
+    _Canvas,
+    _draw_part,
+    _rect,
+    generate,
+    pseudo_colour,
+)
 from xraydet.structures import xywhn_to_xyxy
 
 
@@ -125,13 +136,28 @@ def test_pseudo_colour_follows_material_and_thickness() -> None:
 
 
 def test_beer_lambert_overlap_multiplies_transmission() -> None:
-    """Two layers: the pseudo-colour of the sum of attenuations equals stacking transmissions I1 * I2."""
-    a1, a2 = 0.4, 0.7
-    stacked = -np.log(np.exp(-a1) * np.exp(-a2))
-    np.testing.assert_array_equal(
-        pseudo_colour(np.array([[1.25 * stacked]]), np.array([[stacked]])),
-        pseudo_colour(np.array([[1.25 * (a1 + a2)]]), np.array([[a1 + a2]])),
-    )
+    """Two overlapping objects rendered by the real renderer: where they overlap, the transmission
+    ``exp(-attenuation)`` at each energy is the product of the two objects' transmissions alone."""
+    steel = Placed([Part(_rect(0.0, 0.0, 1.0, 0.5), "metal", 0.3)], (20.0, 20.0), 30.0, 0.0)
+    shirt = Placed([Part(_rect(0.0, 0.0, 1.0, 0.5), "organic", 0.8)], (35.0, 28.0), 30.0, 0.0)
+
+    def render(*objects: Placed) -> _Canvas:
+        canvas = _Canvas(80)
+        for obj in objects:
+            _draw_part(canvas, obj, obj.parts[0], np.random.default_rng(0))
+        return canvas
+
+    alone_a, alone_b, both = render(steel), render(shirt), render(steel, shirt)
+    overlap = (alone_a.att_high > 0) & (alone_b.att_high > 0)
+    assert overlap.sum() > 50 and (alone_a.att_high > 0).sum() > overlap.sum()
+    for energy in ("att_low", "att_high"):
+        t_a, t_b = np.exp(-getattr(alone_a, energy)), np.exp(-getattr(alone_b, energy))
+        np.testing.assert_allclose(np.exp(-getattr(both, energy)), t_a * t_b, rtol=1e-12)
+        assert (np.exp(-getattr(both, energy))[overlap] < np.minimum(t_a, t_b)[overlap]).all()
+    # the scan is darker where the objects overlap than where either lies alone
+    grey = pseudo_colour(both.att_low, both.att_high).astype(float).mean(axis=2)
+    only_a = (alone_a.att_high > 0) & ~overlap
+    assert grey[overlap].mean() < grey[only_a].mean()
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path: Path) -> None:

@@ -265,7 +265,9 @@ def merge_cmd(
 
 def register(data_app: typer.Typer) -> None:
     """Add ``check``, ``stats``, ``split`` and ``merge`` to the ``xraydet data`` group."""
-    data_app.command("check")(check_cmd)
+    from xraydet.data.problems import codes_help
+
+    data_app.command("check", epilog=escape(codes_help()))(check_cmd)
     data_app.command("stats")(stats_cmd)
     data_app.command("split")(split_cmd)
     data_app.command("merge")(merge_cmd)

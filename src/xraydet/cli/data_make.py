@@ -87,7 +87,9 @@ def convert_cmd(
         None, "--images", help="Folder with the images, if not beside the labels."
     ),
     bins: int = typer.Option(1024, "--bins", help="Loc-token bins per image side (PaliGemma: 1024)."),
-    split: str | None = typer.Option(None, "--split", help="Put everything into this split."),
+    split: str | None = typer.Option(
+        None, "--split", help="Put everything into this split: train, val or test."
+    ),
     threats: str | None = typer.Option(
         None, "--threats", help="Classes to list as threats, comma-separated."
     ),
@@ -95,6 +97,7 @@ def convert_cmd(
 ) -> None:
     """Convert COCO / Pascal VOC / loc-token JSONL annotations to YOLO; the class order is printed."""
     from xraydet.data.convert import SOURCE_FORMATS, convert
+    from xraydet.data.dataset import SPLIT_NAMES
     from xraydet.errors import ConfigError
 
     if to_fmt != "yolo":
@@ -103,6 +106,10 @@ def convert_cmd(
         raise ConfigError(f"--from {from_fmt}: choose from {', '.join(SOURCE_FORMATS)}")
     if bins < 2:
         raise ConfigError("--bins must be at least 2")
+    if split is not None and split not in SPLIT_NAMES:
+        raise ConfigError(
+            f"--split {split}: choose from {', '.join(SPLIT_NAMES)} (data.yaml has no other splits)"
+        )
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
     with progress("converting") as update:
@@ -200,6 +207,12 @@ def doctor_cmd(
             console.print(f"probe: [{colour}]{escape(report.probe.verdict)}[/]")
         if out is not None:
             console.print(f"report, plot and contact sheets in [bold]{escape(str(out))}")
+    if report.unreadable:
+        shown = ", ".join(report.unreadable[:5]) + (" ..." if len(report.unreadable) > 5 else "")
+        err_console.print(
+            f"[yellow]skipped {len(report.unreadable)} image(s) that cannot be opened:[/] {escape(shown)} "
+            "(run `xraydet data check`)"
+        )
     if report.verdict == "no-labels":
         err_console.print("[yellow]no labelled images in this split: nothing to score")
     elif report.verdict == "flagged":

@@ -7,10 +7,11 @@ class list and the unit square. The result is a :class:`CheckReport` whose probl
 (:data:`CODES`), a severity, the file and the line.
 
 Severity policy: an *error* is something that makes training or evaluation wrong or makes Ultralytics drop the
-image (unreadable or truncated images, bad lines, class ids outside ``names``, boxes out of bounds or of zero
-size, and the same image in two splits: train/val leakage inflates every validation number, so it is an error,
-not a warning). A *warning* is worth a look but may be intended (background images without a label file,
-duplicates inside one split, class imbalance, tiny boxes). A folder of images with no class names (threat-free
+image (unreadable, truncated or unsupported-format images, bad lines, label files mixing box and polygon rows,
+class ids outside ``names``, boxes out of bounds or of zero size, and the same image in two splits: train/val
+leakage inflates every validation number, so it is an error, not a warning). A *warning* is worth a look but
+may be intended (background images without a label file, duplicates inside one split, class imbalance, tiny
+boxes). A folder of images with no class names (threat-free
 negatives) is background by design, so its missing label files are not reported.
 
 Each check is a small pure function of bytes or text, so it can be tested on hand-made inputs; the driver
@@ -99,7 +100,7 @@ def inspect_sample(split: str, image: Path, nc: int, deep: bool) -> SampleResult
     """Read one image and its label file and check both; never raises on bad files."""
     try:
         data = image.read_bytes()
-        info = inspect_image_bytes(data, image.suffix, deep)
+        info = inspect_image_bytes(data, image.suffix, deep, name=image.name)
     except OSError as err:
         info = ImageInfo(problems=[("image-unreadable", f"{type(err).__name__}: {err}")])
     label = label_path_for(image)
@@ -148,7 +149,8 @@ def duplicate_problems(digests: Iterable[tuple[str, Path, str]], split_order: Se
 
 
 def orphan_labels(split: str, labels: Iterable[Path]) -> list[Problem]:
-    """Label files beside the ``labels`` a split expects that belong to no image (``classes.txt`` aside)."""
+    """Label files beside the ``labels`` a split expects that belong to no image (``classes.txt`` and hidden
+    files such as macOS ``._x.txt`` aside)."""
     expected = set(labels)
     found = []
     for folder in sorted({p.parent for p in expected}):
@@ -158,7 +160,7 @@ def orphan_labels(split: str, labels: Iterable[Path]) -> list[Problem]:
             continue
         for name in entries:
             label = folder / name
-            if name != "classes.txt" and label not in expected:
+            if name != "classes.txt" and not name.startswith(".") and label not in expected:
                 found.append(
                     problem("label-orphan", "no image with this stem in the split", label, split=split)
                 )
@@ -221,7 +223,8 @@ def check_dataset(
         on_start: called once with the total number of images.
 
     Raises:
-        DatasetError: when the data set itself cannot be opened (no data.yaml, invalid names).
+        DatasetError: when the data set itself cannot be opened (no data.yaml, invalid names) or has no
+            train, val or test split to check.
 
     Example:
         >>> report = check_dataset("../shared/data/opixray/data.yaml")  # doctest: +SKIP
@@ -230,7 +233,12 @@ def check_dataset(
     """
     start = time.perf_counter()
     ds = load_dataset(path)
-    chosen = list(splits) if splits else list(ds.splits)
+    chosen = list(dict.fromkeys(splits)) if splits else list(ds.splits)  # a split named twice is one split
+    if not chosen:
+        raise DatasetError(
+            "no splits to check: expected train, val or test (a folder or list of images) in data.yaml",
+            ds.yaml_path or ds.root,
+        )
     unknown = [s for s in chosen if s not in ds.splits]
     if unknown:
         raise DatasetError(f"no split(s) {unknown} (has: {', '.join(ds.splits) or 'none'})", ds.yaml_path)
@@ -241,7 +249,7 @@ def check_dataset(
         try:
             images = ds.images(split)
         except DatasetError as err:
-            problems.append(problem("split-missing", str(err), err.path, split=split))
+            problems.append(problem("split-missing", err.message, err.path, split=split))
             continue
         if not images:
             problems.append(

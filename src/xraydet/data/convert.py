@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel
 
-from xraydet.data.dataset import write_data_yaml
+from xraydet.data.dataset import SPLIT_NAMES, write_data_yaml
 from xraydet.data.formats import AnnotationSet, FormatError, Record, coco, loctoken, voc
 from xraydet.data.formats.yolo import format_lines
 from xraydet.io import atomic_directory, atomic_write_json
@@ -67,9 +67,17 @@ def infer_split(path: Path, root: Path, default: str) -> str:
 
 
 def discover(src: Path, fmt: str, split: str | None = None) -> dict[str, list[Path]]:
-    """Annotation files of ``src`` grouped by split (a file, or a folder searched recursively)."""
+    """Annotation files of ``src`` grouped by split (a file, or a folder searched recursively).
+
+    Below a folder the split comes from each file's path inside it; for a single file, from its name and its
+    folder's name (``valid/_annotations.coco.json`` is val), not from folders further up.
+    """
     if fmt not in SOURCE_FORMATS:
         raise FormatError(f"unknown format '{fmt}' (choose from {', '.join(SOURCE_FORMATS)})")
+    if split is not None and split not in SPLIT_NAMES:
+        raise FormatError(
+            f"split '{split}' is not one of {', '.join(SPLIT_NAMES)} (the only splits a data.yaml declares)"
+        )
     src = Path(src)
     if not src.exists():
         raise FormatError("no such file or folder", src)
@@ -78,7 +86,7 @@ def discover(src: Path, fmt: str, split: str | None = None) -> dict[str, list[Pa
         raise FormatError(f"no {_SUFFIX[fmt]} annotation files found for format '{fmt}'", src)
     groups: dict[str, list[Path]] = {}
     for f in files:
-        name = split or infer_split(f, src if src.is_dir() else src.parent, "train")
+        name = split or infer_split(f, src if src.is_dir() else src.parent.parent, "train")
         groups.setdefault(name, []).append(f)
     return groups
 
@@ -174,7 +182,7 @@ def convert(
         classes: Explicit class order; labels outside it raise.
         images: Folder holding the images when they are not beside the annotations.
         bins: Loc-token bins per image side (1024 for PaliGemma).
-        split: Put everything into this split instead of inferring it.
+        split: Put everything into this split (train, val or test) instead of inferring it.
         threats: Class names to list as ``threats:`` in data.yaml.
         progress: Called with ``(done, total)`` images.
     """

@@ -9,6 +9,7 @@ relative ``path:`` key, only yaml-relative split folders, which both tools read 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ class DatasetError(XrayDetError, ValueError):
     def __init__(self, message: str, path: Path | str | None = None, line: int | None = None) -> None:
         self.path = None if path is None else Path(path)
         self.line = line
+        self.message = message  # without the ``path:line:`` prefix
         where = "" if path is None else f"{path}{'' if line is None else f':{line}'}: "
         super().__init__(f"{where}{message}")
 
@@ -55,6 +57,15 @@ class DataYaml(BaseModel):
     def _names_contiguous(cls, v: list[str] | dict[int, str]) -> list[str] | dict[int, str]:
         if isinstance(v, dict) and sorted(v) != list(range(len(v))):
             raise ValueError(f"class ids must be 0..{len(v) - 1} without gaps, got {sorted(v)}")
+        names = list(v) if isinstance(v, list) else [v[i] for i in range(len(v))]
+        ids: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            ids.setdefault(name, []).append(i)
+        dupes = [
+            f"'{name}' (ids {', '.join(map(str, found))})" for name, found in ids.items() if len(found) > 1
+        ]
+        if dupes:
+            raise ValueError(f"class names must be unique, got {'; '.join(dupes)} more than once")
         return v
 
     def name_list(self) -> list[str]:
@@ -131,6 +142,8 @@ def parse_label_line(text: str, path: Path | str, line: int) -> np.ndarray:
         values = [float(f) for f in fields]
     except ValueError as err:
         raise DatasetError(f"not a number in {text.strip()!r}", path, line) from err
+    if not all(math.isfinite(v) for v in values):
+        raise DatasetError(f"non-finite number (nan or inf) in {text.strip()!r}", path, line)
     cls = values[0]
     if cls != int(cls) or cls < 0:
         raise DatasetError(f"class id must be a non-negative integer, got {fields[0]!r}", path, line)
@@ -141,22 +154,43 @@ def parse_label_line(text: str, path: Path | str, line: int) -> np.ndarray:
     return np.array([cls, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
 
 
+def read_text_file(path: Path, encoding: str = "utf-8") -> str:
+    """A text file's contents; bytes that are not ``encoding`` raise :class:`DatasetError` naming the line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DatasetError(
+            f"not UTF-8 text: byte 0x{data[err.start]:02x} at offset {err.start} ({err.reason})", path, line
+        ) from err
+
+
 def read_label_file(path: Path) -> np.ndarray:
     """All rows of a YOLO label file as an ``(N, 5)`` array; a malformed line raises naming file and line."""
     rows = [
         parse_label_line(text, path, number)
-        for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1)
+        for number, text in enumerate(read_text_file(path, "utf-8-sig").splitlines(), start=1)
         if text.strip()
     ]
     return np.stack(rows) if rows else np.zeros((0, 5))
 
 
+def _hidden(path: Path, root: Path) -> bool:
+    """True if a component of ``path`` below ``root`` starts with '.' (Ultralytics' glob skips those)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def _images_in(source: Path) -> list[Path]:
     if source.is_dir():
-        return [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        return [
+            p
+            for p in source.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p, source) and p.is_file()
+        ]
     if source.suffix == ".txt" and source.is_file():
         base = source.parent
-        lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in read_text_file(source).splitlines() if ln.strip()]
         return [(base / ln).resolve() if not Path(ln).is_absolute() else Path(ln) for ln in lines]
     if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
         return [source]
@@ -165,7 +199,7 @@ def _images_in(source: Path) -> list[Path]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text_file(path))
     except yaml.YAMLError as err:
         raise DatasetError(f"not valid YAML: {err}", path) from err
     if not isinstance(data, dict):

@@ -94,7 +94,9 @@ class ProbeResult(BaseModel):
 
 
 class DoctorReport(BaseModel):
-    """Scores of the given labels and of each perturbation, with a verdict (``pass`` or ``flagged``)."""
+    """Scores of the given labels and of each perturbation, with a verdict (``pass`` or ``flagged``;
+    ``no-labels`` when the sample holds no box). ``unreadable`` lists sampled images that could not be opened
+    (skipped)."""
 
     dataset: str
     split: str
@@ -107,6 +109,7 @@ class DoctorReport(BaseModel):
     verdict: Literal["pass", "flagged", "no-labels"]
     faults: list[str]
     inconclusive: list[str] = []  # perturbations the scores could not tell from the given labels
+    unreadable: list[str] = []  # sampled images PIL could not open: skipped, not scored
     contact_sheets: list[str] = []
     plot: str | None = None
     probe: ProbeResult | None = None
@@ -208,7 +211,8 @@ def score_image(rgb: np.ndarray, rows: np.ndarray) -> dict[str, tuple[np.ndarray
 
 # ---------------------------------------------------------------------------------------------- doctor
 def _sample(ds: Dataset, split: str, max_images: int, seed: int) -> list[Path]:
-    labelled = [img for img, lab in ds.iter_samples(split) if lab.exists() and lab.stat().st_size > 0]
+    """A seeded sample of the images whose label file holds at least one box row."""
+    labelled = [img for img, lab in ds.iter_samples(split) if lab.exists() and len(read_label_file(lab))]
     if len(labelled) <= max_images:
         return labelled
     rng = np.random.default_rng(seed)
@@ -256,6 +260,18 @@ def paired_t(diff: np.ndarray) -> float:
     if sd == 0:
         return 0.0 if mean == 0 else math.copysign(math.inf, mean)
     return mean / (sd / math.sqrt(len(diff)))
+
+
+def _open_rgb(image: Path) -> np.ndarray | None:
+    """The image as an RGB array, or None (logged) if PIL cannot open or decode it."""
+    try:
+        with Image.open(image) as im:
+            return np.asarray(im.convert("RGB"))
+    # ImportError: once Ultralytics is imported, its patched Image.open tries to load pi-heif for a file PIL
+    # cannot identify, and fails that way where pi-heif is not installed.
+    except (OSError, SyntaxError, ValueError, ImportError, Image.DecompressionBombError) as err:
+        log.warning("skipping %s: cannot open the image (%s); run `xraydet data check`", image, err)
+        return None
 
 
 def _faults(perturbations: list[PerturbationScore]) -> list[str]:
@@ -309,27 +325,34 @@ def doctor(
     images = _sample(ds, split, max_images, seed)
     scores: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     n_boxes = 0
+    scored: list[Path] = []
+    unreadable: list[str] = []
     for i, image in enumerate(images):
         rows = read_label_file(label_path_for(image))
-        with Image.open(image) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        for name, value in score_image(rgb, rows[:, 1:]).items():
-            scores.setdefault(name, []).append(value)
-        n_boxes += len(rows)
+        rgb = _open_rgb(image)
+        if rgb is None:
+            unreadable.append(str(image))
+        else:
+            for name, value in score_image(rgb, rows[:, 1:]).items():
+                scores.setdefault(name, []).append(value)
+            n_boxes += len(rows)
+            scored.append(image)
         if progress is not None:
             progress(i + 1, len(images))
-    if not images:
+    images = scored
+    if n_boxes == 0:  # no sampled box: nothing to score (and every mean would be NaN)
         report = DoctorReport(
             dataset=str(dataset),
             split=split,
             names=ds.names,
-            n_images=0,
+            n_images=len(images),
             n_boxes=0,
             given_contrast=0.0,
             given_fit=0.0,
             perturbations=[],
             verdict="no-labels",
             faults=[],
+            unreadable=unreadable,
         )
     else:
         given_contrast, given_fit, perturbations = _verdict(scores)
@@ -346,6 +369,7 @@ def doctor(
             verdict="flagged" if faults else "pass",
             faults=faults,
             inconclusive=[p.name for p in perturbations if p.decision == "inconclusive"],
+            unreadable=unreadable,
         )
     if probe:
         report.probe = probe_overfit(
@@ -379,6 +403,7 @@ def probe_overfit(
     from ultralytics import YOLO
 
     from xraydet.ultralytics_env import offline_guard
+
     images = _sample(ds, split, n_images, seed)
     if not images:
         return ProbeResult(

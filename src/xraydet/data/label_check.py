@@ -1,9 +1,9 @@
 """Label inspection for ``xraydet data check``: each YOLO label line parsed and its box checked against the
-class count and the unit square, as ``(code, message)`` findings with line numbers."""
+class count and the unit square, as ``(code, message)`` findings with line numbers; a file mixing box and
+polygon rows is a file-level finding."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,20 +30,15 @@ def check_label_line(
         (True, 'class-out-of-range')
     """
     try:
-        row = parse_label_line(text, "", 0)
+        row = parse_label_line(text, "", 0)  # rejects non-numbers and nan/inf
         values = [float(v) for v in text.split()[1:]]
     except (DatasetError, ValueError, OverflowError) as err:
-        message = (
-            str(err).removeprefix(":0: ") if isinstance(err, DatasetError) else f"{err}: {text.strip()!r}"
-        )
+        message = err.message if isinstance(err, DatasetError) else f"{err}: {text.strip()!r}"
         return None, [("label-syntax", message)]
     found: list[tuple[str, str]] = []
     cls = int(row[0])
     if cls >= nc:
         found.append(("class-out-of-range", f"class id {cls} but names has {nc} classes (0..{nc - 1})"))
-    if not all(math.isfinite(v) for v in values):
-        found.append(("label-syntax", f"non-finite coordinate in {text.strip()!r}"))
-        return None, found
     found.extend(check_box(values, width, height))
     return (row if cls < nc else None), found
 
@@ -90,13 +85,25 @@ class LabelInfo:
 
 
 def inspect_label_text(text: str, nc: int, width: int | None = None, height: int | None = None) -> LabelInfo:
-    """Check every line of one label file's text (pure)."""
+    """Check every line of one label file's text (pure).
+
+    Example:
+        >>> info = inspect_label_text("0 0.5 0.5 0.2 0.2\\n0 0.1 0.1 0.3 0.1 0.3 0.4\\n", nc=1)
+        >>> [(code, line) for code, _, line in info.problems]
+        [('label-mixed', None)]
+    """
     rows: list[np.ndarray] = []
     found: list[tuple[str, str, int | None]] = []
     seen: dict[tuple[str, ...], int] = {}
+    first_box = first_polygon = None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        n_fields = len(line.split())
+        if n_fields == 5 and first_box is None:
+            first_box = number
+        if n_fields > 6 and first_polygon is None:  # Ultralytics' test for a segment row
+            first_polygon = number
         row, line_problems = check_label_line(line, nc, width, height)
         found.extend((code, msg, number) for code, msg in line_problems)
         key = tuple(line.split())
@@ -106,6 +113,15 @@ def inspect_label_text(text: str, nc: int, width: int | None = None, height: int
             seen[key] = number
             if row is not None:
                 rows.append(row)
+    if first_box is not None and first_polygon is not None:
+        found.append(
+            (
+                "label-mixed",
+                f"box rows (5 fields, e.g. line {first_box}) and polygon rows (e.g. line {first_polygon}) "
+                "in one file: Ultralytics drops the image ('labels mix segment and detection rows')",
+                None,
+            )
+        )
     return LabelInfo(True, np.stack(rows) if rows else np.zeros((0, 5)), found)
 
 

@@ -22,7 +22,8 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
-# code -> (severity, what it means). The table in the CLI help and the docs is generated from this.
+# code -> (severity, what it means). The code list in `xraydet data check --help` is generated from this
+# (:func:`codes_help`).
 CODES: dict[str, tuple[Severity, str]] = {
     "image-unreadable": (Severity.ERROR, "the file cannot be opened or identified as an image"),
     "image-truncated": (Severity.ERROR, "the end marker is missing: the file is cut short"),
@@ -31,6 +32,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     "image-trailing-bytes": (
         Severity.WARNING,
         "bytes after the end marker (Ultralytics rewrites such JPEGs)",
+    ),
+    "image-format-unsupported": (
+        Severity.ERROR,
+        "the content is a format Ultralytics does not read (e.g. a GIF named .jpg): it drops the image",
     ),
     "image-format-mismatch": (
         Severity.WARNING,
@@ -41,7 +46,11 @@ CODES: dict[str, tuple[Severity, str]] = {
         "EXIF orientation is set: tools disagree on which way labels go",
     ),
     "label-unreadable": (Severity.ERROR, "the label file cannot be read as UTF-8 text"),
-    "label-syntax": (Severity.ERROR, "a line is not 'class cx cy w h' (or a polygon) of numbers"),
+    "label-syntax": (Severity.ERROR, "a line is not 'class cx cy w h' (or a polygon) of finite numbers"),
+    "label-mixed": (
+        Severity.ERROR,
+        "a file mixes box rows and polygon rows (Ultralytics drops the image)",
+    ),
     "class-out-of-range": (Severity.ERROR, "a class id is not an index into names"),
     "box-degenerate": (Severity.ERROR, "a box has zero or negative width or height"),
     "box-outside": (Severity.ERROR, "a coordinate lies outside [0, 1] beyond the 0.01 tolerance"),
@@ -60,6 +69,17 @@ CODES: dict[str, tuple[Severity, str]] = {
         f"the rarest class has < {IMBALANCE_RATIO:.0%} of the commonest's boxes",
     ),
 }
+
+
+def codes_help() -> str:
+    """Every code with its severity and meaning, one per line (the epilog of ``xraydet data check --help``).
+
+    Example:
+        >>> codes_help().splitlines()[1]
+        'image-unreadable (error): the file cannot be opened or identified as an image'
+    """
+    lines = [f"{code} ({severity.value}): {meaning}" for code, (severity, meaning) in CODES.items()]
+    return "\n".join(["Problem codes:", *lines])
 
 
 class Problem(BaseModel):

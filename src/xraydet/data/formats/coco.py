@@ -13,18 +13,22 @@ reports it, instead of shifting ids silently.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xraydet.data.dataset import DatasetError, read_text_file
 from xraydet.data.formats import AnnotationSet, FormatError, Record
 from xraydet.io import atomic_write_json
 
 
 def _load(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_file(path))
+    except DatasetError as err:
+        raise FormatError(err.message, path, err.line) from err
     except json.JSONDecodeError as err:
         raise FormatError(f"not valid JSON: {err.msg}", path, err.lineno) from err
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
@@ -80,9 +84,17 @@ def read(path: Path) -> AnnotationSet:
     cat_name = {c["id"]: c["name"] for c in kept}
 
     images: dict[int, dict[str, Any]] = {}
+    first_index: dict[int, int] = {}
     for i, img in enumerate(data["images"]):
         where = f"images[{i}]"
         image_id = _field(img, "id", int, path, where)
+        if image_id in first_index:
+            raise FormatError(
+                f"images[{first_index[image_id]}] and {where} share id {image_id}: their annotations "
+                "cannot be told apart",
+                path,
+            )
+        first_index[image_id] = i
         images[image_id] = {
             "file_name": _field(img, "file_name", str, path, where),
             "width": _field(img, "width", int, path, where),
@@ -102,8 +114,12 @@ def read(path: Path) -> AnnotationSet:
             known = ", ".join(f"{k}={v}" for k, v in cat_name.items())
             raise FormatError(f"{where}: category_id {category} is not a category ({known})", path)
         bbox = _field(ann, "bbox", list, path, where)
-        if len(bbox) != 4 or not all(isinstance(v, int | float) for v in bbox):
-            raise FormatError(f"{where}: bbox should be [x, y, width, height], got {bbox!r}", path)
+        if len(bbox) != 4 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox
+        ):
+            raise FormatError(
+                f"{where}: bbox should be [x, y, width, height] of finite numbers, got {bbox!r}", path
+            )
         if ann.get("iscrowd", 0):
             images[image_id]["notes"].append(f"{where}: crowd annotation skipped")
             continue

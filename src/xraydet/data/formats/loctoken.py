@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from xraydet.data.dataset import DatasetError, read_text_file
 from xraydet.data.formats import AnnotationSet, FormatError, Record
 from xraydet.io import atomic_write_text
 
@@ -105,16 +106,22 @@ def _answer_and_image(obj: dict[str, Any], where: str) -> tuple[str, str]:
         if not isinstance(messages, list):
             raise FormatError(f"{where}'messages' should be a list")
         image = answer = None
-        for msg in messages:
-            content = msg.get("content") if isinstance(msg, dict) else None
+        for i, msg in enumerate(messages):
+            if not isinstance(msg, dict):
+                raise FormatError(f"{where}messages[{i}] should be an object, got {msg!r:.80}")
+            content = msg.get("content")
+            if content is not None and not isinstance(content, str | list):
+                raise FormatError(
+                    f"{where}messages[{i}].content should be text or a list, got {content!r:.80}"
+                )
             if msg.get("role") == "assistant":
                 answer = (
                     content
                     if isinstance(content, str)
                     else " ".join(
-                        c.get("text", "")
+                        c["text"]
                         for c in content or []
-                        if isinstance(c, dict) and c.get("type") == "text"
+                        if isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str)
                     )
                 )
             elif isinstance(content, list):
@@ -126,6 +133,8 @@ def _answer_and_image(obj: dict[str, Any], where: str) -> tuple[str, str]:
             raise FormatError(f"{where}no assistant message with the loc-token answer")
         if not image:
             raise FormatError(f"{where}no image_url content part in the messages")
+        if not isinstance(image, str):
+            raise FormatError(f"{where}image_url should be a URL string, got {image!r:.80}")
         return answer, image
     for key in ("image", "image_path", "file_name", "filename"):
         if isinstance(obj.get(key), str):
@@ -143,7 +152,11 @@ def read(path: Path, bins: int = DEFAULT_BINS) -> AnnotationSet:
     """Read a loc-token JSONL file; boxes stay normalised until the image size is known."""
     path = Path(path)
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = read_text_file(path)
+    except DatasetError as err:
+        raise FormatError(err.message, path, err.line) from err
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}: "

@@ -7,6 +7,7 @@ the first ten pixel columns. In xraydet's continuous pixel coordinates that is `
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -26,9 +27,12 @@ def _text(node: ET.Element, tag: str, path: Path, where: str) -> str:
 def _number(node: ET.Element, tag: str, path: Path, where: str) -> float:
     value = _text(node, tag, path, where)
     try:
-        return float(value)
+        number = float(value)
     except ValueError as err:
         raise FormatError(f"{where}: <{tag}> is not a number: {value!r}", path) from err
+    if not math.isfinite(number):
+        raise FormatError(f"{where}: <{tag}> is not a finite number: {value!r}", path)
+    return number
 
 
 def read(path: Path) -> AnnotationSet:
