@@ -104,6 +104,59 @@ def test_damaged_verdicts_file_is_named(label_report_dir: Path):
         VerdictStore.open(label_report_dir / "review")
 
 
+def test_concurrent_verdicts_and_reads_never_fail(label_report_dir: Path):
+    """Verdict POSTs add entries while GETs list them (the server runs both in its thread pool): every answer
+    is a 200, and the counts a GET returns match the verdicts it returns."""
+    import sys
+    import threading
+
+    import httpx
+
+    base = [json.loads(x) for x in (label_report_dir / "predictions.jsonl").read_text().splitlines()]
+    records = [base[i % len(base)] | {"id": f"{i:06d}"} for i in range(400)]
+    (label_report_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    app = create_review_app(label_report_dir, n=len(records))
+    ids = [r["id"] for r in records]
+    failures: list[str] = []
+    done = threading.Event()
+
+    def post(chunk: list[str]) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for item_id in chunk:
+                r = client.post(f"/api/items/{item_id}/verdict", json={"verdict": "correct"})
+                if r.status_code != 200:
+                    failures.append(f"POST {r.status_code} {r.text[:200]}")
+
+    def get() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while not done.is_set():
+                r = client.get("/api/items")
+                if r.status_code != 200:
+                    failures.append(f"GET {r.status_code} {r.text[:200]}")
+                elif r.json()["counts"]["reviewed"] != len(r.json()["verdicts"]):
+                    failures.append(
+                        f"GET counts {r.json()['counts']} for {len(r.json()['verdicts'])} verdicts"
+                    )
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so an unlocked read meets a write
+    try:
+        with uvicorn_in_thread(app, "review server", timeout_s=20) as url:
+            posters = [threading.Thread(target=post, args=(ids[k::6],)) for k in range(6)]
+            getters = [threading.Thread(target=get) for _ in range(6)]
+            for t in posters + getters:
+                t.start()
+            for t in posters:
+                t.join(120)
+            done.set()
+            for t in getters:
+                t.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:3]
+    assert VerdictStore.open(label_report_dir / "review").counts()["reviewed"] == len(records)
+
+
 @pytest.fixture
 def review_server(label_report_dir: Path) -> Iterator[str]:
     """The real review app under uvicorn on a free loopback port, in a thread."""

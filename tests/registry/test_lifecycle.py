@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,164 @@ def test_promote_from_an_existing_candidate_report(registry_home, tiny_model, tr
         promote("xray", third, eval_args["negatives"], policy=lenient_policy, candidate_report=tiny_report)
     with pytest.raises(ConfigError, match="--dataset"):
         promote("xray", second, None, policy=lenient_policy)
+
+
+def test_a_registry_reference_report_of_another_version_is_refused(registry_home, tiny_model,
+                                                                   trigger_happy_model, lenient_policy,
+                                                                   eval_args, tmp_path):
+    """The documented workflow: `xraydet eval xray/1 ...` writes model "xray/1"; that report may back a
+    promotion of v1 (or of the same weights registered again), never of another version."""
+    from xraydet.evaluation import evaluate
+    from xraydet.registry.store import get_version
+
+    first = register_model(tiny_model, "xray")
+    other = register_model(trigger_happy_model, "xray")
+    report_dir = tmp_path / "v1"
+    report = evaluate("xray/1", eval_args["dataset"], negatives=[eval_args["negatives"]], max_images=4,
+                      out_dir=report_dir, latency_samples=2, plots=False)
+    assert report.model == "xray/1"
+    assert report.model_sha256 == get_version("xray", first).tags["sha256"]  # the bytes evaluated
+
+    with pytest.raises(RegistryError) as err:
+        promote("xray", other, None, policy=lenient_policy, candidate_report=report_dir, plots=False)
+    message = str(err.value)
+    assert str(report_dir / "report.json") in message and "not xray v2" in message
+    assert "registered as xray v1" in message and report.model_sha256[:12] in message
+    assert get_version("xray", other).tags["sha256"][:12] in message
+    assert champion("xray") is None
+
+    same = register_model(tiny_model, "xray")  # the same weights as v1, registered again
+    decision = promote("xray", same, None, policy=lenient_policy, candidate_report=report_dir, plots=False)
+    assert decision.promoted, decision.reasons
+
+
+def test_a_report_on_the_registered_onnx_export_backs_its_version(registry_home, tiny_model,
+                                                                   trigger_happy_model, lenient_policy,
+                                                                   eval_args, tmp_path):
+    """The plan evaluates the ONNX export as the API serves it, then registers the .pt with that export beside
+    it: the export's SHA-256 is a tag of the version, so its report backs that version and no other."""
+    import shutil
+
+    from xraydet.evaluation import evaluate
+    from xraydet.inference.export import export_onnx
+    from xraydet.io import sha256_file
+    from xraydet.registry.store import get_version
+
+    weights = tmp_path / "model.pt"
+    shutil.copy2(tiny_model, weights)
+    onnx = export_onnx(weights, 160, tmp_path / "model.onnx")
+    version = register_model(weights, "xray")
+    assert get_version("xray", version).tags["onnx_sha256"] == sha256_file(onnx)
+    report_dir = tmp_path / "onnx-report"
+    report = evaluate(onnx, eval_args["dataset"], negatives=[eval_args["negatives"]], max_images=4,
+                      out_dir=report_dir, latency_samples=2, plots=False)
+    assert report.model_sha256 == sha256_file(onnx) != sha256_file(weights)
+
+    other = register_model(trigger_happy_model, "xray")
+    with pytest.raises(RegistryError, match="sha256 differs"):
+        promote("xray", other, None, policy=lenient_policy, candidate_report=report_dir, plots=False)
+    decision = promote("xray", version, None, policy=lenient_policy, candidate_report=report_dir, plots=False)
+    assert decision.promoted, decision.reasons
+
+
+@pytest.mark.parametrize(
+    ("model", "candidate", "accepted"),
+    [("xray/1", "1", True), ("xray/3", "1", True), ("xray/1", "2", False), ("xray@champion", "1", False),
+     ("xray", "1", False), ("gone/weights.pt", "1", False), ("http://127.0.0.1:9/v1", "1", False)],
+    ids=["same-version", "same-weights", "other-version", "alias", "bare-name", "missing-file", "url"],
+)
+def test_an_older_report_without_sha256_needs_a_provable_model(registry_home, tiny_model, trigger_happy_model,
+                                                                lenient_policy, tiny_report, tmp_path, model,
+                                                                candidate, accepted):
+    """Reports written before model_sha256 existed: an explicit registry version is checked by name and
+    version (or the same weights); an alias may have moved since, and a missing file proves nothing."""
+    import shutil
+
+    register_model(tiny_model, "xray")
+    register_model(trigger_happy_model, "xray")
+    register_model(tiny_model, "xray")
+    folder = Path(shutil.copytree(tiny_report, tmp_path / "old"))
+    data = json.loads((folder / "report.json").read_text())
+    data.pop("model_sha256", None)
+    data["model"] = model
+    (folder / "report.json").write_text(json.dumps(data))
+    if accepted:
+        decision = promote("xray", candidate, None, policy=lenient_policy, candidate_report=folder,
+                           plots=False)
+        assert decision.promoted, decision.reasons
+        return
+    with pytest.raises(RegistryError, match=str(folder / "report.json")) as err:
+        promote("xray", candidate, None, policy=lenient_policy, candidate_report=folder, plots=False)
+    assert f"not xray v{candidate}" in str(err.value) or "cannot tell which model" in str(err.value)
+    assert champion("xray") is None
+
+
+class FlakyClient:
+    """The real MLflow client, with one kind of write failing once (fault injection between the two writes
+    of a champion change)."""
+
+    def __init__(self, fail: str) -> None:
+        self.real, self.fail = client(), fail
+
+    def __getattr__(self, attr: str):
+        return getattr(self.real, attr)
+
+    def _once(self, what: str) -> None:
+        if self.fail == what:
+            self.fail = ""
+            raise ConnectionError(f"tracking server hiccup while writing the {what} (injected)")
+
+    def set_registered_model_alias(self, *args, **kwargs):
+        self._once("alias")
+        return self.real.set_registered_model_alias(*args, **kwargs)
+
+    def set_registered_model_tag(self, *args, **kwargs):
+        self._once("history")
+        return self.real.set_registered_model_tag(*args, **kwargs)
+
+
+def walk_back(name: str) -> list[str]:
+    """The champion, then every version repeated rollbacks reach."""
+    seen = [champion(name)]
+    while True:
+        try:
+            seen.append(rollback(name))
+        except RegistryError:
+            return seen
+
+
+@pytest.mark.parametrize("fail", ["alias", "history"])
+def test_a_failed_write_during_rollback_loses_no_champion(registry_home, tiny_model, monkeypatch, fail):
+    from xraydet.registry import lifecycle
+    from xraydet.registry.promotion import push_history
+    from xraydet.registry.store import set_champion
+
+    for _ in range(3):
+        register_model(tiny_model, "xray")
+    set_champion("xray", "1", [])
+    set_champion("xray", "2", push_history([], "1"))
+    set_champion("xray", "3", push_history(["1"], "2"))  # promotions 1 -> 2 -> 3, as _apply writes them
+    flaky = FlakyClient(fail)
+    with monkeypatch.context() as patch, pytest.raises(ConnectionError):
+        patch.setattr(lifecycle, "client", lambda: flaky)
+        rollback("xray")
+    # Whichever write failed, walking back still goes 3 -> 2 -> 1 from where the champion is now.
+    chain = ["3", "2", "1"]
+    now = champion("xray")
+    assert walk_back("xray") == chain[chain.index(now):], (fail, now)
+
+
+@pytest.mark.parametrize("fail", ["alias", "history"])
+def test_a_failed_write_during_promotion_loses_no_champion(registry_home, tiny_model, fail):
+    from xraydet.registry.promotion import push_history
+    from xraydet.registry.store import set_champion
+
+    for _ in range(3):
+        register_model(tiny_model, "xray")
+    set_champion("xray", "1", [])
+    set_champion("xray", "2", push_history([], "1"))
+    with pytest.raises(ConnectionError):
+        set_champion("xray", "3", push_history(champion_history("xray"), "2"), FlakyClient(fail))
+    chain = ["3", "2", "1"]
+    now = champion("xray")
+    assert walk_back("xray") == chain[chain.index(now):], (fail, now)

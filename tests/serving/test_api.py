@@ -129,13 +129,14 @@ BAD_UPLOADS = [
     pytest.param(png_bomb(30000, 30000), {}, 413, "too large", id="bomb-30000x30000"),
     pytest.param(png_bomb(2000, 1600), {}, 413, "exceeds the limit", id="over-pixel-limit"),
     pytest.param(b"\xff\xd8\xff" + b"\x00" * (1024 * 1024), {}, 413, "larger than", id="over-upload-limit"),
-    pytest.param(b"\x00" * (3 * 1024 * 1024), {}, 413, "", id="over-body-limit"),
+    pytest.param(b"\x00" * (3 * 1024 * 1024), {}, 413, "request body larger than", id="over-body-limit"),
     pytest.param(_jpeg(), {"conf_threshold": 1.5}, 422, "conf_threshold", id="conf-1.5"),
     pytest.param(_jpeg(), {"conf_threshold": -1}, 422, "conf_threshold", id="conf-negative"),
     pytest.param(_jpeg(), {"conf_threshold": "abc"}, 422, "conf_threshold", id="conf-not-a-number"),
     pytest.param(_jpeg(), {"iou_threshold": 2}, 422, "iou_threshold", id="iou-2"),
     pytest.param(_jpeg(), {"conf_threshold": "nan"}, 422, "conf_threshold", id="conf-nan"),
-    pytest.param(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, {}, 415, "not an image", id="png-signature-only"),
+    pytest.param(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, {}, 400, "corrupt image", id="png-signature-only"),
+    pytest.param(b"GIF89a" + b"\xff" * 40, {}, 400, "corrupt image", id="gif-signature-then-junk"),
 ]
 
 
@@ -145,7 +146,8 @@ def test_bad_uploads_get_4xx_with_a_message(
 ) -> None:
     resp = post(live_server, data, params)
     assert resp.status_code == status, resp.text
-    assert message.lower() in resp.text.lower()
+    assert resp.headers["content-type"] == "application/json", resp.headers  # ErrorResponse, 413 included
+    assert message.lower() in str(resp.json()["detail"]).lower()
     assert httpx.get(f"{live_server.url}/health").json()["status"] == "healthy"
 
 

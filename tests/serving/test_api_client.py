@@ -106,3 +106,45 @@ def test_http_predictor_returns_what_the_model_returns(
         np.testing.assert_array_equal(a.class_id, b.class_id)
         np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-5)
     remote.close()
+
+
+def test_the_api_names_the_sha256_of_the_weights_it_serves(live_server: LiveServer, onnx_model: Path) -> None:
+    from xraydet.inference.http_backend import HttpPredictor
+    from xraydet.io import sha256_file
+
+    remote = HttpPredictor(live_server.url)
+    assert remote.sha256 == remote.served_sha256() == sha256_file(onnx_model)
+    remote.close()
+
+
+def test_an_evaluation_through_the_api_is_tied_to_the_served_model_and_refused_if_it_changes(
+    server_factory, onnx_model: Path, second_onnx_model: Path, opixray_yaml: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    import httpx
+
+    from xraydet.errors import XrayDetError
+    from xraydet.evaluation import evaluate
+    from xraydet.io import sha256_file
+
+    served = tmp_path / "served.onnx"
+    shutil.copy2(onnx_model, served)
+    server = server_factory(served, "--api-key", "swap-key", "--poll-s", "0")
+    report = evaluate(server.url, opixray_yaml, max_images=3, latency_samples=1, plots=False)
+    assert report.model_sha256 == sha256_file(onnx_model)
+
+    def swap_after_the_first_scan(done: int, total: int) -> None:
+        if done == 1:  # a new model lands mid-evaluation: replaced atomically, then reloaded
+            staged = tmp_path / "staged.onnx"
+            shutil.copy2(second_onnx_model, staged)
+            os.replace(staged, served)
+            reply = httpx.post(f"{server.url}/v1/admin/reload", headers={"X-API-Key": "swap-key"}, timeout=60)
+            assert reply.json()["changed"] is True
+
+    with pytest.raises(XrayDetError, match="served model changed during the evaluation"):
+        evaluate(
+            server.url, opixray_yaml, max_images=3, latency_samples=1, plots=False,
+            progress=swap_after_the_first_scan,
+        )

@@ -59,6 +59,45 @@ def test_refusals(data: bytes, status: int) -> None:
     assert err.value.status_code == status
 
 
+def _broken_ihdr(png: bytes) -> bytes:
+    """The PNG with one byte of its IHDR chunk changed (its CRC no longer matches)."""
+    data = bytearray(png)
+    data[18] ^= 0xFF  # inside the width field
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (_broken_ihdr(_encode(Image.new("RGB", (5, 4)), "PNG")), 400, "corrupt image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, 400, "corrupt image"),
+        (b"\xff\xd8\xff" + b"\x00" * 40, 400, "corrupt image"),
+        (b"GIF89a" + b"\xff" * 40, 400, "corrupt image"),
+        (b"RIFF\x10\x00\x00\x00WEBPjunk", 400, "corrupt image"),
+        (b"this is a text file, not a scan\n", 415, "not an image"),
+        (b"%PDF-1.4 not allowed", 415, "not an image"),
+    ],
+    ids=[
+        "png-broken-ihdr",
+        "png-signature-only",
+        "jpeg-signature-only",
+        "gif-junk",
+        "webp-junk",
+        "text",
+        "pdf",
+    ],
+)
+def test_a_known_signature_that_does_not_open_is_corrupt_not_unsupported(
+    data: bytes, status: int, message: str
+) -> None:
+    import ultralytics.utils.patches  # noqa: F401
+
+    with pytest.raises(ImageError) as err:
+        decode_image(data, 10**6, "scan.png")
+    assert err.value.status_code == status
+    assert str(err.value).startswith("scan.png: ") and message in str(err.value)
+
+
 @pytest.mark.realdata
 def test_corrupted_real_scans_only_raise_image_errors(val_images: list[Path]) -> None:
     rng = np.random.default_rng(0)

@@ -98,6 +98,8 @@ class EvalReport(BaseModel):
     created: str
     xraydet_version: str
     model: str
+    #: SHA-256 of the evaluated weights file (``None`` for a deployment URL or a predictor without a file).
+    model_sha256: str | None = None
     backend: str
     dataset: str
     split: str
@@ -152,7 +154,8 @@ def render_markdown(report: EvalReport) -> str:
     lines = [
         f"# Evaluation of `{Path(report.model).name}`",
         "",
-        f"- model: `{report.model}` ({report.backend}, imgsz {report.imgsz})",
+        f"- model: `{report.model}` ({report.backend}, imgsz {report.imgsz})"
+        + (f", sha256 `{report.model_sha256[:12]}`" if report.model_sha256 else ""),
         f"- data: `{report.dataset}` split `{report.split}`: {report.n_images} images; "
         f"threat-free folders: {', '.join(f'`{n}`' for n in report.negatives) or 'none'} "
         f"({report.n_negative_images} images)",

@@ -39,7 +39,7 @@ from xraydet.evaluation.report import (
 from xraydet.evaluation.screening import ScreeningEvaluator
 from xraydet.evaluation.sweep import SweepEvaluator
 from xraydet.inference.base import Predictor, load_rgb
-from xraydet.io import atomic_directory, atomic_write_json, atomic_write_text
+from xraydet.io import atomic_directory, atomic_write_json, atomic_write_text, sha256_file
 from xraydet.structures import Detections
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,27 @@ NMS_IOU = 0.7
 Progress = Callable[[int, int], None]
 
 
+def _is_url(model: str | Path) -> bool:
+    return str(model).startswith(("http://", "https://"))
+
+
+def model_file(model: str | Path) -> Path:
+    """The local weights file of a path or a registry reference (downloaded into the registry cache)."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix in {".pt", ".onnx"}:
+        raise XrayDetError(f"{path}: model file not found")
+    try:
+        from xraydet.registry import resolve_model
+    except ImportError as err:
+        raise XrayDetError(
+            f"{text}: not a model file, and the model registry is not available ({err})"
+        ) from err
+    return resolve_model(text)
+
+
 def resolve_predictor(
     model: str | Path | Predictor, backend: str = "auto", imgsz: int | None = None, device: str = "cpu"
 ) -> Predictor:
@@ -58,22 +79,11 @@ def resolve_predictor(
         return model
     from xraydet.inference import load_predictor
 
-    text = str(model)
-    if text.startswith(("http://", "https://")):
+    if _is_url(model):
         from xraydet.inference.http_backend import HttpPredictor
 
-        return HttpPredictor(text)
-    path = Path(text).expanduser()
-    if not path.is_file():
-        if path.suffix in {".pt", ".onnx"}:
-            raise XrayDetError(f"{path}: model file not found")
-        try:
-            from xraydet.registry import resolve_model
-        except ImportError as err:
-            raise XrayDetError(
-                f"{text}: not a model file, and the model registry is not available ({err})"
-            ) from err
-        path = resolve_model(text)
+        return HttpPredictor(str(model))
+    path = model_file(model)
     if backend == "onnx" and path.suffix == ".pt":
         from xraydet.inference.export import cached_onnx
 
@@ -220,7 +230,13 @@ def evaluate(
         raise XrayDetError(f"conf must be between 0 and 1, got {conf}")
     started = time.perf_counter()
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    predictor = resolve_predictor(model, backend=backend, imgsz=imgsz, device=device)
+    weights = _weights_of(model)
+    # A registry reference is resolved once: the file hashed is the file evaluated.
+    target = weights if weights is not None and not isinstance(model, Predictor) else model
+    predictor = resolve_predictor(target, backend=backend, imgsz=imgsz, device=device)
+    # The evaluated bytes, so a report can be tied to a registered version (promote --candidate-report); an
+    # API says what it serves.
+    model_sha256 = sha256_file(weights) if weights is not None else getattr(predictor, "sha256", None)
     names = ds.names or list(predictor.names)
     mapping = class_mapping(list(predictor.names), ds.names)
     threat_ids = ds.threat_ids
@@ -245,6 +261,7 @@ def evaluate(
         group.process(sample)
         records.append(prediction_record(i, sample, names, conf))
     results = group.evaluate()
+    _check_same_model_served(model, predictor, model_sha256)
     timed = select_images(split_images or neg_images, latency_samples, seed + 1)
     latency = measure_latency(predictor, timed, conf=conf, iou=NMS_IOU)
 
@@ -253,6 +270,7 @@ def evaluate(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         xraydet_version=__version__,
         model=_model_label(model, predictor),
+        model_sha256=model_sha256,
         backend=getattr(predictor, "backend", type(predictor).__name__),
         dataset=str(ds.yaml_path or ds.root),
         split=split,
@@ -275,6 +293,31 @@ def evaluate(
     if out_dir is not None:
         write_report_dir(report, records, Path(out_dir), plots=plots)
     return report
+
+
+def _check_same_model_served(model: object, predictor: Predictor, sha256: str | None) -> None:
+    """Refuse an evaluation through an API whose model was swapped mid-way: its figures mix two models."""
+    from xraydet.inference.http_backend import HttpPredictor
+
+    if not isinstance(predictor, HttpPredictor) or sha256 is None:
+        return
+    now = predictor.served_sha256()
+    if now != sha256:
+        raise XrayDetError(
+            f"{model}: the served model changed during the evaluation (sha256 {sha256[:12]} -> "
+            f"{(now or 'unknown')[:12]}), so the figures would mix two models; evaluate again"
+        )
+
+
+def _weights_of(model: str | Path | Predictor) -> Path | None:
+    """The weights file evaluated: the file or registry reference given, or a predictor's own file; ``None``
+    for a deployment URL or a predictor without a file."""
+    if isinstance(model, Predictor):
+        source = getattr(model, "source", None)
+        if isinstance(source, str | Path) and not _is_url(source) and Path(source).is_file():
+            return Path(source)
+        return None
+    return None if _is_url(model) else model_file(model)
 
 
 def _model_label(model: str | Path | Predictor, predictor: Predictor) -> str:

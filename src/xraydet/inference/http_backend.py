@@ -15,7 +15,8 @@ from xraydet.structures import Detections
 class HttpPredictor(Predictor):
     """Calls ``POST /v1/detect`` of ``api_url``; images travel as lossless PNG.
 
-    Class names and input size come from ``GET /v1/models``. Boxes come back in the image's pixels.
+    Class names, input size, version and the served weights' SHA-256 come from ``GET /v1/models``
+    (:meth:`served_sha256` asks again). Boxes come back in the image's pixels.
 
     Example:
         >>> p = HttpPredictor("http://127.0.0.1:8000")  # doctest: +SKIP
@@ -35,6 +36,7 @@ class HttpPredictor(Predictor):
         self.names = list(info["classes"])
         self.imgsz = int(info["imgsz"])
         self.version = str(info["version"])
+        self.sha256: str | None = info.get("sha256")
         self.source = Path(api_url)
 
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
@@ -52,6 +54,11 @@ class HttpPredictor(Predictor):
             ),
             confidence=np.array([it["confidence"] for it in items], dtype=np.float64),
         )
+
+    def served_sha256(self) -> str | None:
+        """The SHA-256 of the weights the API serves now (None when it does not say)."""
+        info = self.api.models()
+        return None if info is None else info.get("sha256")
 
     def close(self) -> None:
         self.api.close()

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from xraydet.errors import ConfigError, XrayDetError
-from xraydet.io import atomic_write_json
+from xraydet.io import atomic_write_json, sha256_file
 from xraydet.registry.promotion import (
     ComparisonPolicy,
     PromotionDecision,
@@ -27,8 +27,9 @@ from xraydet.registry.promotion import (
     report_metrics,
     same_evaluation_problems,
 )
-from xraydet.registry.refs import fetch_version
+from xraydet.registry.refs import fetch_version, parse_ref
 from xraydet.registry.store import (
+    TAG_ONNX_SHA256,
     TAG_SHA256,
     RegistryError,
     alias_version,
@@ -38,7 +39,6 @@ from xraydet.registry.store import (
     get_version,
     set_champion,
     set_version_tags,
-    sha256_file,
 )
 from xraydet.tracking import runs_root
 
@@ -101,19 +101,78 @@ def settings_of_report(report: Any) -> EvalSettings:
                         max_images=max(report.n_images, report.n_negative_images) if sampled else None)
 
 
-def _reviewed_report(path: str | Path, mv: Any, dataset: str | Path | None) -> tuple[Any, Path]:
+def _registered_as(name: str, digest: str, c: Any) -> str:
+    """``", registered as xray v1"``: the versions of ``name`` whose weights have this SHA-256, if any."""
+    try:
+        found = [str(v.version) for v in c.search_model_versions(f"name='{name}'")
+                 if (v.tags or {}).get(TAG_SHA256) == digest]
+    except Exception:  # only a hint for the error message
+        return ""
+    return f", registered as {name} v{', v'.join(sorted(found, key=int))}" if found else ""
+
+
+def _check_provenance(report: Any, report_file: Path, mv: Any, c: Any) -> None:
+    """Refuse unless ``report`` evaluated the weights of ``mv`` (by SHA-256, or by registry name and version).
+
+    A report records the SHA-256 of the file it evaluated (the weights, or the ONNX export registered with
+    them: what an API serves); older reports are matched by their model file (when
+    it still exists) or by an explicit registry version (``xray/3``). An alias (``xray``, ``xray@champion``)
+    may have moved since the evaluation, so without a recorded SHA-256 it proves nothing.
+    """
+    wanted = f"{mv.name} v{mv.version}"
+    expected = (mv.tags or {}).get(TAG_SHA256)
+    onnx_sha = (mv.tags or {}).get(TAG_ONNX_SHA256)  # the export registered with the weights, as served
+
+    def registered_sha() -> str:
+        return expected or sha256_file(fetch_version(mv))
+
+    def refuse(evaluated: str, digest: str | None) -> RegistryError:
+        theirs = f"sha256 {digest[:12]}...{_registered_as(mv.name, digest, c)}" if digest else "no sha256"
+        return RegistryError(
+            f"{report_file}: this report evaluated {evaluated} ({theirs}), not {wanted} (sha256 "
+            f"{registered_sha()[:12]}...): the sha256 differs; evaluate {mv.name}/{mv.version} and pass "
+            "that report"
+        )
+
+    digest = report.model_sha256
+    if digest is None and Path(report.model).is_file():
+        digest = sha256_file(Path(report.model))
+    if digest is not None:
+        if digest != registered_sha() and digest != onnx_sha:
+            raise refuse(report.model, digest)
+        return
+    try:
+        spec = parse_ref(report.model)
+    except RegistryError:
+        spec = None
+    if spec is not None and spec.version not in (None, "latest"):
+        try:
+            evaluated = get_version(spec.name, str(spec.version), c)
+        except RegistryError as err:
+            raise RegistryError(
+                f"{report_file}: cannot tell which model this report evaluated ({report.model}): {err}"
+            ) from err
+        if (evaluated.name, str(evaluated.version)) == (mv.name, str(mv.version)):
+            return
+        theirs = (evaluated.tags or {}).get(TAG_SHA256)
+        if theirs is not None and theirs == registered_sha():
+            return  # the same weights registered twice
+        raise refuse(f"{evaluated.name} v{evaluated.version}", theirs)
+    raise RegistryError(
+        f"{report_file}: cannot tell which model this report evaluated: it records no sha256 and its model "
+        f"{report.model!r} is neither an existing file nor a registry version such as {mv.name}/{mv.version} "
+        f"(an alias may have moved since); evaluate {mv.name}/{mv.version} and pass that report"
+    )
+
+
+def _reviewed_report(path: str | Path, mv: Any, dataset: str | Path | None, c: Any) -> tuple[Any, Path]:
     """Load an existing evaluation of the candidate and check it evaluated this very model and data set."""
     from xraydet.data.dataset import load_dataset
-    from xraydet.evaluation.report import load_report
+    from xraydet.evaluation.report import REPORT_JSON, load_report
 
     report = load_report(path)
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    weights, expected = Path(report.model), (mv.tags or {}).get(TAG_SHA256)
-    if weights.is_file() and expected and sha256_file(weights) != expected:
-        raise RegistryError(f"{folder}: this report evaluated {weights}, which is not "
-                            f"{mv.name} v{mv.version} (its sha256 differs)")
-    if not weights.is_file():
-        log.warning("%s: cannot verify the evaluated model (%s is gone)", folder, weights)
+    _check_provenance(report, folder / REPORT_JSON if Path(path).is_dir() else Path(path), mv, c)
     if dataset is not None:
         wanted = load_dataset(dataset)
         if str(wanted.yaml_path or wanted.root) != report.dataset:
@@ -193,7 +252,7 @@ def promote(
                         latency_samples=LATENCY_SAMPLES, plots=plots, progress=step)
 
     if candidate_report is not None:
-        cand_report, report_dir = _reviewed_report(candidate_report, candidate, dataset)
+        cand_report, report_dir = _reviewed_report(candidate_report, candidate, dataset, c)
         settings = settings_of_report(cand_report)
         gate = check_gate(report_dir, gate_policy, review_dir=review_dir)
     else:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xraydet.io import sha256_file
 from xraydet.registry.store import (
     CHAMPION,
     TAG_ONNX,
@@ -26,7 +27,6 @@ from xraydet.registry.store import (
     client,
     get_model,
     get_version,
-    sha256_file,
 )
 from xraydet.tracking import runs_root
 

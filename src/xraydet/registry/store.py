@@ -9,7 +9,6 @@ default, a tracking server when ``MLFLOW_TRACKING_URI`` is set. Promotion uses t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from xraydet.errors import XrayDetError
+from xraydet.io import sha256_file
 from xraydet.registry.promotion import report_meta, report_metrics
 from xraydet.tracking import configure_mlflow, ensure_experiment
 
@@ -38,6 +38,7 @@ HISTORY_TAG = "previous_champion"
 TAG_SHA256 = "sha256"
 TAG_WEIGHTS = "weights"
 TAG_ONNX = "onnx"
+TAG_ONNX_SHA256 = "onnx_sha256"  # an evaluation of the ONNX export (as served) is one of this version
 MODEL_ARTIFACT_DIR = "model"
 WEIGHT_SUFFIXES = (".pt", ".onnx")
 # MLflow caps tag values (5000 characters for registry tags on some stores); stay well under.
@@ -93,14 +94,6 @@ def validate_name(name: str) -> str:
             "('/' and '@' are reserved for references like name/3 and name@champion)"
         )
     return name
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_missing(err: Exception) -> bool:
@@ -167,13 +160,26 @@ def champion_history(name: str, c: MlflowClient | None = None) -> list[str]:
 
 
 def set_champion(name: str, version: str, history: list[str], c: MlflowClient | None = None) -> None:
-    """Point the ``champion`` alias at ``version`` and store the history of earlier champions."""
+    """Point the ``champion`` alias at ``version`` and store the history of earlier champions.
+
+    The two writes are not atomic, so they are ordered for a failure between them to lose no champion from
+    the history. A history that only adds versions (a promotion) is written before the alias: a failed alias
+    write leaves the old champion both in the alias and at the end of the history. A history that drops
+    versions (a rollback) is written after the alias: a failed history write leaves the restored champion at
+    the end of the history. Either way the next rollback skips the entry equal to the current champion.
+    """
     c = c or client()
-    # History first: if the alias write fails the old champion stays and the history only gains a duplicate.
+    try:
+        grows = set(champion_history(name, c)) <= set(history)
+    except RegistryError:  # an unreadable stored history: replace it first
+        grows = True
     while len(json.dumps(history)) > MAX_TAG_CHARS:  # forget the oldest champions, keep valid JSON
         history = history[1:]
-    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    if grows:
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     c.set_registered_model_alias(name, CHAMPION, str(version))
+    if not grows:
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
 
 
 def set_version_tags(name: str, version: str, tags: dict[str, Any], c: MlflowClient | None = None) -> None:
@@ -205,7 +211,8 @@ def register_model(
 ) -> str:
     """Register a weights file as a new version of model ``name``; return the version.
 
-    The weights (plus the ``.onnx`` export beside them, if there is one) are logged as artifacts of an MLflow
+    The weights (plus the ``.onnx`` export beside them, if there is one: its SHA-256 is a tag too, so a report
+    on the export, as the API serves it, counts as one of this version) are logged as artifacts of an MLflow
     run, in the ``xraydet-registry`` experiment, or of the training run ``run_id`` when given; the eval report
     folder, if given, is logged under ``eval/`` and its headline metrics become ``eval.*`` tags.
 
@@ -264,6 +271,7 @@ def register_model(
             **{f"eval.{k}": v for k, v in meta.items()}}
     if onnx is not None:
         tags[TAG_ONNX] = onnx.name
+        tags[TAG_ONNX_SHA256] = sha256_file(onnx)
     mv = c.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_dir}", run_id=rid, tags=tags)
     log.info("registered %s version %s (sha256 %s...)", name, mv.version, digest[:12])
     return str(mv.version)

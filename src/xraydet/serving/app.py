@@ -19,6 +19,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xraydet.serving.auth import require_api_key
 from xraydet.serving.images import ImageError, configure_pil, decode_image
@@ -132,12 +134,69 @@ def _model_info(model: LoadedModel) -> ModelInfo:
         version=model.ref.version,
         backend=p.backend,
         weights=str(model.ref.weights),
+        sha256=model.sha256,
         imgsz=p.imgsz,
         classes=list(model.names),
         threats=model.threats,
         threats_source=model.threats_source,
         loaded_at=model.loaded_at,
     )
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes (limit set by --max-upload-mb)")
+
+
+class BodyLimitMiddleware:
+    """Cap the request body size per path, answering 413 with the API's JSON error body ``{"detail": ...}``.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; otherwise the bytes are
+    counted as the endpoint reads them. (Starlette's own ``max_body_size`` answers in plain text.)
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, per_path: dict[str, int] | None = None) -> None:
+        self.app = app
+        self.limit = limit
+        self.per_path = dict(per_path or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.per_path.get(scope.get("path", ""), self.limit)
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge(limit)  # FastAPI turns it into the JSON error body
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send, limit)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        body = ErrorResponse(detail=_BodyTooLarge(limit).detail).model_dump()
+        await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
 async def _poll(holder: ModelHolder, every_s: float) -> None:
@@ -184,8 +243,8 @@ def create_app(settings: ServeSettings, source: ModelSource | None = None) -> Fa
         version="1",
         description="Threat detection on X-ray baggage scans.",
         lifespan=lifespan,
-        max_body_size=batch_limit,
     )
+    app.add_middleware(BodyLimitMiddleware, limit=batch_limit, per_path={"/v1/detect": single_limit})
     app.state.settings = settings
     app.state.holder = holder
 
@@ -209,9 +268,7 @@ def create_app(settings: ServeSettings, source: ModelSource | None = None) -> Fa
         )
         return JSONResponse(body.model_dump(), status_code=200 if model else 503)
 
-    @app.post(
-        "/v1/detect", response_model=DetectResponse, responses=_UPLOAD_ERRORS, max_body_size=single_limit
-    )
+    @app.post("/v1/detect", response_model=DetectResponse, responses=_UPLOAD_ERRORS)
     def detect(
         request: Request,
         file: UploadFile = File(..., description="the scan (JPEG, PNG, BMP, TIFF, WebP)"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import hmac
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
@@ -21,5 +21,7 @@ def require_api_key(request: Request, key: str | None = Security(api_key_header)
         raise HTTPException(
             401, "missing API key: send it in the X-API-Key header", headers={"WWW-Authenticate": "APIKey"}
         )
-    if not secrets.compare_digest(key.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
+    # Starlette decodes header bytes as latin-1, so this gives back the bytes sent; the configured key is
+    # ASCII (ServeSettings checks it).
+    if not hmac.compare_digest(key.encode("latin-1", "replace"), expected.encode("utf-8")):
         raise HTTPException(403, "wrong API key")

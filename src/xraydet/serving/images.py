@@ -20,6 +20,33 @@ from xraydet.errors import XrayDetError
 FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
 
 
+# Leading bytes of the accepted formats: a file that starts like one of them but does not open is a corrupt
+# image (400), not an unsupported format (415).
+_MAGIC: tuple[tuple[str, tuple[bytes, ...]], ...] = (
+    ("JPEG", (b"\xff\xd8\xff",)),
+    ("PNG", (b"\x89PNG\r\n\x1a\n",)),
+    ("GIF", (b"GIF87a", b"GIF89a")),
+    ("TIFF", (b"II*\x00", b"MM\x00*")),
+    ("BMP", (b"BM",)),
+    ("PPM", tuple(b"P" + bytes([d]) + bytes([ws]) for d in b"123456" for ws in b" \t\r\n")),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The accepted format ``data`` claims to be by its leading bytes, or ``None``.
+
+    Example:
+        >>> sniff_format(b"GIF89a..."), sniff_format(b"%PDF-1.4")
+        ('GIF', None)
+    """
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for fmt, magics in _MAGIC:
+        if data.startswith(magics):
+            return fmt
+    return None
+
+
 def _pil_open(data: bytes) -> Image.Image:
     opener = Image.open
     if opener.__module__ != Image.__name__:
@@ -46,7 +73,8 @@ def decode_image(data: bytes, max_pixels: int, filename: str = "upload") -> np.n
     """Decode an uploaded image into an ``HxWx3`` RGB ``uint8`` array.
 
     Raises:
-        ImageError: 400 empty/truncated/corrupt, 413 too many pixels, 415 not an image.
+        ImageError: 400 empty/truncated/corrupt (a file that starts like a supported format but does not
+            open is corrupt), 413 too many pixels, 415 not an image in a supported format.
 
     Example:
         >>> buf = io.BytesIO(); Image.new("L", (4, 3)).save(buf, "PNG")
@@ -62,6 +90,11 @@ def decode_image(data: bytes, max_pixels: int, filename: str = "upload") -> np.n
         except Image.DecompressionBombError as err:
             raise ImageError(f"{filename}: image too large ({err})", 413) from err
         except UnidentifiedImageError as err:
+            claimed = sniff_format(data)
+            if claimed is not None:
+                raise ImageError(
+                    f"{filename}: corrupt image (starts like a {claimed} but does not open)", 400
+                ) from err
             raise ImageError(
                 f"{filename}: not an image in a supported format ({', '.join(FORMATS)})", 415
             ) from err

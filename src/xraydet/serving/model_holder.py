@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xraydet.inference.base import Predictor
+from xraydet.io import sha256_file
 from xraydet.serving.model_source import ModelRef, ModelSource
 from xraydet.serving.settings import ServeSettings
 from xraydet.serving.threats import resolve_threats
@@ -33,6 +34,7 @@ class LoadedModel:
     predictor: Predictor
     threats: list[str]
     threats_source: str
+    sha256: str | None = None  # of the weights file the source named (before any ONNX export)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     # Ultralytics' predictor keeps per-call state; ONNX Runtime sessions are safe to share between threads.
     _lock: threading.Lock | None = None
@@ -81,7 +83,9 @@ def load_model(ref: ModelRef, settings: ServeSettings) -> LoadedModel:
         len(predictor.names),
         source,
     )
-    return LoadedModel(ref=ref, predictor=predictor, threats=threats, threats_source=source)
+    return LoadedModel(
+        ref=ref, predictor=predictor, threats=threats, threats_source=source, sha256=sha256_file(ref.weights)
+    )
 
 
 class ModelHolder:

@@ -6,13 +6,13 @@ when the answer's ``version`` changes (see :mod:`xraydet.serving.model_holder`).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from xraydet.errors import XrayDetError
+from xraydet.io import sha256_file
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,7 @@ class ModelSource(Protocol):
 
 def file_version(path: Path) -> str:
     """A short content hash: the version of a model file changes exactly when its bytes do."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    return sha256_file(path)[:12]
 
 
 class FileModelSource:

@@ -62,6 +62,9 @@ class ModelInfo(BaseModel):
     version: str
     backend: str
     weights: str
+    sha256: str | None = Field(
+        default=None, description="SHA-256 of the served weights file: ties an evaluation to a version"
+    )
     imgsz: int
     classes: list[str]
     threats: list[str]

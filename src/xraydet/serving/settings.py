@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class ServeSettings(BaseModel):
@@ -26,7 +26,9 @@ class ServeSettings(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    api_key: str | None = Field(default_factory=lambda: os.environ.get("XRAYDET_API_KEY") or None)
+    api_key: str | None = Field(
+        default_factory=lambda: os.environ.get("XRAYDET_API_KEY") or None, validate_default=True
+    )
     max_upload_mb: float = Field(default=10.0, gt=0)
     max_pixels: int = Field(default=40_000_000, ge=1)
     max_batch_files: int = Field(default=16, ge=1)
@@ -36,6 +38,23 @@ class ServeSettings(BaseModel):
     poll_s: float = Field(default=30.0, ge=0, description="seconds between model-source checks; 0 = never")
     default_iou: float = Field(default=0.7, ge=0, le=1)
     threats: list[str] | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe_key(cls, value: str | None) -> str | None:
+        # The key travels in the X-API-Key header: HTTP carries only visible ASCII there (and strips spaces at
+        # the ends), so any other key could never match.
+        if value and not all(0x21 <= ord(ch) <= 0x7E or ch == " " for ch in value):
+            raise ValueError(
+                "the API key (--api-key / XRAYDET_API_KEY) must be printable ASCII: an HTTP header cannot "
+                "carry other characters, so such a key could never be sent"
+            )
+        if value and value != value.strip(" "):
+            raise ValueError(
+                "the API key (--api-key / XRAYDET_API_KEY) must not start or end with a space: HTTP strips "
+                "them from the header"
+            )
+        return value
 
     @property
     def max_upload_bytes(self) -> int:

@@ -68,6 +68,7 @@ def create_review_app(report_dir: str | Path, n: int = 100, seed: int = 0) -> Fa
 
     @app.get("/api/items")
     def list_items() -> dict[str, Any]:
+        verdicts, counts = store.snapshot()  # verdict POSTs run in other threads
         return {
             "report_id": report.report_id,
             "model": Path(report.model).name,
@@ -78,8 +79,8 @@ def create_review_app(report_dir: str | Path, n: int = 100, seed: int = 0) -> Fa
                 | {"name": Path(item["image"]).name, "image_url": f"/api/items/{item['id']}/image"}
                 for item in items
             ],
-            "verdicts": {k: v["verdict"] for k, v in store.verdicts.items() if k in by_id},
-            "counts": store.counts(),
+            "verdicts": {k: v for k, v in verdicts.items() if k in by_id},
+            "counts": counts,
         }
 
     @app.get("/api/items/{item_id}/image")

@@ -83,11 +83,15 @@ class VerdictStore:
         return store
 
     def save(self) -> None:
+        with self._lock:
+            self._save()
+
+    def _save(self) -> None:  # the caller holds the lock
         body = {
             "report_id": self.report_id,
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
             "meta": self.meta,
-            "counts": self.counts(),
+            "counts": self._counts(),
             "verdicts": self.verdicts,
         }
         atomic_write_json(self.path, body)
@@ -103,10 +107,19 @@ class VerdictStore:
                 "note": note,
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            self.save()
-            return self.counts()
+            self._save()
+            return self._counts()
+
+    def snapshot(self) -> tuple[dict[str, str], dict[str, int]]:
+        """A consistent copy of ``(item id -> verdict, counts)``, safe while other threads add verdicts."""
+        with self._lock:
+            return {k: v["verdict"] for k, v in self.verdicts.items()}, self._counts()
 
     def counts(self) -> dict[str, int]:
+        with self._lock:
+            return self._counts()
+
+    def _counts(self) -> dict[str, int]:  # the caller holds the lock
         counts = {v: 0 for v in VERDICTS}
         for entry in self.verdicts.values():
             counts[entry["verdict"]] += 1
