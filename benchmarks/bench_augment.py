@@ -34,6 +34,7 @@ SETTINGS = {
     "+ rot90 0.5": {"rot90": 0.5},
     "+ threat_projection 0.5": {"threat_projection": 0.5},
     "+ both": {"rot90": 0.5, "threat_projection": 0.5},
+    "+ threat_free 0.1": {"threat_free": 0.1},
 }
 
 

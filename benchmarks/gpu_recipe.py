@@ -6,8 +6,8 @@ sharing the GPU and the CPU cores; with ``sequential: true`` they run one after 
 alone on the machine (the throughput profile and the main run). Each job records its wall time, images/s over
 the whole run, the training loop's images/s and the share of it spent waiting for the loader (medians over
 epochs 2+, :class:`EpochClock`), and a final validation of ``best.pt``. A job's ``val_every: N`` validates
-every N epochs only, and ``rot90`` / ``threat_projection`` (probabilities) switch on xraydet's X-ray
-augmentations, as the xraydet job keys ``val_every`` and ``xray_augment`` do.
+every N epochs only, and ``rot90`` / ``threat_projection`` / ``threat_free`` (probabilities) switch on
+xraydet's X-ray augmentations, as the xraydet job keys ``val_every`` and ``xray_augment`` do.
 
 The GPU machine has no pydantic or MLflow, so this script drives Ultralytics directly instead of ``xraydet
 train``; the recipe it measures is the same (preset ``xray-fast``, examples/jobs/xray-fast-gpu.yaml).
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -146,7 +147,9 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
     val_every = int(args.pop("val_every", 1))
     xray = load_xraydet_module("xray_augment")
     augment = xray.XrayAugment(
-        rot90=float(args.pop("rot90", 0.0)), threat_projection=float(args.pop("threat_projection", 0.0))
+        rot90=float(args.pop("rot90", 0.0)),
+        threat_projection=float(args.pop("threat_projection", 0.0)),
+        threat_free=float(args.pop("threat_free", 0.0)),
     )
     args.update(
         data=str(data),
@@ -195,7 +198,8 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
         "map50": round(float(metrics.box.map50), 4),
         "map50_95": round(float(metrics.box.map), 4),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "train_dataset": type(model.trainer.train_loader.dataset).__name__,  # XrayDataset with rot90/TIP
+        "train_dataset": type(model.trainer.train_loader.dataset).__name__,  # XrayDataset: X-ray augmented
+        "xray_augment": dataclasses.asdict(augment),
         **clock.steady(),
         "epoch_timing": clock.epochs,
         "curve": [

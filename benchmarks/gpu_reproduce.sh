@@ -6,8 +6,8 @@
 #
 # profile:  plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 3.5 min on an H100)
 # main:     the best row, ONE run of yolov8m from scratch, seed 0, 8 min of training (about 8.5 min)
-# ablation: quarter turns and threat projection, alone and together, 4 yolov8s jobs sharing the GPU for
-#           7.2 min of training each (about 8.5 min); not part of `all`
+# ablation: quarter turns, threat projection (alone and together) and threat-free bags, 5 yolov8s jobs
+#           sharing the GPU for 7.2 min of training each (about 8.5 min); not part of `all`
 # all:     both, one after the other (default)
 # Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main) go to OUT (default $OUT, else
 # ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt

@@ -58,10 +58,14 @@ def test_throughput_profile_runs_jobs_one_after_another(synth_yaml: Path, tmp_pa
 
 def test_ablation_jobs_train_on_the_x_ray_augmented_set(synth_yaml: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    summary = run_script("gpu_ablation.yaml", synth_yaml, out, "abl-s-recipe", "abl-s-rot90-tip")
+    names = ["abl-s-recipe", "abl-s-rot90-tip", "abl-s-threat-free"]
+    summary = run_script("gpu_ablation.yaml", synth_yaml, out, *names)
     jobs = {j["name"]: j for j in summary["jobs"]}
     assert jobs["abl-s-recipe"]["train_dataset"] == "YOLODataset"
     assert jobs["abl-s-rot90-tip"]["train_dataset"] == "XrayDataset"
-    assert jobs["abl-s-rot90-tip"]["args"]["threat_projection"] == 0.5
+    assert jobs["abl-s-rot90-tip"]["xray_augment"]["threat_projection"] == 0.5
+    assert jobs["abl-s-rot90-tip"]["xray_augment"]["rot90"] == 0.5
+    assert jobs["abl-s-threat-free"]["train_dataset"] == "XrayDataset"
+    assert jobs["abl-s-threat-free"]["xray_augment"]["threat_free"] == 0.1
     assert not list(out.glob("best.pt.part*"))  # an ablation keeps no weights
-    assert sorted(p.name for p in (out / "curves").iterdir()) == ["abl-s-recipe.csv", "abl-s-rot90-tip.csv"]
+    assert sorted(p.name for p in (out / "curves").iterdir()) == [f"{n}.csv" for n in names]

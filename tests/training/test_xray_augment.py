@@ -12,6 +12,7 @@ import pytest
 from training_support import tiny_job
 
 from xraydet.errors import ConfigError
+from xraydet.structures import xywhn_to_xyxy
 from xraydet.training import job_from_dict, run_training
 from xraydet.training.xray_augment import (
     XrayAugment,
@@ -20,6 +21,7 @@ from xraydet.training.xray_augment import (
     project_threat,
     rot90_boxes,
     rotate90,
+    threat_free_view,
     threat_layer,
     xray_trainer,
 )
@@ -120,6 +122,25 @@ def test_projection_gives_up_on_an_empty_belt_and_on_a_threat_bigger_than_the_sc
     assert box is None and out is small
 
 
+def test_a_threat_free_bag_keeps_the_widest_box_free_band_and_shows_belt_elsewhere() -> None:
+    _, scan = bag_scene()
+    blade = box_of_mask(scan[..., 0] < 100)  # rows 50-56, cols 30-70; grown by 10%: rows 49-57
+    out = threat_free_view(scan, blade[None])
+    assert out is not None and out.shape == scan.shape and out.dtype == scan.dtype
+    # Below the blade (rows 57-120: 63 of 120) is the widest band: every pixel there is the scan's own.
+    np.testing.assert_array_equal(out[57:], scan[57:])
+    assert np.all(out[:57] == 250)  # everywhere else the empty belt, the blade's rows included
+    np.testing.assert_array_equal(scan, bag_scene()[1])  # the input scan is never changed
+
+
+def test_a_threat_free_bag_is_refused_when_the_objects_leave_too_little() -> None:
+    _, scan = bag_scene()
+    centre = np.array([[0.5, 0.5, 0.6, 0.6]])  # grown by 10% a side to 0.72: bands of 0.14 of the scan
+    assert threat_free_view(scan, centre) is None
+    assert threat_free_view(scan, centre, min_keep=0.13) is not None
+    np.testing.assert_array_equal(threat_free_view(scan, np.zeros((0, 4))), scan)
+
+
 # -- through Ultralytics --
 
 
@@ -183,6 +204,30 @@ def test_the_data_set_projects_a_labelled_threat_until_mosaic_closes(synth_copy:
     assert len(projected.get_image_and_label(0)["instances"]) == len(
         plain.get_image_and_label(0)["instances"]
     )
+
+
+def test_the_data_set_turns_scans_into_threat_free_bags_until_mosaic_closes(synth_copy: Path) -> None:
+    plain = xray_dataset(synth_copy, XrayAugment())
+    cleared = xray_dataset(synth_copy, XrayAugment(threat_free=1.0, threat_projection=1.0))
+    emptied = 0
+    for index in range(12):
+        before = plain.get_image_and_label(index)
+        random.seed(index)
+        after = cleared.get_image_and_label(index)
+        if len(after["instances"]) == 0:
+            emptied += 1
+            assert after["cls"].shape == (0, 1)
+            assert after["img"].shape == before["img"].shape
+            h, w = before["img"].shape[:2]
+            for x1, y1, x2, y2 in xywhn_to_xyxy(before["instances"].bboxes, w, h).round().astype(int):
+                region = after["img"][y1:y2, x1:x2]  # each labelled object is gone: one flat belt colour
+                assert (region == region.reshape(-1, region.shape[-1])[0]).all()
+        else:  # too little box-free bag to keep: the scan is projected into instead
+            assert len(after["instances"]) >= len(before["instances"])
+    assert emptied >= 6
+
+    cleared.close_mosaic(_hyp())
+    assert cleared.xray.threat_free == 0.0
 
 
 def _hyp() -> Any:
@@ -250,7 +295,7 @@ def test_the_trainer_class_trains_on_the_augmented_set(synth_copy: Path, tmp_pat
 
     model = YOLO("yolov8n.yaml")
     model.add_callback("on_train_epoch_end", record)
-    augment = XrayAugment(rot90=0.5, threat_projection=0.5)
+    augment = XrayAugment(rot90=0.5, threat_projection=0.5, threat_free=0.5)  # some tiles without labels
     model.train(
         trainer=xray_trainer(augment),
         data=str(synth_copy),
@@ -273,11 +318,14 @@ def test_the_trainer_class_trains_on_the_augmented_set(synth_copy: Path, tmp_pat
 
 
 def test_the_job_key_validates_its_probabilities_and_names_the_field(tiny_data: Path) -> None:
-    job = job_from_dict(tiny_job(tiny_data, xray_augment={"rot90": 0.5, "threat_projection": 0.25}))
-    assert job.xray_augment.augment() == XrayAugment(rot90=0.5, threat_projection=0.25)
+    raw = tiny_job(tiny_data, xray_augment={"rot90": 0.5, "threat_projection": 0.25, "threat_free": 0.1})
+    job = job_from_dict(raw)
+    assert job.xray_augment.augment() == XrayAugment(rot90=0.5, threat_projection=0.25, threat_free=0.1)
     assert not job_from_dict(tiny_job(tiny_data)).xray_augment.augment().active
     with pytest.raises(ConfigError, match=r"xray_augment\.rot90"):
         job_from_dict(tiny_job(tiny_data, xray_augment={"rot90": 1.5}))
+    with pytest.raises(ConfigError, match=r"xray_augment\.threat_free"):
+        job_from_dict(tiny_job(tiny_data, xray_augment={"threat_free": -0.1}))
     with pytest.raises(ConfigError, match=r"xray_augment\.mosaic"):
         job_from_dict(tiny_job(tiny_data, xray_augment={"mosaic": 0.5}))
     with pytest.raises(
@@ -302,4 +350,9 @@ def test_a_job_with_x_ray_augmentation_trains_and_records_it(
     import yaml
 
     saved = yaml.safe_load((tmp_path / "run" / "job.yaml").read_text())
-    assert saved["xray_augment"] == {"rot90": 0.5, "threat_projection": 0.5, "projection_classes": [0, 1]}
+    assert saved["xray_augment"] == {
+        "rot90": 0.5,
+        "threat_projection": 0.5,
+        "projection_classes": [0, 1],
+        "threat_free": 0.0,
+    }

@@ -1,4 +1,4 @@
-"""X-ray augmentations Ultralytics lacks: exact quarter turns and threat image projection (TIP).
+"""X-ray augmentations Ultralytics lacks: quarter turns, threat image projection (TIP) and threat-free bags.
 
 - **Quarter turns.** A scan has no up or down, and a bag lies on the belt in any of four orientations.
   Ultralytics' ``degrees`` draws any angle, and the axis-aligned box around a rotated thin blade grows up to
@@ -9,12 +9,16 @@
   another bag, approximates a bag holding both, with no segment masks (Ultralytics' ``copy_paste`` needs
   masks; OPIXray has boxes only). The crop carries a little of its source bag's clutter; a margin that fades
   to "nothing in the way" (transmission 1) hides the crop's edges.
+- **Threat-free bags.** Background images (scans with no labels) teach a detector that clutter is not a
+  threat. Labelled sets rarely ship them, so a scan is turned into one: its labelled objects are cut away
+  with the rest of their band of the image, the widest box-free side of the bag is kept in place, and the
+  cut-away part shows the empty belt.
 
-Both act on each scan as it is loaded (``get_image_and_label``), before mosaic, so every mosaic tile gets
-them. Projection stops with mosaic in the last ``close_mosaic`` epochs, as Ultralytics' ``copy_paste`` does,
-so the model ends on real scans only. This module needs only numpy, OpenCV, Ultralytics and xraydet's
-numpy-only :mod:`xraydet.structures`, so the GPU benchmark (benchmarks/gpu_recipe.py) loads it from its file
-on a machine without xraydet's other dependencies.
+All three act on each scan as it is loaded (``get_image_and_label``), before mosaic, so every mosaic tile gets
+them. Projection and threat-free bags stop with mosaic in the last ``close_mosaic`` epochs, as Ultralytics'
+``copy_paste`` does, so the model ends on real, whole scans only. This module needs only numpy, OpenCV,
+Ultralytics and xraydet's numpy-only :mod:`xraydet.structures`, so the GPU benchmark
+(benchmarks/gpu_recipe.py) loads it from its file on a machine without xraydet's other dependencies.
 
 Example:
     >>> import numpy as np
@@ -51,15 +55,18 @@ class XrayAugment:
         threat_projection: probability of projecting one threat, cut from another training scan, into a scan.
         projection_classes: class ids that may be projected (None = every class): on a set that also labels
             harmless items, project the threats only.
+        threat_free: probability of replacing a scan by a threat-free bag made from it
+            (:func:`threat_free_view`): a background image with no labels.
     """
 
     rot90: float = 0.0
     threat_projection: float = 0.0
     projection_classes: tuple[int, ...] | None = None
+    threat_free: float = 0.0
 
     @property
     def active(self) -> bool:
-        return self.rot90 > 0 or self.threat_projection > 0
+        return self.rot90 > 0 or self.threat_projection > 0 or self.threat_free > 0
 
 
 def rot90_boxes(boxes: np.ndarray, k: int) -> np.ndarray:
@@ -174,6 +181,46 @@ def project_threat(
     return bag, None
 
 
+def threat_free_view(
+    scan: np.ndarray, boxes: np.ndarray, min_keep: float = 0.25, pad: float = 0.1
+) -> np.ndarray | None:
+    """``scan`` with every labelled object cut away: a threat-free bag, or None when too little is left.
+
+    The labelled boxes (normalised xywh), each grown by ``pad`` x its size against loose edges, span a
+    rectangle. Of the four bands of the scan beside it (left, right, above, below) the largest is kept in
+    place, and the rest of the scan becomes empty belt (its :func:`background_level`). None when that band
+    covers less than ``min_keep`` of the scan. Nothing is resampled: every kept pixel is a scanned one.
+
+    Example:
+        >>> scan = np.full((40, 80, 3), 200, np.uint8); scan[10:30, 50:60] = 20  # a threat on the right
+        >>> out = threat_free_view(scan, np.array([[55 / 80, 0.5, 10 / 80, 0.5]]))
+        >>> bool((out[:, :49] == scan[:, :49]).all()), int(out[:, 49:].min())  # left band kept, the rest belt
+        (True, 200)
+    """
+    h, w = scan.shape[:2]
+    if len(boxes) == 0:
+        return scan
+    grown = xywhn_to_xyxy(np.asarray(boxes, dtype=np.float32) * [1, 1, 1 + 2 * pad, 1 + 2 * pad], w, h)
+    x1 = int(np.clip(np.floor(grown[:, 0].min()), 0, w))
+    y1 = int(np.clip(np.floor(grown[:, 1].min()), 0, h))
+    x2 = int(np.clip(np.ceil(grown[:, 2].max()), 0, w))
+    y2 = int(np.clip(np.ceil(grown[:, 3].max()), 0, h))
+    bands = {  # name -> (area, slices of the kept band)
+        "left": (x1 * h, (slice(0, h), slice(0, x1))),
+        "right": ((w - x2) * h, (slice(0, h), slice(x2, w))),
+        "above": (y1 * w, (slice(0, y1), slice(0, w))),
+        "below": ((h - y2) * w, (slice(y2, h), slice(0, w))),
+    }
+    area, kept = max(bands.values(), key=lambda band: band[0])
+    if area < min_keep * h * w:
+        return None
+    out = np.empty_like(scan)
+    # One belt-coloured row, then copied down: broadcasting the per-channel value itself is 40x slower.
+    out[...] = np.tile(np.rint(background_level(scan)).astype(scan.dtype), (w, 1))[None]
+    out[kept] = scan[kept]
+    return out
+
+
 def _too_close(new: np.ndarray, existing: np.ndarray, max_overlap: float) -> bool:
     if len(existing) == 0:
         return False
@@ -205,12 +252,16 @@ class XrayDataset(YOLODataset):
         if len(instances.segments) or instances.keypoints is not None:
             return label  # boxes only: segments and keypoints would not follow
         rng = random.Random(random.getrandbits(64))  # Ultralytics seeds `random` per loader worker
+        clear = rng.random() < self.xray.threat_free
         project = rng.random() < self.xray.threat_projection
         turn = rng.random() < self.xray.rot90
-        if not (project or turn):
+        if not (clear or project or turn):
             return label
         image, boxes, cls = label["img"], instances.bboxes.copy(), label["cls"]
-        if project:
+        cleared = threat_free_view(image, boxes) if clear and len(boxes) else None
+        if cleared is not None:
+            image, boxes, cls = cleared, boxes[:0], cls[:0]
+        elif project:
             image, boxes, cls = self._project(image, boxes, cls, index, rng)
         if turn:
             # Rectangular batches share one shape, which a quarter turn would not fit: only half turns there.
@@ -245,7 +296,7 @@ class XrayDataset(YOLODataset):
         return image, boxes, cls
 
     def close_mosaic(self, hyp: Any) -> None:
-        self.xray = replace(self.xray, threat_projection=0.0)
+        self.xray = replace(self.xray, threat_projection=0.0, threat_free=0.0)
         super().close_mosaic(hyp)
 
 
@@ -295,7 +346,7 @@ def xray_trainer(augment: XrayAugment) -> type[DetectionTrainer]:
     """A trainer class for ``YOLO(...).train(trainer=...)`` that applies ``augment`` to the training scans.
 
     Example:
-        >>> trainer = xray_trainer(XrayAugment(rot90=0.5, threat_projection=0.5))
+        >>> trainer = xray_trainer(XrayAugment(rot90=0.5, threat_projection=0.5, threat_free=0.1))
         >>> trainer.xray.rot90
         0.5
     """
