@@ -196,6 +196,26 @@ def test_resume_uses_the_recorded_plan_and_base_dir(tmp_path: Path) -> None:
     assert state.base_dir == str(start.resolve()) and state.status == "finished"
 
 
+def test_resume_elsewhere_checks_relative_job_paths_against_the_base_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A train step's relative preset/model are checked (on resume too) where the plan was started."""
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "mine.yaml").write_text("args: {lr0: 0.005}\n")
+    raw = {
+        "name": "relative",
+        "data": [{"id": "first", "kind": "score", "value": 0.5, "transitions": [{"goto": "end"}]}],
+        "phases": [{"id": "phase1", "job": {"data": "@first", "preset": "mine.yaml", "epochs": 1}}],
+    }
+    monkeypatch.chdir(start)
+    run_plan(parse_plan(raw), tmp_path / "state")
+    monkeypatch.chdir(tmp_path)
+    state = resume_plan(tmp_path / "state")
+    assert state.status == "finished" and state.trail == ["first"]
+    assert plan_status(tmp_path / "state").base_dir == str(start.resolve())
+
+
 def test_report_has_phases_curves_and_totals(tmp_path: Path) -> None:
     run_plan(plan_of(0.12, 0.45), tmp_path)
     report = json.loads((tmp_path / "report" / "report.json").read_text())

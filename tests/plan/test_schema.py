@@ -86,7 +86,7 @@ def test_minimal_plan_compiles_in_order() -> None:
         ),
         (
             "phases.0.transitions.0.when",
-            {"metric": "a", "step": "ghost"},
+            {"metric": "a", "step": "ghost", "value": 1},
             "phases[0].transitions[0].when: reads step 'ghost'",
         ),
         (
@@ -116,6 +116,31 @@ def test_minimal_plan_compiles_in_order() -> None:
 def test_errors_name_the_key_path(path: str, value: Any, expected: str) -> None:
     problems = problems_of(broken(path, value))
     assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_projection_classes_are_left_to_the_real_data_set() -> None:
+    """Validation uses a one-class stand-in data set; the real one, checked when the step runs, has more."""
+    raw = copy.deepcopy(MINIMAL)
+    raw["phases"][0]["job"]["xray_augment"] = {"threat_projection": 0.5, "projection_classes": [0, 1, 2]}
+    assert [s.id for s in parse_plan(raw).steps()][1] == "phase1"
+    raw["phases"][0]["job"]["xray_augment"]["projection_classes"] = "knives"
+    assert any(p.startswith("phases[0].job: key 'xray_augment.projection_classes'") for p in problems_of(raw))
+
+
+def test_relative_job_paths_resolve_against_the_base_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mine.yaml").write_text("args: {lr0: 0.005}\n")
+    (tmp_path / "start.pt").write_bytes(b"not inspected by validation")
+    raw = copy.deepcopy(MINIMAL)
+    raw["phases"][0]["job"].update(preset="mine.yaml", model="start.pt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert parse_plan(raw, base_dir=tmp_path).base_dir == tmp_path.resolve()
+    assert any("'start.pt' is not a local file" in p for p in problems_of(raw))  # not in the current folder
+    del raw["phases"][0]["job"]["model"]
+    assert any("unknown preset 'mine.yaml'" in p for p in problems_of(raw))
 
 
 def test_all_problems_are_reported_at_once() -> None:

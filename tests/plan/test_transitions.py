@@ -164,3 +164,35 @@ def test_no_rule_matches_falls_through_to_next_step() -> None:
 def test_bad_conditions_are_rejected(raw: Any) -> None:
     with pytest.raises(ValidationError):
         CONDITION.validate_python(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        # these validated before and were simply never true
+        ({"metric": "final.map50", "op": "<"}, r"op '<' needs a value"),
+        ({"metric": "final.map50"}, r"op '>=' needs a value"),
+        ({"metric": "status", "op": "=="}, r"op '==' needs a value"),
+        ({"metric": "final.map50", "op": ">=", "value": "high"}, r"op '>=' compares numbers.*'high'"),
+        ({"metric": "final.map50", "op": "<", "value": [0.4]}, r"op '<' compares numbers"),
+        ({"metric": "final.map50", "op": "<", "value": True}, r"op '<' compares numbers"),
+        ({"metric": "status", "op": "in", "value": "stopped"}, r"op 'in' needs a list"),
+        ({"not": {"metric": "status", "op": "not in", "value": 3}}, r"op 'not in' needs a list"),
+    ],
+)
+def test_a_value_must_fit_its_op(raw: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        CONDITION.validate_python(raw)
+
+
+def test_numeric_text_is_a_number_for_order_ops() -> None:
+    """YAML 1.1 reads ``5e-2`` as text; compared with a number it meant a number."""
+    cond = CONDITION.validate_python({"metric": "final.map50", "op": "<", "value": "5e-2"})
+    assert isinstance(cond, Compare) and cond.value == 0.05
+    assert evaluate_condition(cond, {"final": {"map50": 0.01}}, {}).holds is True
+    ref = {"metric": "final.map50", "op": ">", "value": {"step": "p1", "metric": "final.map50"}}
+    assert evaluate_condition(
+        CONDITION.validate_python(ref), OUTCOME, {"p1": {"final": {"map50": 0.3}}}
+    ).holds
+    for raw in ({"metric": "final.map50", "op": "exists"}, {"metric": "status", "op": "==", "value": "5e-2"}):
+        CONDITION.validate_python(raw)  # no value needed / text stays text for ==

@@ -330,6 +330,17 @@ def test_registry_errors_list_valid_names_and_parameters() -> None:
     assert isinstance(build_hook("plateau", {"patience": 4}), PlateauFlag)
 
 
+def test_registry_checks_parameter_types_against_the_constructor() -> None:
+    with pytest.raises(
+        ConfigError, match=r"hook 'plateau': parameter 'patience': Input should be a valid integer"
+    ):
+        build_hook("plateau", {"patience": "soon"})
+    with pytest.raises(ConfigError, match=r"hook 'oscillation': parameter 'metrics'"):
+        build_hook("oscillation", {"metrics": 7})
+    timeout = build_hook("timeout", {"timeout_s": 5})
+    assert isinstance(timeout, Timeout) and timeout.timeout_s == 5.0
+
+
 def test_hook_list_refuses_duplicate_names() -> None:
     with pytest.raises(ConfigError, match="plateau"):
         HookList([PlateauFlag(), PlateauFlag()])

@@ -10,6 +10,7 @@ import yaml
 
 from xraydet.errors import ConfigError
 from xraydet.training import TrainJob, job_from_dict, list_presets, load_job, load_preset
+from xraydet.training.hooks import HookBase, register_hook
 from xraydet.training.job import GateConfig, apply_sets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +26,18 @@ IMPROVED = {
     "warmup_epochs": 5, "warmup_momentum": 0.9, "degrees": 10, "translate": 0.05, "scale": 0.3, "shear": 3,
     "mosaic": 0.8, "mixup": 0.0, "hsv_h": 0.01, "hsv_s": 0.5, "hsv_v": 0.3, "batch": 8,
 }  # fmt: skip
+
+
+@register_hook
+class Picky(HookBase):
+    """A hook whose constructor refuses a value its annotation allows."""
+
+    name = "test_picky"
+
+    def __init__(self, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.every = every
 
 
 @pytest.fixture
@@ -93,7 +106,44 @@ def test_seed_job_keys_with_string_values(tmp_path: Path, data_yaml: Path) -> No
         ({"resume": True}, r"'resume' is managed by xraydet; use `xraydet train --resume RUN_DIR`"),
         ({"EPOCHS": "10", "epochs": 20}, r"both 'EPOCHS' \(10\) and 'epochs' \(20\)"),
         ({"epochs": "many"}, r"key 'epochs'"),
-        ({"gate": {"stop_below": 0.5}}, r"key 'gate.stop_below'.*must not exceed continue_above"),
+        (
+            {"gate": {"stop_below": 0.5}},
+            r"key 'gate'.*stop_below \(0.5\) must not exceed continue_above \(0.4\)",
+        ),
+        # the order is checked against defaults too
+        (
+            {"gate": {"continue_above": 0.2}},
+            r"key 'gate'.*stop_below \(0.3\) must not exceed continue_above \(0.2\)",
+        ),
+        (
+            {"gate": {"metric": "mAP50"}},
+            r"key 'gate.metric'.*unknown metric 'mAP50' \(did you mean 'map50'.*val_loss",
+        ),
+        ({"red_flags": {"plateau": {"metric": "map5095"}}}, r"key 'red_flags.plateau.metric'.*'map50_95'"),
+        (
+            {"red_flags": {"oscillation": {"metrics": ["map50", "val_los"]}}},
+            r"key 'red_flags.oscillation.metrics.1'.*unknown metric 'val_los' \(did you mean 'val_loss'",
+        ),
+        ({"lr0": "fast"}, r"key 'lr0': 'lr0=fast' is of invalid type str"),
+        ({"overrides": {"mosaic": 1.5}}, r"key 'mosaic': 'mosaic=1.5' is an invalid value"),
+        ({"close_mosaic": 2.5}, r"key 'close_mosaic'.*must be an int"),
+        (
+            {"hooks": [{"name": "nope"}]},
+            r"key 'hooks\[0\].name': unknown hook 'nope'.*registered hooks: .*plateau",
+        ),
+        (
+            {"hooks": [{"name": "timeout", "params": {"timeout_s": "soon"}}]},
+            r"key 'hooks\[0\].params': hook 'timeout': parameter 'timeout_s': Input should be a valid number",
+        ),
+        (
+            {"hooks": [{"name": "test_picky", "params": {"every": 0}}]},
+            r"key 'hooks\[0\].params': ValueError: every must be >= 1",
+        ),
+        (
+            {"hooks": [{"name": "plateau"}]},
+            r"key 'hooks\[0\].name': the job already has a hook named 'plateau'",
+        ),
+        ({"experiment": ""}, r"key 'experiment'.*empty"),
         ({"gate": {"decison_epoch": 5}}, r"key 'gate.decison_epoch'"),
         ({"overrides": {"batch": 4}}, r"'batch' is a job field"),
         ({"overrides": {"lr_0": 4}}, r"unknown Ultralytics train argument 'lr_0'"),
@@ -110,6 +160,21 @@ def test_bad_jobs_name_the_file_and_key(
     with pytest.raises(ConfigError, match=message) as err:
         load_job(path)
     assert str(err.value).startswith(str(path))
+
+
+def test_numbers_yaml_reads_as_text_are_numbers(tmp_path: Path, data_yaml: Path) -> None:
+    """YAML 1.1 reads ``1e-3`` as a string; Ultralytics would refuse it when training starts."""
+    path = tmp_path / "job.yaml"
+    path.write_text("data: data.yaml\nlr0: 1e-3\nclose_mosaic: 1e1\noverrides: {weight_decay: 5e-4}\n")
+    assert yaml.safe_load(path.read_text())["lr0"] == "1e-3"
+    job = load_job(path)
+    assert job.overrides == {"lr0": 0.001, "close_mosaic": 10, "weight_decay": 0.0005}
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("args: {lr0: 2e-3}\n")
+    assert load_preset(preset).args == {"lr0": 0.002}
+    preset.write_text("args: {lr0: fast}\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: args: key 'lr0'.*invalid type str"):
+        load_preset(preset)
 
 
 def test_ultralytics_args_at_top_level_go_to_overrides_and_win_over_the_preset(

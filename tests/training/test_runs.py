@@ -287,6 +287,20 @@ def test_cuda_oom_retries_with_half_the_batch_from_the_last_checkpoint(
     assert steps == [1, 2]
 
 
+def test_a_cuda_oom_retry_keeps_the_timeout_deadline(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    """The first attempt uses up the whole budget before running out of memory: the retry gets no new one."""
+    oom = {"name": "test_inject_oom", "params": {"epoch": 1, "sleep_s": 20.0}}
+    body = tiny_job(tiny_data, epochs=2, batch=8, timeout_s=20, gate={"enabled": False}, hooks=[oom])
+    result = run_training(job_from_dict(body), tmp_path / "run")
+
+    assert len(result.retries) == 1 and result.retries[0]["from_epoch"] == 1
+    assert result.status == "timed_out", result.stop_reason
+    assert "deadline of 20s reached during epoch 2" in (result.stop_reason or "")
+    assert result.epochs_completed == 2  # the cut-short epoch is validated and saved, resumable
+
+
 def test_cuda_oom_at_the_minimum_batch_fails_with_the_reason(
     tiny_data: Path, mlflow_home: Path, tmp_path: Path
 ) -> None:
@@ -310,3 +324,56 @@ def test_timeout_stops_cleanly_and_the_run_resumes(
     again = resume_training(run_dir)  # a fresh 0.5 s budget: one more (cut) epoch
     assert again.status == "timed_out" and again.epochs_completed == 2
     assert [r["epoch"] for r in again.history] == [1, 2]
+
+
+@pytest.mark.parametrize("state_lost", [False, True])
+def test_a_plain_resume_of_a_run_a_hook_stopped_stays_stopped(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path, state_lost: bool
+) -> None:
+    gate = {"decision_epoch": 1, "continue_above": 1.0, "stop_below": 1.0}  # no 1-epoch model reaches 1.0
+    run_dir = tmp_path / "run"
+    first = run_training(job_from_dict(tiny_job(tiny_data, epochs=2, gate=gate)), run_dir)
+    assert first.status == "stopped" and first.epochs_completed == 1
+    (run_dir / "summary.json").unlink()  # killed after the stop, before the summary
+    if state_lost:  # ... and before the gate's epoch reached state.json: replaying it gives the stop again
+        state = json.loads((run_dir / "state.json").read_text())
+        state.update(epoch=0, hooks={}, verdicts=[])
+        (run_dir / "state.json").write_text(json.dumps(state))
+
+    again = resume_training(run_dir)
+
+    assert again.status == "stopped" and again.epochs_completed == 1, again.stop_reason
+    assert (again.stop_reason or "").startswith("decision_gate at epoch 1")
+    assert [r["epoch"] for r in read_results_csv(run_dir / "results.csv")] == [1]
+    assert load_run_result(run_dir) == again
+    assert [(v.hook, v.epoch) for v in again.verdicts if v.decision == "stop"] == [("decision_gate", 1)]
+    if not state_lost:  # asking for more epochs goes on anyway
+        extended = resume_training(run_dir, epochs=2)
+        assert extended.status == "completed" and extended.epochs_completed == 2
+
+
+def test_resume_from_an_older_checkpoint_judges_the_retrained_epochs_again(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    gate = {"decision_epoch": 2, "continue_above": 1.0, "stop_below": 0.0}  # warns, never stops
+    body = tiny_job(tiny_data, epochs=3, gate=gate, hooks=[{"name": "test_stamp"}])
+    run_dir = tmp_path / "run"
+    first = run_training(job_from_dict(body), run_dir)
+    assert first.status == "completed" and first.verdict("decision_gate").epoch == 2  # type: ignore[union-attr]
+    for name in ("last.pt", "resume.pt", "epoch003.pt", "epoch002.pt"):  # torn by a kill: epoch001.pt is left
+        path = run_dir / "weights" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+    again = resume_training(run_dir)
+
+    assert again.status == "completed" and again.resumes[-1]["checkpoint"] == "epoch001.pt"
+    assert [r["epoch"] for r in again.history] == [1, 2, 3]
+    stamps = [(v.epoch, v.values["token"]) for v in again.verdicts if v.hook == "test_stamp"]
+    old, new = stamps[0][1], stamps[-1][1]
+    assert old != new and stamps == [(1, old), (2, new), (3, new)]  # epochs 2-3 only as retrained
+    gates = [i for i, v in enumerate(again.verdicts) if v.hook == "decision_gate"]
+    assert len(gates) == 1
+    verdict = again.verdicts[gates[0]]
+    assert verdict.epoch == 2 and verdict.values["map50"] == pytest.approx(again.history[1]["map50"])
+    next_stamp = next(v for v in again.verdicts[gates[0] :] if v.hook == "test_stamp")
+    assert (next_stamp.epoch, next_stamp.values["token"]) == (2, new)  # judged by the resumed training

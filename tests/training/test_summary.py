@@ -36,7 +36,14 @@ def test_normalize_row_keeps_nan_and_drops_text() -> None:
 
 @pytest.mark.parametrize(
     ("map50_95", "best_epoch"),
-    [([0.1, 0.3, 0.2], 2), ([0.0, 0.0, 0.0], 1), ([0.1, float("nan"), 0.4], 3), ([], None)],
+    [
+        ([0.1, 0.3, 0.2], 2),
+        # ties: Ultralytics rewrites best.pt whenever fitness equals the best: the latest tied epoch is in it
+        ([0.0, 0.0, 0.0], 3),
+        ([0.1, 0.3, 0.3, 0.2], 3),
+        ([0.1, float("nan"), 0.4], 3),
+        ([], None),
+    ],
 )
 def test_best_record_is_ultralytics_fitness(map50_95: list[float], best_epoch: int | None) -> None:
     history = [{"epoch": i + 1, "map50_95": v, "map50": 2 * v} for i, v in enumerate(map50_95)]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from xraydet.training.hooks import HookBase, TrainContext, register_hook
+from xraydet.training.hooks import HookBase, TrainContext, Verdict, register_hook
 
 
 @register_hook
@@ -26,16 +28,19 @@ class EpochMarker(HookBase):
 
 @register_hook
 class InjectOOM(HookBase):
-    """Raises a real ``torch.cuda.OutOfMemoryError`` at the end of ``epoch`` on the first attempt only."""
+    """Raises a real ``torch.cuda.OutOfMemoryError`` at the end of ``epoch`` on the first attempt only, after
+    ``sleep_s`` seconds (an attempt that used up time before it ran out of memory)."""
 
     name = "test_inject_oom"
 
-    def __init__(self, epoch: int = 1) -> None:
+    def __init__(self, epoch: int = 1, sleep_s: float = 0.0) -> None:
         self.epoch = epoch
+        self.sleep_s = sleep_s
         self.raised = 0
 
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> None:
         if ctx.attempt == 1 and ctx.epoch == self.epoch:
+            time.sleep(self.sleep_s)
             self.raised += 1
             raise torch.cuda.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 2.00 GiB (injected by test)"
@@ -62,6 +67,22 @@ class BestWeightsWatcher(HookBase):
         if best.is_file():
             self.digests[ctx.epoch] = hashlib.sha256(best.read_bytes()).hexdigest()
         Path(ctx.run_dir, "best_digests.json").write_text(json.dumps(self.digests))
+
+
+@register_hook
+class VerdictStamp(HookBase):
+    """A "continue" verdict every epoch, stamped with a token of this hook object (one per training call), so
+    a test can tell which call judged an epoch."""
+
+    name = "test_stamp"
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict:
+        return Verdict(
+            hook=self.name, epoch=ctx.epoch, decision="continue", reason="stamp", values={"token": self.token}
+        )
 
 
 def tiny_job(data: Path, **extra: Any) -> dict[str, Any]:

@@ -74,7 +74,6 @@ def run_plan(
         KeyboardInterrupt: passed on after the interrupted step is recorded.
     """
     state_dir = Path(state_dir).resolve()
-    steps = plan.steps()
     if (state_dir / STATE_FILE).is_file():
         state = load_state(state_dir)
         if state.plan_fingerprint != plan.fingerprint():
@@ -85,6 +84,8 @@ def run_plan(
                 ],
                 state_dir,
             )
+        plan = plan.with_base_dir(state.base_dir)
+        steps = plan.steps()
     else:
         state = PlanState(
             plan_name=plan.name,
@@ -93,6 +94,8 @@ def run_plan(
             base_dir=str(Path(base_dir or Path.cwd()).resolve()),
             overrides=list(overrides or []),
         )
+        plan = plan.with_base_dir(state.base_dir)
+        steps = plan.steps()  # checked with relative paths resolved as the steps will resolve them
         state_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_yaml(state_dir / PLAN_SNAPSHOT, plan.model_dump(mode="json", exclude_defaults=False))
     state.sessions.append(Session(action="run", started_at=now(), pid=os.getpid()))
@@ -109,7 +112,7 @@ def resume_plan(
     """
     state_dir = Path(state_dir).resolve()
     state = load_state(state_dir)
-    plan = load_snapshot(state_dir)
+    plan = load_snapshot(state_dir, base_dir=state.base_dir)
     steps = plan.steps()
     unknown = [s for s in redo if s not in {step.id for step in steps}]
     if unknown:
@@ -124,13 +127,16 @@ def plan_status(state_dir: str | Path) -> PlanState:
     return load_state(Path(state_dir).resolve())
 
 
-def load_snapshot(state_dir: Path) -> Plan:
+def load_snapshot(state_dir: Path, base_dir: str | Path | None = None) -> Plan:
+    """The plan recorded in ``state_dir``, checked against its recorded base folder (or ``base_dir``)."""
     path = state_dir / PLAN_SNAPSHOT
     if not path.is_file():
         raise PlanError(
             [f"{PLAN_SNAPSHOT} missing: this state dir was not made by `xraydet plan run`"], state_dir
         )
-    return parse_plan(yaml.safe_load(path.read_text(encoding="utf-8")), path)
+    if base_dir is None and (state_dir / STATE_FILE).is_file():
+        base_dir = load_state(state_dir).base_dir
+    return parse_plan(yaml.safe_load(path.read_text(encoding="utf-8")), path, base_dir=base_dir)
 
 
 def _walk(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from xraydet.errors import ConfigError
 from xraydet.plan.transitions import TERMINALS, Transition, referenced_steps
@@ -115,6 +115,18 @@ class Plan(BaseModel):
     evaluation: SectionSpec | None = None
     gate: SectionSpec | None = None
     deploy: SectionSpec | None = None
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The folder relative input paths resolve against when checking steps (None: the current folder)."""
+        return self._base_dir
+
+    def with_base_dir(self, base_dir: str | Path | None) -> Plan:
+        """A copy of this plan whose steps are checked with relative paths resolved against ``base_dir``."""
+        plan = self.model_copy()
+        plan._base_dir = None if base_dir is None else Path(base_dir).resolve()
+        return plan
 
     def steps(self) -> list[PlannedStep]:
         """The plan as an ordered list of steps with validated parameters (raises :class:`PlanError`)."""
@@ -295,13 +307,22 @@ def _list_index(items: list[Any], part: str) -> int | None:
     return None
 
 
-def parse_plan(raw: Any, source: Path | str | None = None, overrides: Sequence[str] = ()) -> Plan:
-    """Validate a raw mapping (e.g. parsed YAML) into a :class:`Plan` and compile its steps."""
+def parse_plan(
+    raw: Any,
+    source: Path | str | None = None,
+    overrides: Sequence[str] = (),
+    base_dir: str | Path | None = None,
+) -> Plan:
+    """Validate a raw mapping (e.g. parsed YAML) into a :class:`Plan` and compile its steps.
+
+    ``base_dir``: the folder relative input paths (a job's ``preset``, ``model``) resolve against; the current
+    folder when None, as for ``plan run``.
+    """
     if not isinstance(raw, dict):
         raise PlanError(["expected a mapping with name, data, phases, evaluation, gate, deploy"], source)
     raw = apply_overrides(raw, overrides) if overrides else raw
     try:
-        plan = Plan.model_validate(raw)
+        plan = Plan.model_validate(raw).with_base_dir(base_dir)
     except ValidationError as err:
         raise PlanError(format_validation_error(err), source) from err
     try:
@@ -311,7 +332,7 @@ def parse_plan(raw: Any, source: Path | str | None = None, overrides: Sequence[s
     return plan
 
 
-def load_plan(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
+def load_plan(path: str | Path, overrides: Sequence[str] = (), base_dir: str | Path | None = None) -> Plan:
     """Read and validate a plan file; ``overrides`` are ``key.path=value`` strings (``--set``).
 
     A bare name (``cpu-demo``) finds a plan shipped with xraydet (see :func:`bundled_plans`).
@@ -328,7 +349,7 @@ def load_plan(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         raise PlanError([f"not valid YAML{line}: {getattr(err, 'problem', err)}"], path) from err
-    return parse_plan(raw, path, overrides)
+    return parse_plan(raw, path, overrides, base_dir)
 
 
 def bundled_plans() -> dict[str, Path]:

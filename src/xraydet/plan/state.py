@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from xraydet.io import atomic_write_json
+from xraydet.io import atomic_write_json, sha256_file
 from xraydet.plan.transitions import TransitionDecision
 
 STATE_FILE = "state.json"
@@ -115,11 +115,7 @@ def fingerprint(path: str | Path) -> str | None:
     """
     path = Path(path)
     if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return f"sha256:{digest.hexdigest()}"
+        return f"sha256:{sha256_file(path)}"
     if path.is_dir():
         digest = hashlib.sha256()
         for root, dirs, files in os.walk(path):

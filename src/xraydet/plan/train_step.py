@@ -3,8 +3,10 @@
 The run folder is ``<state>/steps/<phase>/run`` and is recorded *before* training starts, so an interruption
 at any point (Ctrl-C, a crash, ``kill -9``) leaves a run the next attempt can pick up: a run with a terminal
 ``summary.json`` is reused as it is, a run with ``weights/last.pt`` is resumed with ``resume_training``, and
-anything else starts over. The outcome exposes what transitions need: ``status``, ``final.*``, ``best.*``,
-``decision`` (the decision gate's verdict), ``red_flags`` (how many red-flag hooks warned or stopped).
+anything else starts over. A run that ends ``failed`` fails the step (the plan stops as failed, and
+``plan resume`` tries the step again). The outcome exposes what transitions need: ``status``, ``final.*``,
+``best.*``, ``decision`` (the decision gate's verdict), ``red_flags`` (how many red-flag hooks warned or
+stopped).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from xraydet.errors import ConfigError, XrayDetError
-from xraydet.plan.steps import StepContext, StepResult, reference_problems, register_step_kind
+from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
 from xraydet.training.history import is_validated
 
 if TYPE_CHECKING:
@@ -42,7 +44,12 @@ class TrainParams(BaseModel):
 
 
 def _check(params: TrainParams, plan: Plan) -> list[str]:
-    """Validate the job now (with a stand-in for ``data``, which may be made by an earlier step)."""
+    """Validate the job now (with a stand-in for ``data``, which may be made by an earlier step).
+
+    Relative ``model``/``preset`` paths resolve against the plan's base folder, as they will when the step
+    runs. The class ids of ``xray_augment.projection_classes`` are checked when the step builds its job with
+    the real data set, not against the one-class stand-in.
+    """
     from xraydet.training.job import job_from_dict
 
     problems = reference_problems([params.job.get("data")], plan, "job.data")
@@ -54,7 +61,12 @@ def _check(params: TrainParams, plan: Plan) -> list[str]:
             stand_in = Path(tmp) / "data.yaml"
             stand_in.write_text("names: [object]\ntrain: images\nval: images\n", encoding="utf-8")
             try:
-                job_from_dict({**params.job, "data": str(stand_in)}, where="job")
+                job_from_dict(
+                    {**params.job, "data": str(stand_in)},
+                    where="job",
+                    base_dir=plan.base_dir,
+                    check_classes=False,
+                )
             except ConfigError as err:
                 problems.append(str(err))
     return problems
@@ -147,6 +159,8 @@ def run_train(ctx: StepContext, params: TrainParams) -> StepResult:
     ctx.save_progress({"run_dir": run_dir})
     notes: list[dict[str, Any]] = []
     result = train_or_resume(ctx, job, run_dir, notes)
+    if result.status == "failed":  # the plan stops as failed; `plan resume` tries the step again
+        raise StepFailed(f"{ctx.step.where}: training failed: {result.stop_reason} (run folder {run_dir})")
     files: dict[str, Path] = {"summary": run_dir / "summary.json"}
     for name, path in (("best_weights", result.best_weights), ("last_weights", result.last_weights)):
         if path is not None and Path(path).is_file():

@@ -15,12 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 END = "end"
 FAIL = "fail"
@@ -64,6 +65,26 @@ class Compare(BaseModel):
     metric: str = Field(..., description="dotted path in the outcome, e.g. final.map50, status, decision")
     op: Op = ">="
     value: float | int | bool | str | list[float | int | bool | str] | Ref | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Compare:
+        """A value for every op but exists/missing: a number (or a Ref) to order, a list (or a Ref) for in."""
+        op, value = self.op, self.value
+        if op in ("exists", "missing") or isinstance(value, Ref):
+            return self
+        if value is None:
+            raise ValueError(f"op '{op}' needs a value to compare {self.metric} with")
+        if op in _ORDER_OPS:
+            if isinstance(value, str):  # YAML 1.1 reads 5e-2 as text; a number is meant
+                with contextlib.suppress(ValueError):
+                    self.value = value = float(value)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(
+                    f"op '{op}' compares numbers: value must be a number or {{step, metric}}, got {value!r}"
+                )
+        elif op in ("in", "not in") and not isinstance(value, list):
+            raise ValueError(f"op '{op}' needs a list of values (e.g. [stopped, timed_out]), got {value!r}")
+        return self
 
 
 class All(BaseModel):

@@ -28,6 +28,17 @@ _RENAME = {
     "time": "time_s",
 }
 METRIC_KEYS = ("map50", "map50_95", "precision", "recall")  # the headline metrics of an epoch
+LOSS_TERMS = ("box", "cls", "dfl")  # a detector's loss terms, per split: train_box_loss ... val_dfl_loss
+# Every figure an epoch record may hold that a gate or red flag can judge (job files are checked against it).
+RECORD_KEYS = (
+    *METRIC_KEYS,
+    "train_loss",
+    "val_loss",
+    *(f"{split}_{term}_loss" for split in ("train", "val") for term in LOSS_TERMS),
+    "lr_pg0",
+    "lr_pg1",
+    "lr_pg2",
+)
 
 
 def _key(raw: str) -> str:

@@ -14,15 +14,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xraydet.config import read_yaml_mapping
 from xraydet.errors import ConfigError
@@ -70,9 +77,57 @@ def check_ultralytics_keys(args: dict[str, Any], where: str) -> None:
             )
 
 
-def _did_you_mean(key: str, candidates: set[str] | list[str]) -> str:
+def _did_you_mean(key: str, candidates: set[str] | list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(key, sorted(candidates), n=3)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _as_number(text: str) -> float | str:
+    """``"1e-3"`` -> 0.001 (YAML 1.1 reads an exponent without a dot as text); other text as it is."""
+    if text.strip().lower() in {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def check_ultralytics_values(args: dict[str, Any], where: str) -> dict[str, Any]:
+    """Ultralytics' own type and range checks (``check_cfg``) now, not when training starts.
+
+    Returns a copy of ``args`` with the numeric text of numeric arguments (``lr0: 1e-3``) made a number.
+    Errors name the key.
+    """
+    from ultralytics.cfg import CFG_FLOAT_KEYS, CFG_FRACTION_KEYS, CFG_INT_KEYS, check_cfg
+
+    numeric = CFG_FLOAT_KEYS | CFG_FRACTION_KEYS | CFG_INT_KEYS | {"scale"}
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, str) and key in numeric:
+            value = _as_number(value)
+            if key in CFG_INT_KEYS and isinstance(value, float) and value.is_integer():
+                value = int(value)
+        try:
+            check_cfg({key: value}, hard=True)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: key '{key}': {err}") from err
+        out[key] = value
+    return out
+
+
+def check_record_key(name: str) -> str:
+    """A key of the per-epoch records hooks read (``map50``, ``val_loss``, ``lr_pg0``...), or ValueError."""
+    from xraydet.training.history import RECORD_KEYS
+
+    if name not in RECORD_KEYS:
+        raise ValueError(
+            f"unknown metric '{name}'{_did_you_mean(name.lower(), RECORD_KEYS)}; "
+            f"an epoch record has {', '.join(RECORD_KEYS)}"
+        )
+    return name
+
+
+RecordKey = Annotated[str, AfterValidator(check_record_key)]
 
 
 class GateConfig(BaseModel):
@@ -88,7 +143,7 @@ class GateConfig(BaseModel):
     )
     continue_above: float = 0.40
     stop_below: float = 0.30
-    metric: str = "map50"
+    metric: RecordKey = "map50"
     on_stop: Literal["stop", "warn"] = "stop"
 
     def resolved_epoch(self, epochs: int) -> int:
@@ -97,20 +152,20 @@ class GateConfig(BaseModel):
             return self.decision_epoch
         return 100 if epochs >= 200 else max(1, math.ceil(epochs / 2))
 
-    @field_validator("stop_below")
-    @classmethod
-    def _ordered(cls, v: float, info: Any) -> float:
-        above = info.data.get("continue_above")
-        if above is not None and v > above:
-            raise ValueError(f"stop_below ({v}) must not exceed continue_above ({above})")
-        return v
+    @model_validator(mode="after")
+    def _ordered(self) -> GateConfig:
+        if self.stop_below > self.continue_above:  # also when one of them is the default
+            raise ValueError(
+                f"stop_below ({self.stop_below}) must not exceed continue_above ({self.continue_above})"
+            )
+        return self
 
 
 class OscillationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    metrics: list[str] = Field(default_factory=lambda: ["map50", "val_loss"])
+    metrics: list[RecordKey] = Field(default_factory=lambda: ["map50", "val_loss"])
     window: int = Field(default=10, ge=3, description="validated epochs looked at (all if val_every=1)")
     min_sign_change_ratio: float = Field(default=0.6, ge=0, le=1)
     min_rel_amplitude: float = Field(default=0.05, ge=0)
@@ -121,7 +176,7 @@ class PlateauConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    metric: str = "map50"
+    metric: RecordKey = "map50"
     patience: int = Field(default=20, ge=1, description="validations with no new best")
     min_delta: float = Field(default=0.001, ge=0)
     action: Literal["warn", "stop"] = "warn"
@@ -166,13 +221,16 @@ class XrayAugmentConfig(BaseModel):
     projection_classes: list[int] | None = Field(
         default=None, description="class ids that may be projected (all if unset): the threats of a mixed set"
     )
+    threat_free: float = Field(
+        default=0.0, ge=0, le=1, description="replace a scan by a threat-free bag cut from it (no labels)"
+    )
 
     def augment(self) -> Any:
         """The :class:`~xraydet.training.xray_augment.XrayAugment` these settings describe."""
         from xraydet.training.xray_augment import XrayAugment
 
         classes = tuple(self.projection_classes) if self.projection_classes is not None else None
-        return XrayAugment(self.rot90, self.threat_projection, classes)
+        return XrayAugment(self.rot90, self.threat_projection, classes, self.threat_free)
 
 
 class HookSpec(BaseModel):
@@ -220,6 +278,13 @@ class TrainJob(BaseModel):
     @classmethod
     def _model_offline(cls, v: str) -> str:
         return check_model_source(v)
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_named(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name an MLflow experiment (got an empty name)")
+        return v
 
     @field_validator("device", mode="before")
     @classmethod
@@ -333,8 +398,7 @@ def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {key}: value is not valid YAML: {err}") from err
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as text; a user typing it means a number
-            with contextlib.suppress(ValueError):
-                value = float(value) if value.strip().lower() not in {"nan", "inf", "-inf"} else value
+            value = _as_number(value)
         node = out
         parts = key.strip().split(".")
         for seed_key, ours in SEED_KEYS.items():  # `--set epochs=3` on a seed-style job replaces EPOCHS
@@ -348,11 +412,20 @@ def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
     return out
 
 
-def job_from_dict(raw: dict[str, Any], where: str = "job", base_dir: Path | None = None) -> TrainJob:
-    """Validate a job mapping; relative ``data``/``model``/``preset`` paths resolve against ``base_dir``."""
+def job_from_dict(
+    raw: dict[str, Any], where: str = "job", base_dir: Path | None = None, *, check_classes: bool = True
+) -> TrainJob:
+    """Validate a job mapping; relative ``data``/``model``/``preset`` paths resolve against ``base_dir``.
+
+    Everything that can be checked before training starts is: Ultralytics' own argument checks, the hooks
+    (built once), the preset. ``check_classes=False`` skips checking ``xray_augment.projection_classes``
+    against the data set's classes (plan validation, whose ``data`` is a stand-in).
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of job keys, got {type(raw).__name__}")
     body = _split_ultralytics_keys(_coerce_seed_keys(raw, where), where)
+    if isinstance(body.get("overrides"), dict):
+        body["overrides"] = check_ultralytics_values(body["overrides"], where)
     if base_dir is not None:
         for key in ("data", "model"):
             value = body.get(key)
@@ -374,12 +447,42 @@ def job_from_dict(raw: dict[str, Any], where: str = "job", base_dir: Path | None
         raise ConfigError(f"{where}: key '{key}': {first['msg']}{more}") from err
     data_yaml, names = _data_yaml(job.data, where)
     job = job.model_copy(update={"data": data_yaml})
-    _check_projection_classes(job.xray_augment.projection_classes, names, where)
+    if check_classes:
+        _check_projection_classes(job.xray_augment.projection_classes, names, where)
     try:
-        job.train_args(base_dir)  # validates the preset now rather than at training time
+        args = job.train_args(base_dir)  # validates the preset now rather than at training time
     except ConfigError as err:
         raise ConfigError(f"{where}: key 'preset': {err}") from err
+    check_ultralytics_values(args, where)
+    _check_hooks(job, where)
     return job
+
+
+def _check_hooks(job: TrainJob, where: str) -> None:
+    """Build the job's extra hooks now: unknown names, bad parameters and clashing names are errors here."""
+    from xraydet.training.hooks import HOOKS, build_hook
+    from xraydet.training.trainer import build_job_hooks
+
+    taken = {hook.name for hook in build_job_hooks(job.model_copy(update={"hooks": []})).hooks}
+    for i, spec in enumerate(job.hooks):
+        key = f"hooks[{i}]"
+        if spec.name not in HOOKS:
+            raise ConfigError(
+                f"{where}: key '{key}.name': unknown hook '{spec.name}'"
+                f"{_did_you_mean(spec.name, set(HOOKS))}; registered hooks: {', '.join(sorted(HOOKS))}"
+            )
+        try:
+            hook = build_hook(spec.name, spec.params)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: key '{key}.params': {err}") from err
+        except Exception as err:  # the hook's own constructor refusing a value
+            raise ConfigError(f"{where}: key '{key}.params': {type(err).__name__}: {err}") from err
+        if hook.name in taken:
+            raise ConfigError(
+                f"{where}: key '{key}.name': the job already has a hook named '{hook.name}' "
+                "(a built-in one, or an earlier entry); turn that one off or drop this entry"
+            )
+        taken.add(hook.name)
 
 
 def _check_projection_classes(wanted: list[int] | None, names: list[str], where: str) -> None:

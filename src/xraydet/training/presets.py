@@ -64,7 +64,7 @@ def load_preset(name_or_path: str | Path, base_dir: Path | None = None) -> Prese
 
 
 def _read_preset(path: Path) -> Preset:
-    from xraydet.training.job import check_ultralytics_keys
+    from xraydet.training.job import check_ultralytics_keys, check_ultralytics_values
 
     raw = read_yaml_mapping(path, "preset", example="args: {lr0: 0.01}")
     if not isinstance(raw.get("args", {}), dict):
@@ -76,4 +76,5 @@ def _read_preset(path: Path) -> Preset:
         )
     args = dict(raw.get("args") or {})
     check_ultralytics_keys(args, where=f"{path}: args")
+    args = check_ultralytics_values(args, where=f"{path}: args")
     return Preset(name=path.stem, description=str(raw.get("description", "")), args=args, source=path)

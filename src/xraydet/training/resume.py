@@ -4,6 +4,11 @@ The newest usable checkpoint is found (see :mod:`xraydet.training.checkpoint_fil
 back to that epoch, hook states are restored from ``state.json`` (epochs they missed are replayed from
 ``results.csv``), and Ultralytics resumes from a prepared copy of the checkpoint whose ``train_args``
 carry the new epoch target. The same run folder and MLflow run continue.
+
+A checkpoint older than the hook state (a torn ``last.pt``: an older ``epochNNN.pt`` is used) makes the
+hooks forget the epochs after it (:func:`rewind_hooks`). A run a hook stopped (the gate's STOP, a NaN loss,
+a red flag with ``action: stop``; not a timeout) stays stopped on a plain resume: it is finished as
+``stopped`` without training. Pass ``epochs`` to train on anyway.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import yaml
 from xraydet.errors import XrayDetError
 from xraydet.io import atomic_write_yaml
 from xraydet.training.checkpoint_files import find_resume_checkpoint, prepare_resume_checkpoint
-from xraydet.training.history import truncate_results_csv
-from xraydet.training.job import job_from_dict
+from xraydet.training.history import read_results_csv, truncate_results_csv
+from xraydet.training.hooks import TrainContext
+from xraydet.training.job import TrainJob, job_from_dict
 from xraydet.training.state import RunState
 from xraydet.training.summary import RunResult, load_run_result
-from xraydet.training.trainer import execute
+from xraydet.training.trainer import build_job_hooks, execute
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,8 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
         atomic_write_yaml(job_file, job.model_dump(mode="json"))
     truncate_results_csv(run_dir / "results.csv", info.epochs_done)
     state.train_args["epochs"] = planned
+    if state.epoch > info.epochs_done:
+        rewind_hooks(job, run_dir, state, info.epochs_done)
     state.resumes.append(
         {
             "checkpoint": info.path.name,
@@ -74,4 +82,31 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
         "resuming %s from %s (epoch %d) to %d epochs", run_dir, info.path.name, info.epochs_done, planned
     )
     source = prepare_resume_checkpoint(info, run_dir, epochs=planned, batch=state.train_args.get("batch"))
-    return execute(job, run_dir, state, resume_from=source)
+    return execute(job, run_dir, state, resume_from=source, stop_on_record=epochs is None)
+
+
+def rewind_hooks(job: TrainJob, run_dir: Path, state: RunState, epoch: int) -> None:
+    """Make the hooks' record match an older checkpoint (a torn ``last.pt`` fell back to ``epochNNN.pt``).
+
+    The verdicts of the epochs after ``epoch`` are dropped (those epochs are trained again and judged afresh),
+    and the hooks' state is rebuilt by replaying the kept epochs of ``results.csv`` (already cut back to
+    ``epoch``) into new hooks; the verdicts that replay gives again are on record already.
+    """
+    log.warning(
+        "%s: the checkpoint (epoch %d) is older than the hook state (epoch %d); forgetting epochs %d-%d",
+        run_dir,
+        epoch,
+        state.epoch,
+        epoch + 1,
+        state.epoch,
+    )
+    state.verdicts = [v for v in state.verdicts if v.epoch <= epoch]
+    state.mlflow_epochs = [e for e in state.mlflow_epochs if e <= epoch]
+    hooks = build_job_hooks(job)
+    ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), replay=True)
+    for record in read_results_csv(run_dir / "results.csv"):
+        ctx.history.append(record)
+        ctx.epoch = int(record["epoch"])
+        hooks.call("after_fit_epoch", ctx, record)
+    state.hooks = hooks.state_dict()
+    state.epoch = epoch

@@ -55,11 +55,14 @@ def metrics_of(record: dict[str, Any]) -> dict[str, float]:
 
 
 def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The epoch Ultralytics keeps as best.pt: highest fitness, mAP50-95 for detection (first on ties)."""
+    """The epoch Ultralytics keeps as best.pt: highest fitness, mAP50-95 for detection.
+
+    On ties the latest epoch wins: Ultralytics rewrites best.pt whenever an epoch's fitness equals the best.
+    """
     scored = [r for r in history if isinstance(r.get("map50_95"), float) and math.isfinite(r["map50_95"])]
     if not scored:
         return None
-    return max(scored, key=lambda r: (r["map50_95"], -r["epoch"]))
+    return max(scored, key=lambda r: (r["map50_95"], r["epoch"]))
 
 
 def write_run_result(result: RunResult) -> Path:

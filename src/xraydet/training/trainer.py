@@ -124,14 +124,21 @@ def run_training(job: TrainJob, run_dir: Path | None = None) -> RunResult:
     return execute(job, run_dir, state, resume_from=None)
 
 
-def execute(job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | None) -> RunResult:
-    """Run (or continue) training with hooks, OOM retries, MLflow and the summary. Used by resume too."""
+def execute(
+    job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | None, *, stop_on_record: bool = False
+) -> RunResult:
+    """Run (or continue) training with hooks, OOM retries, MLflow and the summary. Used by resume too.
+
+    ``stop_on_record``: if a hook's stop verdict (not a timeout) is on record, or comes up while replaying
+    missed epochs, finish as ``stopped`` without training (a plain resume of a run a hook stopped).
+    """
     t0 = time.monotonic()
     hooks = build_job_hooks(job)
     hooks.load_state_dict(state.hooks)
     history = read_results_csv(run_dir / "results.csv") if resume_from is not None else []
     ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), start_epoch=len(history))
     _replay(hooks, ctx, history, state)
+    recorded_stop = stop_verdict_on_record(state) if stop_on_record else None
     mlflow = MlflowRunLogger(job.experiment, run_dir.name, state.mlflow_run_id)
     state.mlflow_run_id = mlflow.run_id
     mlflow.log_params({"job": job.model_dump(mode="json"), "train": state.train_args})
@@ -152,8 +159,19 @@ def execute(job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | N
     outcome: TrainOutcome | None = None
     status, reason = "failed", None
     try:
-        outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from)
-        status, reason = _status(outcome, ctx.epochs, time_budget=bool(state.train_args.get("time")))
+        if recorded_stop is not None:
+            status, reason = (
+                "stopped",
+                f"{recorded_stop.hook} at epoch {recorded_stop.epoch}: {recorded_stop.reason}",
+            )
+            log.warning(
+                "%s stopped this run at epoch %d; not training on (resume with more epochs to go on anyway)",
+                recorded_stop.hook,
+                recorded_stop.epoch,
+            )
+        else:
+            outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from)
+            status, reason = _status(outcome, ctx.epochs, time_budget=bool(state.train_args.get("time")))
     except KeyboardInterrupt:
         reason = "interrupted"
         raise
@@ -232,6 +250,17 @@ def _train_with_oom_retry(
                 bridge.ctx.start_epoch = info.epochs_done
                 source = prepare_resume_checkpoint(info, run_dir, epochs=int(args["epochs"]), batch=new_batch)
             state.save(run_dir)
+
+
+def stop_verdict_on_record(state: RunState) -> Verdict | None:
+    """The latest stop verdict of a hook (timeouts excepted) since the run was last extended, if any."""
+    extended_at = max((int(r.get("from_epoch", 0)) for r in state.resumes if r.get("extended")), default=0)
+    stops = [
+        v
+        for v in state.verdicts
+        if v.decision == "stop" and v.status != "timed_out" and v.epoch > extended_at
+    ]
+    return stops[-1] if stops else None
 
 
 def _replay(hooks: HookList, ctx: TrainContext, history: list[dict[str, Any]], state: RunState) -> None:

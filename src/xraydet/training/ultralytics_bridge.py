@@ -89,7 +89,7 @@ class UltralyticsBridge:
         self.augment = augment
         self.clock = LoopClock()
         self.outcome = TrainOutcome()
-        self._t0 = 0.0
+        self._t0: float | None = None  # set by the first train(): OOM retries keep the clock (and deadline)
 
     # -- running --
 
@@ -104,7 +104,8 @@ class UltralyticsBridge:
         from ultralytics import YOLO
 
         self.outcome = TrainOutcome(epochs_done=self.ctx.start_epoch)
-        self._t0 = time.monotonic()
+        if self._t0 is None:
+            self._t0 = time.monotonic()
         try:
             with offline_guard():
                 model = YOLO(str(resume_from or model_source))
@@ -131,7 +132,8 @@ class UltralyticsBridge:
         return xray_trainer(self.augment)
 
     def _tick(self) -> TrainContext:
-        self.ctx.elapsed_s = time.monotonic() - self._t0
+        now = time.monotonic()
+        self.ctx.elapsed_s = now - (self._t0 if self._t0 is not None else now)
         return self.ctx
 
     def _attach(self, model: Any) -> None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from xraydet.errors import ConfigError
 
@@ -58,7 +59,7 @@ class TrainContext:
     batch_index: int = -1
     loss: float | None = None  # the latest batch's total loss
     history: list[dict[str, Any]] = field(default_factory=list)
-    elapsed_s: float = 0.0  # since this process's before_train
+    elapsed_s: float = 0.0  # since this process's first before_train (CUDA OOM retries keep counting)
     attempt: int = 1
     replay: bool = False  # True while a resumed run re-feeds epochs its hooks missed
 
@@ -123,7 +124,8 @@ def register_hook(cls: type[HookBase]) -> type[HookBase]:
 
 
 def build_hook(name: str, params: dict[str, Any] | None = None) -> HookBase:
-    """Instantiate a registered hook; unknown names and parameters raise listing the valid ones."""
+    """Instantiate a registered hook; unknown names and parameters raise listing the valid ones, and values
+    that do not fit the constructor's type annotations raise naming the parameter."""
     if name not in HOOKS:
         raise ConfigError(f"unknown hook '{name}'; registered hooks: {', '.join(sorted(HOOKS)) or 'none'}")
     cls = HOOKS[name]
@@ -132,7 +134,31 @@ def build_hook(name: str, params: dict[str, Any] | None = None) -> HookBase:
     unknown = [k for k in params if k not in accepted]
     if unknown:
         raise ConfigError(f"hook '{name}': unknown parameter(s) {unknown}; accepted: {', '.join(accepted)}")
-    return cls(**params)
+    return cls(**_typed_params(cls, name, params))
+
+
+def _typed_params(cls: type[HookBase], name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` checked (and converted, e.g. 3 -> 3.0) against the annotations of ``cls.__init__``."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that cannot be resolved: leave the values to the constructor
+        return params
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(cls.__init__).parameters.values():
+        if param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hints.get(param.name, Any), default)
+    model = create_model(
+        f"{cls.__name__}Params", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
+    )
+    try:
+        checked = model.model_validate(params)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"hook '{name}': parameter '{where}': {first['msg']}") from err
+    return {key: getattr(checked, key, value) for key, value in params.items()}
 
 
 class HookList:

@@ -4,7 +4,7 @@ Two checks: at the end of an epoch, stop if the next epoch would not finish in t
 after a batch, stop if the deadline has passed (the epoch is cut short, validated and checkpointed by
 Ultralytics, and the resumed run continues with the next epoch). The run's status becomes ``timed_out``.
 The deadline counts from the start of each training process, so a resumed run gets a fresh budget, as a
-re-submitted job would.
+re-submitted job would; a CUDA out-of-memory retry inside the process does not (it keeps the deadline).
 """
 
 from __future__ import annotations
