@@ -207,3 +207,15 @@ def test_non_finite_label_is_an_error_naming_file_and_line(yolo_set) -> None:
     label = path.parent / "labels" / "val" / "a.txt"
     with pytest.raises(DatasetError, match=f"{label}:2: non-finite"):
         doctor(path)
+
+
+def test_identical_differences_give_a_decisive_t_that_is_still_valid_json(yolo_set, tmp_path: Path) -> None:
+    from xraydet.data.doctor import T_CAP
+
+    same = yolo_set("same", ["knife"], {"val": {"a": ["0 0.5 0.5 0.3 0.3"], "b": ["0 0.5 0.5 0.3 0.3"]}})
+    images = sorted(img for img, _ in load_dataset(same).iter_samples("val"))
+    images[1].write_bytes(images[0].read_bytes())  # two identical scans: every difference repeats, sd 0
+    report = doctor(same, out_dir=tmp_path / "same-doc")
+    assert any(abs(p.t_stat) == T_CAP for p in report.perturbations)
+    stored = _strict_json(tmp_path / "same-doc" / "doctor.json")["perturbations"]
+    assert [p["t_stat"] for p in stored] == [p.t_stat for p in report.perturbations]

@@ -266,6 +266,32 @@ def test_extend_a_finished_run(tiny_data: Path, mlflow_home: Path, tmp_path: Pat
     assert extended.mlflow_run_id == first.mlflow_run_id
 
 
+def test_a_run_killed_after_its_last_epoch_is_finished_without_training(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    gate = {"decision_epoch": 2, "continue_above": 0.0, "stop_below": 0.0}
+    run_dir = tmp_path / "run"
+    first = run_training(job_from_dict(tiny_job(tiny_data, epochs=2, gate=gate)), run_dir)
+    assert first.status == "completed"
+    # Killed in Ultralytics' final validation: checkpoints already stripped, no summary, and the last epoch
+    # never reached state.json.
+    for summary in (run_dir / "summary.json", run_dir / "weights" / "summary.json"):
+        summary.unlink()
+    state = json.loads((run_dir / "state.json").read_text())
+    state.update(epoch=1, hooks={}, verdicts=[v for v in state["verdicts"] if v["epoch"] < 2])
+    (run_dir / "state.json").write_text(json.dumps(state))
+    mtime = (run_dir / "weights" / "best.pt").stat().st_mtime_ns
+
+    again = resume_training(run_dir)
+
+    assert again.status == "completed" and again.epochs_completed == 2, again.stop_reason
+    assert (run_dir / "weights" / "best.pt").stat().st_mtime_ns == mtime  # nothing trained again
+    assert again.history == first.history
+    assert [v.epoch for v in again.verdicts if v.hook == "decision_gate"] == [2]  # replayed
+    assert load_run_result(run_dir) == again
+    assert mlflow_client().get_run(again.mlflow_run_id).info.status == "FINISHED"
+
+
 def test_cuda_oom_retries_with_half_the_batch_from_the_last_checkpoint(
     tiny_data: Path, mlflow_home: Path, tmp_path: Path
 ) -> None:

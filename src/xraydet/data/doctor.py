@@ -67,6 +67,7 @@ PERTURBATIONS: dict[str, tuple[Family, Callable[[np.ndarray], np.ndarray]]] = {
 }
 
 
+T_CAP = 1e6  # |t| stored at most this: all per-box differences equal gives an infinite t
 T_DECIDE = 2.5  # |paired t| needed to call a perturbation better (flagged) or worse (ok) than the given
 
 
@@ -238,7 +239,7 @@ def _verdict(
                 contrast=float(contrast[name].mean()),
                 fit=float(fit[name].mean()),
                 win_rate=float((ref > mine).mean() + 0.5 * (ref == mine).mean()),
-                t_stat=t,
+                t_stat=max(-T_CAP, min(T_CAP, t)),  # JSON has no infinity (identical differences)
                 decision=decision,
             )
         )

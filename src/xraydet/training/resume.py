@@ -8,7 +8,8 @@ carry the new epoch target. The same run folder and MLflow run continue.
 A checkpoint older than the hook state (a torn ``last.pt``: an older ``epochNNN.pt`` is used) makes the
 hooks forget the epochs after it (:func:`rewind_hooks`). A run a hook stopped (the gate's STOP, a NaN loss,
 a red flag with ``action: stop``; not a timeout) stays stopped on a plain resume: it is finished as
-``stopped`` without training. Pass ``epochs`` to train on anyway.
+``stopped`` without training. Pass ``epochs`` to train on anyway. A run killed after its last epoch but
+before its summary (in Ultralytics' final validation, say) is only finished: its summary is written.
 """
 
 from __future__ import annotations
@@ -46,13 +47,22 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
     raw = yaml.safe_load(job_file.read_text(encoding="utf-8")) if job_file.is_file() else None
     if not isinstance(raw, dict):
         raise XrayDetError(f"{job_file}: missing or unreadable job file")
+    planned = int(epochs or state.train_args.get("epochs") or raw.get("epochs") or 0)
+    trained = read_results_csv(run_dir / "results.csv")
+    if (
+        epochs is None
+        and not (run_dir / "summary.json").is_file()
+        and trained
+        and int(trained[-1]["epoch"]) >= planned > 0
+    ):  # killed after the last epoch (e.g. in the final validation, whose checkpoints are stripped)
+        job = job_from_dict({**raw, "epochs": planned}, where=str(job_file))
+        return execute(job, run_dir, state, resume_from=None, stop_on_record=True, train=False)
     info = find_resume_checkpoint(run_dir)
     if info is None:
         raise XrayDetError(
             f"{run_dir}: no resumable checkpoint in weights/ (last.pt, resume.pt, epochNNN.pt missing, torn "
             "or stripped); start a new run, e.g. with `model:` set to weights/last.pt"
         )
-    planned = int(epochs or state.train_args.get("epochs") or raw.get("epochs") or 0)
     if epochs is not None and epochs <= info.epochs_done:
         raise XrayDetError(
             f"{run_dir}: --epochs {epochs} must exceed the {info.epochs_done} epochs already done"

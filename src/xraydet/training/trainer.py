@@ -125,17 +125,25 @@ def run_training(job: TrainJob, run_dir: Path | None = None) -> RunResult:
 
 
 def execute(
-    job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | None, *, stop_on_record: bool = False
+    job: TrainJob,
+    run_dir: Path,
+    state: RunState,
+    resume_from: Path | None,
+    *,
+    stop_on_record: bool = False,
+    train: bool = True,
 ) -> RunResult:
     """Run (or continue) training with hooks, OOM retries, MLflow and the summary. Used by resume too.
 
     ``stop_on_record``: if a hook's stop verdict (not a timeout) is on record, or comes up while replaying
     missed epochs, finish as ``stopped`` without training (a plain resume of a run a hook stopped).
+    ``train=False``: every epoch is done (the run was killed before its summary): replay what the hooks
+    missed, then write the summary.
     """
     t0 = time.monotonic()
     hooks = build_job_hooks(job)
     hooks.load_state_dict(state.hooks)
-    history = read_results_csv(run_dir / "results.csv") if resume_from is not None else []
+    history = read_results_csv(run_dir / "results.csv") if resume_from is not None or not train else []
     ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), start_epoch=len(history))
     _replay(hooks, ctx, history, state)
     recorded_stop = stop_verdict_on_record(state) if stop_on_record else None
@@ -169,6 +177,9 @@ def execute(
                 recorded_stop.hook,
                 recorded_stop.epoch,
             )
+        elif not train:
+            status, reason = "completed", None
+            log.warning("%s: every epoch was trained before the run ended; writing its summary", run_dir)
         else:
             outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from)
             status, reason = _status(outcome, ctx.epochs, time_budget=bool(state.train_args.get("time")))
