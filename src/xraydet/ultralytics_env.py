@@ -9,14 +9,40 @@ each run.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 log = logging.getLogger(__name__)
 
 INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "sync")
+
+
+def pil_open(fp: str | Path | IO[bytes], formats: tuple[str, ...] | None = None) -> Image:
+    """PIL's own ``Image.open``, whether or not Ultralytics has been imported.
+
+    Ultralytics replaces ``Image.open`` with a wrapper that, for a file PIL cannot identify, tries to
+    pip-install a HEIF plugin and retry: offline that fails with ``ModuleNotFoundError: pi_heif`` instead of
+    PIL's clear ``UnidentifiedImageError``, and an untrusted upload should never trigger an install.
+
+    Example:
+        >>> import io
+        >>> pil_open(io.BytesIO(b"not an image"))
+        Traceback (most recent call last):
+        ...
+        PIL.UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x...>
+    """
+    from PIL import Image as PILImage
+
+    opener = PILImage.open
+    if opener.__module__ != PILImage.__name__:
+        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
+    return opener(fp, formats=formats)
 
 
 def _local_font(font: str = "Arial.ttf") -> Path:

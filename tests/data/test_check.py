@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,21 +109,20 @@ def test_supported_formats_are_ultralytics_own() -> None:
 def test_unreadable_image_message_names_the_file_not_a_buffer(yolo_set) -> None:
     """PIL quotes what it was given (an in-memory buffer): the message must name the file instead.
 
-    Run in a fresh interpreter: importing Ultralytics (as other tests do) patches ``PIL.Image.open`` so that
-    an unidentified file raises a different error.
+    With Ultralytics imported, as in training: its patched ``PIL.Image.open`` would turn an unidentified file
+    into ``ModuleNotFoundError: pi_heif`` (a failed plugin install) unless xraydet uses PIL's own opener.
     """
+    import ultralytics  # noqa: F401  (patches PIL.Image.open)
+    from PIL import Image
+
+    assert Image.open.__module__ != Image.__name__  # the patch is in place: the check below can fail
     path = yolo_set("unreadable", ["a"], {"train": {"ok": ["0 0.5 0.5 0.2 0.2"]}})
     (path.parent / "images" / "train" / "bag_07.jpg").write_bytes(b"not an image at all" * 20)
-    script = (
-        "import sys; from xraydet.data.check import check_dataset\n"
-        "for p in check_dataset(sys.argv[1]).problems:\n"
-        "    print(p.code, p.message)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
-    ).stdout
-    [line] = [ln for ln in out.splitlines() if ln.startswith("image-unreadable")]
+    [line] = [
+        f"{p.code} {p.message}" for p in check_dataset(path).problems if p.code == "image-unreadable"
+    ]
     assert "'bag_07.jpg'" in line and "BytesIO" not in line, line
+    assert "cannot identify image file" in line and "pi_heif" not in line, line
 
 
 def test_header_mode_reads_size_and_deep_mode_decodes() -> None:

@@ -19,13 +19,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
 from pydantic import BaseModel
 
 from xraydet.data.dataset import SPLIT_NAMES, write_data_yaml
 from xraydet.data.formats import AnnotationSet, FormatError, Record, coco, loctoken, voc
 from xraydet.data.formats.yolo import format_lines
 from xraydet.io import atomic_directory, atomic_write_json
+from xraydet.ultralytics_env import pil_open
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _image_size(rec: Record, path: Path | None) -> tuple[int, int]:
     import io
 
     try:
-        with Image.open(io.BytesIO(rec.image_bytes) if rec.image_bytes is not None else path) as im:  # type: ignore[arg-type]
+        with pil_open(io.BytesIO(rec.image_bytes) if rec.image_bytes is not None else path) as im:  # type: ignore[arg-type]
             return im.size
     except OSError as err:
         raise FormatError(f"{rec.where}: cannot open image '{rec.file_name}': {err}") from err

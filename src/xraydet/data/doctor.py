@@ -45,6 +45,7 @@ from pydantic import BaseModel
 from xraydet.data.dataset import Dataset, label_path_for, load_dataset, read_label_file, write_data_yaml
 from xraydet.io import atomic_write_json
 from xraydet.structures import xywhn_to_xyxy
+from xraydet.ultralytics_env import pil_open
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +267,9 @@ def paired_t(diff: np.ndarray) -> float:
 def _open_rgb(image: Path) -> np.ndarray | None:
     """The image as an RGB array, or None (logged) if PIL cannot open or decode it."""
     try:
-        with Image.open(image) as im:
+        with pil_open(image) as im:
             return np.asarray(im.convert("RGB"))
-    # ImportError: once Ultralytics is imported, its patched Image.open tries to load pi-heif for a file PIL
-    # cannot identify, and fails that way where pi-heif is not installed.
-    except (OSError, SyntaxError, ValueError, ImportError, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         log.warning("skipping %s: cannot open the image (%s); run `xraydet data check`", image, err)
         return None
 
@@ -507,7 +506,7 @@ def write_contact_sheets(
         wanted = [i for i, r in enumerate(rows) if len(crops.get(int(r[0]), [])) < per_class]
         if not wanted:
             continue
-        with Image.open(image) as im:
+        with pil_open(image) as im:
             rgb = im.convert("RGB")
         boxes = xywhn_to_xyxy(rows[:, 1:], rgb.width, rgb.height)
         for i in wanted:

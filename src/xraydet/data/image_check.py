@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
+from xraydet.ultralytics_env import pil_open
+
 MIN_IMAGE_SIDE = 10  # Ultralytics rejects smaller images
 TAIL_SEARCH_BYTES = 1024  # where to look for an end marker followed by padding
 # Content formats (PIL's ``im.format``, lower-cased) Ultralytics trains on: its IMG_FORMATS plus "jpeg2000".
@@ -97,7 +99,7 @@ def inspect_image_bytes(data: bytes, suffix: str, deep: bool = False, name: str 
         return str(err).replace(repr(buffer), repr(name) if name else "the data")
 
     try:
-        with Image.open(buffer) as im:
+        with pil_open(buffer) as im:
             info.fmt, (info.width, info.height) = im.format, im.size
             orientation = im.getexif().get(0x0112) if info.fmt in ("JPEG", "MPO", "TIFF") else None
             if deep:

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from xraydet.data.dataset import DatasetError, label_path_for, load_dataset, read_label_file
+from xraydet.ultralytics_env import pil_open
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +202,9 @@ def box_size_stats(rel_area: np.ndarray, px_area: np.ndarray) -> BoxSizeStats:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with pil_open(path) as im:
             return im.size
     except Exception:  # an unreadable image is check's business; stats just lacks its size
         return None

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from xraydet.evaluation.box_metrics import RECALL_POINTS
 from xraydet.evaluation.report import BoxMetrics, SweepResult
 from xraydet.io import atomic_write_bytes
+from xraydet.ultralytics_env import pil_open
 
 GT_COLOUR = (40, 220, 40)
 PRED_COLOUR = (255, 60, 60)
@@ -109,7 +110,7 @@ def plot_sweep(sweep: SweepResult, path: Path, operating: float | None = None) -
 
 def draw_record(record: dict[str, Any], size: int = 256) -> Image.Image:
     """One scan with labels (green) and predictions at the operating threshold (red, class and score)."""
-    with Image.open(record["image"]) as im:
+    with pil_open(record["image"]) as im:
         canvas = im.convert("RGB")
     scale = size / max(canvas.size)
     canvas = canvas.resize((max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale))))

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from xraydet.structures import Detections
+from xraydet.ultralytics_env import pil_open
 
 
 class Predictor(ABC):
@@ -35,5 +35,5 @@ class Predictor(ABC):
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as an RGB ``uint8`` array (grey and RGBA scans are converted)."""
-    with Image.open(path) as im:
+    with pil_open(path) as im:
         return np.asarray(im.convert("RGB"))

@@ -8,13 +8,13 @@ gigabytes) gets a 413 instead of exhausting memory.
 from __future__ import annotations
 
 import io
-import sys
 import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from xraydet.errors import XrayDetError
+from xraydet.ultralytics_env import pil_open
 
 # Formats a scanner export or a test client plausibly sends; others (EPS, PDF ...) could call external tools.
 FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
@@ -48,12 +48,8 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def _pil_open(data: bytes) -> Image.Image:
-    opener = Image.open
-    if opener.__module__ != Image.__name__:
-        # Ultralytics replaces Image.open with a wrapper that, on an unidentified file, tries to pip-install a
-        # HEIF plugin and retry: never wanted for an untrusted upload. Use PIL's own function.
-        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
-    return opener(io.BytesIO(data), formats=FORMATS)
+    # PIL's own opener: Ultralytics' replacement would try to pip-install a HEIF plugin for an unknown upload.
+    return pil_open(io.BytesIO(data), formats=FORMATS)
 
 
 class ImageError(XrayDetError):
