@@ -60,24 +60,6 @@ def real_report_dir(tiny_model: Path, opixray_yaml: Path, negatives_dir: Path, t
 
 
 @pytest.fixture(scope="session")
-def trigger_happy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with the bias of each scale's last classification conv set to +8: it keeps boxes at any
-    threshold, so it finds some threats and raises false alarms on threat-free bags (the tiny model itself
-    keeps no box at 0.25)."""
-    import torch
-
-    ckpt = torch.load(tiny_model, map_location="cpu", weights_only=False)
-    model = ckpt.get("ema") or ckpt["model"]
-    with torch.no_grad():
-        for branch in model.model[-1].cv3:
-            branch[-1].bias.fill_(8.0)
-    ckpt["model"], ckpt["ema"] = model, None
-    out = tmp_path_factory.mktemp("trigger_happy") / "trigger_happy.pt"
-    torch.save(ckpt, out)
-    return out
-
-
-@pytest.fixture(scope="session")
 def trigger_happy_report_dir(
     trigger_happy_model: Path, opixray_yaml: Path, negatives_dir: Path, tmp_path_factory
 ) -> Path:

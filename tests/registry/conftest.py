@@ -31,26 +31,6 @@ def registry_home(tmp_path: Path, mlflow_template: Path, monkeypatch: pytest.Mon
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def trigger_happy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with every class logit pushed up: it reports threats everywhere, threat-free bags too.
-
-    A real, loadable and clearly worse detector (a false-alarm rate of 1 on threat-free bags), built without
-    training: the bias of the last classification conv of each detection scale is set to +8.
-    """
-    import torch
-
-    ckpt = torch.load(tiny_model, map_location="cpu", weights_only=False)
-    model = ckpt.get("ema") or ckpt["model"]
-    with torch.no_grad():
-        for branch in model.model[-1].cv3:
-            branch[-1].bias.fill_(8.0)
-    ckpt["model"], ckpt["ema"] = model, None
-    out = tmp_path_factory.mktemp("trigger_happy") / "trigger_happy.pt"
-    torch.save(ckpt, out)
-    return out
-
-
 @pytest.fixture
 def lenient_policy():
     """A gate policy with every criterion switched off: the gate passes, so the comparison decides."""
