@@ -11,6 +11,23 @@ from pydantic import ValidationError
 from xraydet.errors import ConfigError
 
 
+def number_from_text(text: str) -> float | str:
+    """A number written as text, as YAML 1.1 reads ``1e-3`` (an exponent without a dot); other text as it is.
+
+    NaN and infinity stay text: no setting means them, and they would make every comparison false.
+
+    Example:
+        >>> number_from_text("1e-3"), number_from_text("fast"), number_from_text("nan")
+        (0.001, 'fast', 'nan')
+    """
+    if text.strip().lower().lstrip("+-") in {"nan", "inf", "infinity"}:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "") -> dict[str, Any]:
     """Load a YAML file that must hold a mapping; errors name the file (and line) and what was expected.
 

@@ -219,3 +219,17 @@ def test_identical_differences_give_a_decisive_t_that_is_still_valid_json(yolo_s
     assert any(abs(p.t_stat) == T_CAP for p in report.perturbations)
     stored = _strict_json(tmp_path / "same-doc" / "doctor.json")["perturbations"]
     assert [p["t_stat"] for p in stored] == [p.t_stat for p in report.perturbations]
+
+
+def test_a_bad_label_outside_the_sample_does_not_stop_the_doctor(yolo_set) -> None:
+    from xraydet.data.dataset import DatasetError
+    from xraydet.data.doctor import _sample
+
+    rows = {f"ok{i}": [f"0 0.{i + 3} 0.5 0.2 0.2"] for i in range(4)}
+    path = yolo_set("one-bad", ["knife"], {"val": {**rows, "bad": ["0 0.5 0.5 0.2"]}})
+    bad = next(img for img, _ in load_dataset(path).iter_samples("val") if img.stem == "bad")
+    seed = next(s for s in range(50) if bad not in _sample(load_dataset(path), "val", 2, s))
+    report = doctor(path, max_images=2, seed=seed)
+    assert report.n_images == 2 and bad.name not in str(report.model_dump())
+    with pytest.raises(DatasetError, match=r"bad\.txt:1: expected"):  # sampled, it is read strictly
+        doctor(path, max_images=5)

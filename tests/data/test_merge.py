@@ -266,3 +266,15 @@ def test_cli_merge(overlapping, tmp_path: Path) -> None:
     assert json.loads(real.stdout)["names"] == ["Knife", "Gun", "bottle"]
     assert load_dataset(tmp_path / "m").names == ["Knife", "Gun", "bottle"]
     assert json.loads((tmp_path / "m" / "merge.json").read_text())["sources"][1]["id_map"] == [0, 1, 2]
+
+
+def test_repeated_class_names_are_reported_by_check_and_refused_by_merge(yolo_set, tmp_path: Path) -> None:
+    """Ultralytics trains a set whose names repeat, so it loads; but which 'knife' is which is ambiguous."""
+    twice = yolo_set("twice", ["knife", "gun", "knife"], {"train": {"a": ["2 0.5 0.5 0.2 0.2"]}})
+    assert load_dataset(twice).names == ["knife", "gun", "knife"]
+    [found] = [p for p in check_dataset(twice).problems if p.code == "class-name-duplicate"]
+    assert found.severity == "error" and "'knife' (ids 0, 2)" in found.message
+    with pytest.raises(DatasetError, match=r"class names repeat: 'knife' \(ids 0, 2\)") as err:
+        merge_datasets([twice], tmp_path / "merged")
+    assert str(twice) in str(err.value)
+    assert not (tmp_path / "merged").exists()

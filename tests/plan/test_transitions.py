@@ -169,20 +169,27 @@ def test_bad_conditions_are_rejected(raw: Any) -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        # these validated before and were simply never true
+        # these validated before and were never true
         ({"metric": "final.map50", "op": "<"}, r"op '<' needs a value"),
         ({"metric": "final.map50"}, r"op '>=' needs a value"),
         ({"metric": "status", "op": "=="}, r"op '==' needs a value"),
         ({"metric": "final.map50", "op": ">=", "value": "high"}, r"op '>=' compares numbers.*'high'"),
         ({"metric": "final.map50", "op": "<", "value": [0.4]}, r"op '<' compares numbers"),
         ({"metric": "final.map50", "op": "<", "value": True}, r"op '<' compares numbers"),
-        ({"metric": "status", "op": "in", "value": "stopped"}, r"op 'in' needs a list"),
-        ({"not": {"metric": "status", "op": "not in", "value": 3}}, r"op 'not in' needs a list"),
+        ({"metric": "final.map50", "op": "<", "value": "nan"}, r"op '<' compares numbers.*'nan'"),
     ],
 )
 def test_a_value_must_fit_its_op(raw: Any, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         CONDITION.validate_python(raw)
+
+
+def test_in_with_one_value_means_a_list_of_one() -> None:
+    cond = CONDITION.validate_python({"metric": "status", "op": "in", "value": "stopped"})
+    assert isinstance(cond, Compare) and cond.value == ["stopped"]
+    assert evaluate_condition(cond, {"status": "stopped"}, {}).holds is True
+    negated = CONDITION.validate_python({"metric": "status", "op": "not in", "value": "stopped"})
+    assert evaluate_condition(negated, {"status": "completed"}, {}).holds is True
 
 
 def test_numeric_text_is_a_number_for_order_ops() -> None:

@@ -341,6 +341,24 @@ def test_registry_checks_parameter_types_against_the_constructor() -> None:
     assert isinstance(timeout, Timeout) and timeout.timeout_s == 5.0
 
 
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("plateau", {"metric": "mAP50"}, r"parameter 'metric'.*unknown metric 'mAP50' \(did you mean"),
+        ("oscillation", {"metrics": ["map50", "nope"]}, r"parameter 'metrics.1'.*unknown metric 'nope'"),
+        ("plateau", {"action": "explode"}, r"parameter 'action': Input should be 'warn' or 'stop'"),
+        ("decision_gate", {"on_stop": "halt"}, r"parameter 'on_stop': Input should be 'stop' or 'warn'"),
+        ("timeout", {"timeout_s": True}, r"parameter 'timeout_s': Input should be a valid number"),
+    ],
+)
+def test_extra_hooks_are_held_to_the_rules_of_the_same_settings_in_the_job(
+    name: str, params: dict[str, Any], message: str
+) -> None:
+    """``hooks: [{name: plateau, params: ...}]`` is checked as strictly as ``red_flags.plateau``."""
+    with pytest.raises(ConfigError, match=message):
+        build_hook(name, params)
+
+
 def test_hook_list_refuses_duplicate_names() -> None:
     with pytest.raises(ConfigError, match="plateau"):
         HookList([PlateauFlag(), PlateauFlag()])

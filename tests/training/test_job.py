@@ -122,7 +122,7 @@ def test_seed_job_keys_with_string_values(tmp_path: Path, data_yaml: Path) -> No
         ({"red_flags": {"plateau": {"metric": "map5095"}}}, r"key 'red_flags.plateau.metric'.*'map50_95'"),
         (
             {"red_flags": {"oscillation": {"metrics": ["map50", "val_los"]}}},
-            r"key 'red_flags.oscillation.metrics.1'.*unknown metric 'val_los' \(did you mean 'val_loss'",
+            r"key 'red_flags.oscillation.metrics'.*item 1: unknown metric 'val_los' \(did you mean",
         ),
         ({"lr0": "fast"}, r"key 'lr0': 'lr0=fast' is of invalid type str"),
         ({"overrides": {"mosaic": 1.5}}, r"key 'mosaic': 'mosaic=1.5' is an invalid value"),
@@ -160,6 +160,23 @@ def test_bad_jobs_name_the_file_and_key(
     with pytest.raises(ConfigError, match=message) as err:
         load_job(path)
     assert str(err.value).startswith(str(path))
+
+
+def test_settings_of_a_switched_off_gate_or_flag_are_not_judged(tmp_path: Path, data_yaml: Path) -> None:
+    """An off gate or red flag never reads its settings: a job that switches one off stays valid."""
+    body = {
+        "data": "data.yaml",
+        "gate": {"enabled": False, "continue_above": 0.2, "metric": "fitness"},
+        "red_flags": {
+            "plateau": {"enabled": False, "metric": "fitness"},
+            "oscillation": {"enabled": False, "metrics": ["fitness"]},
+        },
+    }
+    job = load_job(write_job(tmp_path, body))
+    assert not job.gate.enabled and job.red_flags.plateau.metric == "fitness"
+    body["red_flags"]["plateau"]["enabled"] = True
+    with pytest.raises(ConfigError, match=r"key 'red_flags.plateau.metric'.*unknown metric 'fitness'"):
+        load_job(write_job(tmp_path, body))
 
 
 def test_numbers_yaml_reads_as_text_are_numbers(tmp_path: Path, data_yaml: Path) -> None:

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from xraydet.data.dataset import DatasetError, label_path_for, load_dataset
+from xraydet.data.dataset import DatasetError, duplicate_names, label_path_for, load_dataset
 from xraydet.data.image_check import (
     MIN_IMAGE_SIDE,
     TAIL_SEARCH_BYTES,
@@ -242,7 +242,10 @@ def check_dataset(
     unknown = [s for s in chosen if s not in ds.splits]
     if unknown:
         raise DatasetError(f"no split(s) {unknown} (has: {', '.join(ds.splits) or 'none'})", ds.yaml_path)
-    problems: list[Problem] = []
+    problems: list[Problem] = [
+        problem("class-name-duplicate", f"names {dupe} in data.yaml", ds.yaml_path)
+        for dupe in duplicate_names(ds.names)
+    ]
     work: list[tuple[str, Path]] = []
     per_split: dict[str, list[Path]] = {}
     for split in chosen:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,15 +57,6 @@ class DataYaml(BaseModel):
     def _names_contiguous(cls, v: list[str] | dict[int, str]) -> list[str] | dict[int, str]:
         if isinstance(v, dict) and sorted(v) != list(range(len(v))):
             raise ValueError(f"class ids must be 0..{len(v) - 1} without gaps, got {sorted(v)}")
-        names = list(v) if isinstance(v, list) else [v[i] for i in range(len(v))]
-        ids: dict[str, list[int]] = {}
-        for i, name in enumerate(names):
-            ids.setdefault(name, []).append(i)
-        dupes = [
-            f"'{name}' (ids {', '.join(map(str, found))})" for name, found in ids.items() if len(found) > 1
-        ]
-        if dupes:
-            raise ValueError(f"class names must be unique, got {'; '.join(dupes)} more than once")
         return v
 
     def name_list(self) -> list[str]:
@@ -119,6 +110,21 @@ class Dataset:
         if not label.exists():
             return Detections.empty()
         return Detections.from_yolo(read_label_file(label), width, height)
+
+
+def duplicate_names(names: Sequence[str]) -> list[str]:
+    """Class names given to more than one id, as ``'name' (ids i, j)``: matching classes by name is ambiguous.
+
+    Ultralytics trains such a set, so loading it is allowed; ``data check`` reports it and merge refuses it.
+
+    Example:
+        >>> duplicate_names(["knife", "gun", "knife"])
+        ["'knife' (ids 0, 2)"]
+    """
+    ids: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        ids.setdefault(name, []).append(i)
+    return [f"'{name}' (ids {', '.join(map(str, found))})" for name, found in ids.items() if len(found) > 1]
 
 
 def label_path_for(image: Path) -> Path:

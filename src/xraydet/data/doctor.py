@@ -213,8 +213,12 @@ def score_image(rgb: np.ndarray, rows: np.ndarray) -> dict[str, tuple[np.ndarray
 
 # ---------------------------------------------------------------------------------------------- doctor
 def _sample(ds: Dataset, split: str, max_images: int, seed: int) -> list[Path]:
-    """A seeded sample of the images whose label file holds at least one box row."""
-    labelled = [img for img, lab in ds.iter_samples(split) if lab.exists() and len(read_label_file(lab))]
+    """A seeded sample of the images whose label file holds a row (not just blanks).
+
+    Only the sampled label files are parsed (strictly, later): a bad line elsewhere in the split is
+    ``xraydet data check``'s to report, not a reason to refuse the sample.
+    """
+    labelled = [img for img, lab in ds.iter_samples(split) if lab.is_file() and lab.read_bytes().strip()]
     if len(labelled) <= max_images:
         return labelled
     rng = np.random.default_rng(seed)

@@ -36,6 +36,7 @@ from pydantic import BaseModel
 from xraydet.data.dataset import (
     Dataset,
     DatasetError,
+    duplicate_names,
     label_path_for,
     load_dataset,
     parse_label_line,
@@ -348,6 +349,13 @@ def merge_datasets(
     if out.exists() and not overwrite and not dry_run:
         raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
     datasets = [load_dataset(s) for s in sources]
+    for ds in datasets:
+        if dupes := duplicate_names(ds.names):
+            raise DatasetError(
+                f"class names repeat: {'; '.join(dupes)}; merge unites classes by name, so give each class "
+                "its own name in data.yaml first",
+                ds.yaml_path or ds.root,
+            )
     names_of = source_names(datasets)
     map_global, per_source = load_map_file(map_file) if map_file else ({}, {})
     cli = dict(renames or {})

@@ -64,6 +64,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "split-missing": (Severity.ERROR, "a split named in data.yaml has no folder or list"),
     "split-empty": (Severity.ERROR, "a split has no images"),
     "class-absent": (Severity.WARNING, "a class has no instances in a split"),
+    "class-name-duplicate": (Severity.ERROR, "two class ids share a name (matching by name is ambiguous)"),
     "class-imbalance": (
         Severity.WARNING,
         f"the rarest class has < {IMBALANCE_RATIO:.0%} of the commonest's boxes",

@@ -8,7 +8,6 @@ added to the ONNX metadata so the file describes itself when served.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xraydet.errors import XrayDetError
-from xraydet.io import atomic_write_bytes
+from xraydet.io import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def cache_dir() -> Path:
 def cached_onnx(pt_path: str | Path, imgsz: int | None = None) -> Path:
     """An ONNX export of ``pt_path``, made once and reused (keyed by content hash and ``imgsz``)."""
     pt_path = Path(pt_path)
-    digest = hashlib.sha256(pt_path.read_bytes()).hexdigest()[:16]
+    digest = sha256_file(pt_path)[:16]
     size = int(imgsz or checkpoint_info(pt_path)["imgsz"] or 640)
     target = cache_dir() / f"{pt_path.stem}-{digest}-{size}.onnx"
     if not target.is_file():

@@ -15,13 +15,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import operator
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from xraydet.config import number_from_text
 
 END = "end"
 FAIL = "fail"
@@ -68,7 +69,7 @@ class Compare(BaseModel):
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> Compare:
-        """A value for every op but exists/missing: a number (or a Ref) to order, a list (or a Ref) for in."""
+        """Every op but exists/missing needs a value: a number (or Ref) to order; in: a list, or one value."""
         op, value = self.op, self.value
         if op in ("exists", "missing") or isinstance(value, Ref):
             return self
@@ -76,14 +77,13 @@ class Compare(BaseModel):
             raise ValueError(f"op '{op}' needs a value to compare {self.metric} with")
         if op in _ORDER_OPS:
             if isinstance(value, str):  # YAML 1.1 reads 5e-2 as text; a number is meant
-                with contextlib.suppress(ValueError):
-                    self.value = value = float(value)
+                self.value = value = number_from_text(value)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(
                     f"op '{op}' compares numbers: value must be a number or {{step, metric}}, got {value!r}"
                 )
         elif op in ("in", "not in") and not isinstance(value, list):
-            raise ValueError(f"op '{op}' needs a list of values (e.g. [stopped, timed_out]), got {value!r}")
+            self.value = [value]  # `in: stopped` means `in: [stopped]`
         return self
 
 

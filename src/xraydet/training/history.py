@@ -16,9 +16,12 @@ Example:
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 _RENAME = {
     "metrics/precision(B)": "precision",
@@ -39,6 +42,25 @@ RECORD_KEYS = (
     "lr_pg1",
     "lr_pg2",
 )
+
+
+def check_record_key(name: str) -> str:
+    """A key of the per-epoch records hooks read (``map50``, ``val_loss``, ``lr_pg0``...), or ValueError.
+
+    Example:
+        >>> check_record_key("mAP50")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown metric 'mAP50' (did you mean 'map50' or 'map50_95'?); an epoch record has ...
+    """
+    if name not in RECORD_KEYS:
+        close = difflib.get_close_matches(name.lower(), sorted(RECORD_KEYS), n=3)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise ValueError(f"unknown metric '{name}'{hint}; an epoch record has {', '.join(RECORD_KEYS)}")
+    return name
+
+
+RecordKey = Annotated[str, AfterValidator(check_record_key)]  # a metric name a hook may judge
 
 
 def _key(raw: str) -> str:

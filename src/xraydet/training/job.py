@@ -18,21 +18,22 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from xraydet.config import read_yaml_mapping
+from xraydet.config import number_from_text, read_yaml_mapping
 from xraydet.errors import ConfigError
+from xraydet.training.history import check_record_key
 
 SEED_KEYS = {
     "MODEL_NAME": "model",
@@ -82,16 +83,6 @@ def _did_you_mean(key: str, candidates: set[str] | list[str] | tuple[str, ...]) 
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
-def _as_number(text: str) -> float | str:
-    """``"1e-3"`` -> 0.001 (YAML 1.1 reads an exponent without a dot as text); other text as it is."""
-    if text.strip().lower() in {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}:
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def check_ultralytics_values(args: dict[str, Any], where: str) -> dict[str, Any]:
     """Ultralytics' own type and range checks (``check_cfg``) now, not when training starts.
 
@@ -104,7 +95,7 @@ def check_ultralytics_values(args: dict[str, Any], where: str) -> dict[str, Any]
     out: dict[str, Any] = {}
     for key, value in args.items():
         if isinstance(value, str) and key in numeric:
-            value = _as_number(value)
+            value = number_from_text(value)
             if key in CFG_INT_KEYS and isinstance(value, float) and value.is_integer():
                 value = int(value)
         try:
@@ -115,19 +106,19 @@ def check_ultralytics_values(args: dict[str, Any], where: str) -> dict[str, Any]
     return out
 
 
-def check_record_key(name: str) -> str:
-    """A key of the per-epoch records hooks read (``map50``, ``val_loss``, ``lr_pg0``...), or ValueError."""
-    from xraydet.training.history import RECORD_KEYS
-
-    if name not in RECORD_KEYS:
-        raise ValueError(
-            f"unknown metric '{name}'{_did_you_mean(name.lower(), RECORD_KEYS)}; "
-            f"an epoch record has {', '.join(RECORD_KEYS)}"
-        )
-    return name
-
-
-RecordKey = Annotated[str, AfterValidator(check_record_key)]
+def known_metrics_when_on(value: str | list[str], info: ValidationInfo) -> str | list[str]:
+    """A field validator: the metric name(s) of a hook that is switched on are record keys; an off hook's
+    settings are never used, so they are not judged. ``enabled`` must be declared before the field."""
+    if not info.data.get("enabled", True):
+        return value
+    if isinstance(value, str):
+        return check_record_key(value)
+    for i, name in enumerate(value):
+        try:
+            check_record_key(name)
+        except ValueError as err:
+            raise ValueError(f"item {i}: {err}") from None
+    return value
 
 
 class GateConfig(BaseModel):
@@ -143,7 +134,7 @@ class GateConfig(BaseModel):
     )
     continue_above: float = 0.40
     stop_below: float = 0.30
-    metric: RecordKey = "map50"
+    metric: str = "map50"
     on_stop: Literal["stop", "warn"] = "stop"
 
     def resolved_epoch(self, epochs: int) -> int:
@@ -152,9 +143,11 @@ class GateConfig(BaseModel):
             return self.decision_epoch
         return 100 if epochs >= 200 else max(1, math.ceil(epochs / 2))
 
+    _metric = field_validator("metric")(known_metrics_when_on)
+
     @model_validator(mode="after")
     def _ordered(self) -> GateConfig:
-        if self.stop_below > self.continue_above:  # also when one of them is the default
+        if self.enabled and self.stop_below > self.continue_above:  # also when one of them is the default
             raise ValueError(
                 f"stop_below ({self.stop_below}) must not exceed continue_above ({self.continue_above})"
             )
@@ -165,21 +158,25 @@ class OscillationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    metrics: list[RecordKey] = Field(default_factory=lambda: ["map50", "val_loss"])
+    metrics: list[str] = Field(default_factory=lambda: ["map50", "val_loss"])
     window: int = Field(default=10, ge=3, description="validated epochs looked at (all if val_every=1)")
     min_sign_change_ratio: float = Field(default=0.6, ge=0, le=1)
     min_rel_amplitude: float = Field(default=0.05, ge=0)
     action: Literal["warn", "stop"] = "warn"
+
+    _metrics = field_validator("metrics")(known_metrics_when_on)
 
 
 class PlateauConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    metric: RecordKey = "map50"
+    metric: str = "map50"
     patience: int = Field(default=20, ge=1, description="validations with no new best")
     min_delta: float = Field(default=0.001, ge=0)
     action: Literal["warn", "stop"] = "warn"
+
+    _metric = field_validator("metric")(known_metrics_when_on)
 
 
 class OverfitConfig(BaseModel):
@@ -398,7 +395,7 @@ def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {key}: value is not valid YAML: {err}") from err
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as text; a user typing it means a number
-            value = _as_number(value)
+            value = number_from_text(value)
         node = out
         parts = key.strip().split(".")
         for seed_key, ours in SEED_KEYS.items():  # `--set epochs=3` on a seed-style job replaces EPOCHS

@@ -252,9 +252,10 @@ class XrayDataset(YOLODataset):
         if len(instances.segments) or instances.keypoints is not None:
             return label  # boxes only: segments and keypoints would not follow
         rng = random.Random(random.getrandbits(64))  # Ultralytics seeds `random` per loader worker
-        clear = rng.random() < self.xray.threat_free
         project = rng.random() < self.xray.threat_projection
         turn = rng.random() < self.xray.rot90
+        # Drawn last, and only when on: the other two draw as they did before threat-free bags existed.
+        clear = self.xray.threat_free > 0 and rng.random() < self.xray.threat_free
         if not (clear or project or turn):
             return label
         image, boxes, cls = label["img"], instances.bboxes.copy(), label["cls"]

@@ -140,7 +140,7 @@ def build_hook(name: str, params: dict[str, Any] | None = None) -> HookBase:
 def _typed_params(cls: type[HookBase], name: str, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` checked (and converted, e.g. 3 -> 3.0) against the annotations of ``cls.__init__``."""
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)  # keep Annotated validators
     except Exception:  # an annotation that cannot be resolved: leave the values to the constructor
         return params
     fields: dict[str, Any] = {}
@@ -149,8 +149,9 @@ def _typed_params(cls: type[HookBase], name: str, params: dict[str, Any]) -> dic
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (hints.get(param.name, Any), default)
+    # Strict: a job file's `true` is not a timeout of 1 s, nor "20" a number (YAML gives numbers as numbers).
     model = create_model(
-        f"{cls.__name__}Params", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
+        f"{cls.__name__}Params", __config__=ConfigDict(arbitrary_types_allowed=True, strict=True), **fields
     )
     try:
         checked = model.model_validate(params)

@@ -10,9 +10,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from xraydet.training.history import is_validated
+from xraydet.training.history import RecordKey, is_validated
 from xraydet.training.hooks.base import Decision, HookBase, TrainContext, Verdict, register_hook
 
 
@@ -41,8 +41,8 @@ class DecisionGate(HookBase):
         decision_epoch: int = 100,
         continue_above: float = 0.40,
         stop_below: float = 0.30,
-        metric: str = "map50",
-        on_stop: str = "stop",
+        metric: RecordKey = "map50",
+        on_stop: Literal["stop", "warn"] = "stop",
     ) -> None:
         self.decision_epoch = decision_epoch
         self.continue_above = continue_above

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from xraydet.training.history import is_validated
+from xraydet.training.history import RecordKey, is_validated
 from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
 
 
@@ -77,10 +77,13 @@ def _points(history: list[dict[str, Any]], *keys: str) -> list[tuple[int, list[f
     return out
 
 
+Action = Literal["warn", "stop"]
+
+
 class _Flag(HookBase):
     """Shared episode logic: fire when the condition turns true, re-arm when it turns false."""
 
-    def __init__(self, action: str = "warn") -> None:
+    def __init__(self, action: Action = "warn") -> None:
         self.action = action
         self.active: dict[str, bool] = {}
         self.fired: list[dict[str, Any]] = []
@@ -116,7 +119,7 @@ class NanLossFlag(_Flag):
 
     name = "nan_loss"
 
-    def __init__(self, action: str = "stop") -> None:
+    def __init__(self, action: Action = "stop") -> None:
         super().__init__(action)
 
     def after_batch(self, ctx: TrainContext) -> Verdict | None:
@@ -145,11 +148,11 @@ class OscillationFlag(_Flag):
 
     def __init__(
         self,
-        metrics: Sequence[str] = ("map50", "val_loss"),
+        metrics: Sequence[RecordKey] = ("map50", "val_loss"),
         window: int = 10,
         min_sign_change_ratio: float = 0.6,
         min_rel_amplitude: float = 0.05,
-        action: str = "warn",
+        action: Action = "warn",
     ) -> None:
         super().__init__(action)
         self.metrics = list(metrics)
@@ -192,7 +195,11 @@ class PlateauFlag(_Flag):
     name = "plateau"
 
     def __init__(
-        self, metric: str = "map50", patience: int = 20, min_delta: float = 0.001, action: str = "warn"
+        self,
+        metric: RecordKey = "map50",
+        patience: int = 20,
+        min_delta: float = 0.001,
+        action: Action = "warn",
     ) -> None:
         super().__init__(action)
         self.metric = metric
@@ -229,7 +236,7 @@ class OverfitFlag(_Flag):
 
     name = "overfitting"
 
-    def __init__(self, window: int = 10, min_val_rise: float = 0.02, action: str = "warn") -> None:
+    def __init__(self, window: int = 10, min_val_rise: float = 0.02, action: Action = "warn") -> None:
         super().__init__(action)
         self.window = window
         self.min_val_rise = min_val_rise
