@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,25 @@ def number_from_text(text: str) -> float | str:
         return text
 
 
+def read_utf8_text(path: str | Path) -> str:
+    """A config file's text; bytes that are not UTF-8 raise a :class:`ConfigError` naming the file and byte.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "latin1.yaml"
+        >>> _ = f.write_bytes(b"name: caf\\xe9")
+        >>> read_utf8_text(f)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xraydet.errors.ConfigError: .../latin1.yaml: not UTF-8 text (byte 9)
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "") -> dict[str, Any]:
     """Load a YAML file that must hold a mapping; errors name the file (and line) and what was expected.
 
@@ -44,7 +64,7 @@ def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "")
     if not path.is_file():
         raise ConfigError(f"{path}: {what} file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_utf8_text(path)) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -55,11 +75,14 @@ def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "")
     return raw
 
 
-def validation_problems(err: ValidationError, as_flags: bool = False) -> str:
+def validation_problems(
+    err: ValidationError, as_flags: bool = False, flags: Mapping[str, str] | None = None
+) -> str:
     """One line listing each field pydantic rejected and why: ``key.path: message; ...``.
 
     With ``as_flags`` the keys are spelled as the CLI options a person typed (``max_upload_mb`` ->
-    ``--max-upload-mb``).
+    ``--max-upload-mb``); ``flags`` names the options whose spelling differs from their field
+    (``{"image_format": "--format"}``).
 
     Example:
         >>> from pydantic import BaseModel
@@ -75,6 +98,10 @@ def validation_problems(err: ValidationError, as_flags: bool = False) -> str:
     for e in err.errors():
         key = ".".join(map(str, e["loc"])) or "root"
         if as_flags:
-            key = "--" + "-".join(map(str, e["loc"])).replace("_", "-")
+            field = str(e["loc"][0]) if e["loc"] else ""
+            if flags and field in flags:
+                key = flags[field]
+            else:
+                key = "--" + "-".join(map(str, e["loc"])).replace("_", "-")
         problems.append(f"{key}: {e['msg']}")
     return "; ".join(problems)

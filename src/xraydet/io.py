@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from xraydet.errors import XrayDetError
+
 
 def _read_umask() -> int:
     """The process umask (setting it needs a value: set 0, restore at once; done once, at import)."""
@@ -51,6 +53,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it into place."""
     path = Path(path)
+    if path.is_dir():
+        raise XrayDetError(f"{path}: is a folder; cannot write a file there")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -86,6 +90,36 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def check_output_dir(path: str | os.PathLike[str], markers: tuple[str, ...], what: str) -> None:
+    """Refuse to replace ``path`` unless it is missing, an empty folder, or an earlier output of this kind.
+
+    An earlier output holds one of ``markers`` (e.g. ``report.json``); anything else (a data set folder, a
+    file) is refused with an :class:`~xraydet.errors.XrayDetError` naming the path, so a mistyped ``--out``
+    never deletes someone's files.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> check_output_dir(root / "new", ("report.json",), "evaluation report")
+        >>> _ = (root / "notes.txt").write_text("x")
+        >>> check_output_dir(root, ("report.json",), "evaluation report")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xraydet.errors.XrayDetError: ...: not empty and not an earlier evaluation report (no report.json)...
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir():
+        raise XrayDetError(f"{path}: exists and is not a folder; give a new or empty folder for the {what}")
+    if not any(path.iterdir()) or any((path / m).exists() for m in markers):
+        return
+    raise XrayDetError(
+        f"{path}: not empty and not an earlier {what} (no {' or '.join(markers)}), so it is not replaced; "
+        "give a new or empty folder"
+    )
 
 
 @contextmanager

@@ -233,3 +233,20 @@ def test_a_bad_label_outside_the_sample_does_not_stop_the_doctor(yolo_set) -> No
     assert report.n_images == 2 and bad.name not in str(report.model_dump())
     with pytest.raises(DatasetError, match=r"bad\.txt:1: expected"):  # sampled, it is read strictly
         doctor(path, max_images=5)
+
+
+@pytest.mark.slow
+def test_cli_json_with_probe_keeps_stdout_pure_json(synth_yaml: Path, tmp_path: Path) -> None:
+    """The probe trains through Ultralytics, whose log goes to stdout: with --json it must go to stderr."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "xraydet.cli.main", "data", "doctor", str(synth_yaml), "--json", "--probe"]
+    cmd += ["--probe-images", "4", "--probe-epochs", "1", "--probe-imgsz", "64", "--max-images", "10"]
+    env = {**os.environ, "YOLO_OFFLINE": "true", "MPLBACKEND": "Agg"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: the probe's mAP did not climb in 1 epoch
+    report = json.loads(proc.stdout)  # nothing but the JSON
+    assert report["probe"]["epochs"] == 1 and report["n_images"] == 10
+    assert "Ultralytics" in proc.stderr  # its log is still shown, on stderr

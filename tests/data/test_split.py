@@ -132,3 +132,14 @@ def test_cli_split(source: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "train 40, val 10" in result.stdout and (tmp_path / "o" / "data.yaml").is_file()
+
+
+def test_refuses_a_split_without_val_images(source: Path, tmp_path: Path) -> None:
+    # --val 0 used to write a data.yaml whose val is an empty folder, which `data check` then rejects
+    with pytest.raises(ConfigError, match=r"--val 0.0: must be above 0"):
+        split_dataset(source, tmp_path / "v0", val=0.0)
+    with pytest.raises(ConfigError, match=r"--val 0.005: gives no val image out of 50"):
+        split_dataset(source, tmp_path / "tiny", val=0.005)
+    with pytest.raises(ConfigError, match=r"--test 0.005: gives no test image"):
+        split_dataset(source, tmp_path / "tiny-test", val=0.2, test=0.005)
+    assert not (tmp_path / "v0").exists() and not (tmp_path / "tiny").exists()

@@ -75,3 +75,64 @@ def test_cli_promote_refusal_exits_1(cli, registry_home, tiny_model, eval_args):
     result = cli("registry", "promote", "xray", "1", "--dataset", eval_args["dataset"], "--max-images", 2)
     assert result.exit_code == 1, result.output
     assert "refused" in result.output and "gate: mAP50 failed" in result.output
+
+
+def _junk_weights(tmp_path):
+    weights = tmp_path / "junk.pt"
+    weights.write_bytes(b"not a checkpoint, but registering only hashes and stores it")
+    return weights
+
+
+def test_cli_champion_exits_1_without_a_champion_with_or_without_path(cli, registry_home, tmp_path):
+    assert cli("registry", "register", _junk_weights(tmp_path), "--name", "xr").exit_code == 0
+    for args in (["registry", "champion", "xr"], ["registry", "champion", "xr", "--path"]):
+        result = cli(*args)
+        assert result.exit_code == 1 and "no champion yet" in result.output, args
+
+
+def test_cli_register_into_an_unknown_run_names_it(cli, registry_home, tmp_path):
+    result = cli("registry", "register", _junk_weights(tmp_path), "--name", "xr", "--run-id", "deadbeef")
+    assert isinstance(result.exception, RegistryError), result.output
+    assert str(result.exception).startswith("--run-id deadbeef: no such MLflow run")
+
+
+def test_cli_promote_refuses_bad_backend_and_foreign_out_before_evaluating(cli, registry_home, tmp_path):
+    from xraydet.errors import XrayDetError
+
+    assert cli("registry", "register", _junk_weights(tmp_path), "--name", "xr").exit_code == 0
+    result = cli("registry", "promote", "xr", "1", "--dataset", tmp_path, "--backend", "tensorrt")
+    assert result.exit_code == 2 and "--backend" in result.output, result.output
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("keep")
+    for out in (victim, victim / "notes.txt"):
+        result = cli("registry", "promote", "xr", "1", "--dataset", tmp_path, "--out", out)
+        assert isinstance(result.exception, XrayDetError), result.output
+        assert str(out) in str(result.exception) and "promotion folder" in str(result.exception)
+    assert sorted(p.name for p in victim.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_cli_promote_json_with_an_onnx_export_keeps_stdout_pure_json(registry_home, tiny_model, tmp_path):
+    """--backend onnx exports the .pt through Ultralytics, which logs to stdout: with --json, to stderr."""
+    import os
+    import subprocess
+    import sys
+
+    from xraydet.evaluation.gate import GatePolicy
+
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text(yaml.safe_dump(dict.fromkeys(GatePolicy.model_fields)))
+    data = tiny_model.parents[2] / "data" / "data.yaml"  # what the tiny model was trained on
+    env = {**os.environ, "XRAYDET_CACHE_DIR": str(tmp_path / "cache")}
+
+    def xraydet(*args):
+        cmd = [sys.executable, "-m", "xraydet.cli.main", *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+
+    assert xraydet("registry", "register", tiny_model, "--name", "xr").returncode == 0
+    proc = xraydet("registry", "promote", "xr", "1", "--dataset", data, "--max-images", 2, "--policy", policy,
+                   "--backend", "onnx", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["decision"] == "promoted"  # nothing but the JSON
+    assert "ONNX" in proc.stderr  # the export happened, and its log went to stderr

@@ -103,8 +103,10 @@ def check_cmd(
         False, "--deep", help="Decode every pixel (slower) instead of header + end marker."
     ),
     split: list[str] = typer.Option([], "--split", "-s", help="Only these splits (repeatable)."),
-    workers: int | None = typer.Option(None, "--workers", help="Threads (default: 2 per core, at most 8)."),
-    limit: int = typer.Option(10, "--limit", help="Problems listed per code in the table (0 = all)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Threads (default: 2 per core, at most 8)."
+    ),
+    limit: int = typer.Option(10, "--limit", min=0, help="Problems listed per code in the table (0 = all)."),
 ) -> None:
     """Check images and labels; exit 1 on errors, 0 on warnings only.
 
@@ -113,7 +115,10 @@ def check_cmd(
     orphan label files, duplicates within a split, class imbalance, tiny boxes.
     """
     from xraydet.data.check import CODES, check_dataset
+    from xraydet.errors import ConfigError
 
+    if json_out is not None and json_out.is_dir():  # refused before the work, not after it
+        raise ConfigError(f"--json-out {json_out}: is a folder; give the path of a .json file")
     with counting_progress("checking") as (advance, set_total):
         report = check_dataset(
             dataset, deep=deep, splits=split or None, workers=workers, progress=advance, on_start=set_total

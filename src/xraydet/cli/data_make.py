@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from xraydet.cli.progress import counting_progress, progress
+from xraydet.cli.progress import counting_progress, progress, stdout_to_stderr
 
 console = Console()
 err_console = Console(stderr=True)
@@ -59,7 +59,8 @@ def synth_cmd(
             image_format=image_format,  # type: ignore[arg-type]
         )
     except ValidationError as err:
-        raise ConfigError(f"invalid synth options ({validation_problems(err, as_flags=True)})") from err
+        problems = validation_problems(err, as_flags=True, flags={"image_format": "--format"})
+        raise ConfigError(f"invalid synth options ({problems})") from err
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
     with counting_progress("rendering bags") as (advance, set_total):
@@ -148,14 +149,16 @@ def doctor_cmd(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Folder for doctor.json, scores.png, contact sheets."
     ),
-    max_images: int = typer.Option(300, "--max-images", help="Labelled images sampled for the scores."),
+    max_images: int = typer.Option(
+        300, "--max-images", min=1, help="Labelled images sampled for the scores."
+    ),
     seed: int = typer.Option(0, "--seed"),
     probe: bool = typer.Option(
         False, "--probe", help="Also run the quick overfit probe (trains on a temp copy)."
     ),
-    probe_images: int = typer.Option(24, "--probe-images", help="Images the probe trains on."),
-    probe_epochs: int = typer.Option(40, "--probe-epochs", help="Probe epochs (from scratch, CPU)."),
-    probe_imgsz: int = typer.Option(160, "--probe-imgsz"),
+    probe_images: int = typer.Option(24, "--probe-images", min=1, help="Images the probe trains on."),
+    probe_epochs: int = typer.Option(40, "--probe-epochs", min=1, help="Probe epochs (from scratch, CPU)."),
+    probe_imgsz: int = typer.Option(160, "--probe-imgsz", min=32),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
     """Do the boxes sit on objects? Scores the labels against transposed/shifted/rescaled copies.
@@ -164,7 +167,8 @@ def doctor_cmd(
     """
     from xraydet.data.doctor import doctor
 
-    with progress("scoring labels") as update:
+    # with --json, stdout carries the JSON only: the probe's Ultralytics log goes to stderr
+    with stdout_to_stderr(json_out), progress("scoring labels") as update:
         report = doctor(
             dataset,
             split,
@@ -178,7 +182,7 @@ def doctor_cmd(
             progress=update,
         )
     if json_out:
-        console.print_json(json.dumps(report.model_dump(mode="json")))
+        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
     else:
         table = Table(
             title=f"Label-content scores ({report.n_images} images, {report.n_boxes} boxes, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
@@ -11,6 +12,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from xraydet.cli.progress import progress
+from xraydet.inference import Backend
 
 console = Console()
 
@@ -32,6 +34,30 @@ eval_app = typer.Typer(
 )
 
 
+def default_report_dir(model: str, split: str) -> Path:
+    """``eval_reports/<model>-<split>``, with a name that tells references apart and is safe as a folder.
+
+    A model file gives its stem, a URL its host, port and path, a registry reference all of it.
+
+    Example:
+        >>> [default_report_dir(m, "val").name for m in ("runs/a/best.pt", "http://127.0.0.1:18811/", "xr/2",
+        ...                                             "other/2", "xr@champion")]
+        ['best-val', '127.0.0.1-18811-val', 'xr-2-val', 'other-2-val', 'xr-champion-val']
+    """
+    text = model.strip().rstrip("/")
+    if re.match(r"https?://", text):
+        name = text.split("://", 1)[1]
+    elif Path(text).suffix in {".pt", ".onnx"} or Path(text).is_file():
+        name = Path(text).stem
+    else:
+        name = text
+
+    def slug(part: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.]+", "-", part).strip("-.")[:80]
+
+    return Path("eval_reports") / f"{slug(name) or 'model'}-{slug(split) or 'split'}"
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1%}"
 
@@ -48,13 +74,13 @@ def eval_run(
     negatives: list[Path] = typer.Option([], "--negatives", help="Folder of threat-free bags (repeatable)."),
     conf: float = typer.Option(0.25, help="Operating threshold of the screening metrics (mAP uses 0.001)."),
     out: Path | None = typer.Option(
-        None, "--out", help="Report folder [default: eval_reports/<model>-<split>]."
+        None, "--out", help="Report folder \\[default: eval_reports/<model>-<split>]."
     ),
     max_images: int | None = typer.Option(
         None, "--max-images", min=1, help="Seeded sample of at most N images."
     ),
-    backend: str = typer.Option("auto", help="auto | onnx | ultralytics."),
-    imgsz: int | None = typer.Option(None, help="Inference size [default: the model's]."),
+    backend: Backend = typer.Option("auto", help="Inference backend (auto: by the file's suffix)."),
+    imgsz: int | None = typer.Option(None, help="Inference size \\[default: the model's]."),
     device: str = typer.Option("cpu", help="Device for the Ultralytics backend."),
     target_detection: float = typer.Option(
         0.95, "--target-detection", help="Detection rate the sweep must reach."
@@ -64,7 +90,7 @@ def eval_run(
     """Evaluate MODEL on DATASET and write a report folder (report.json, report.md, predictions, plots)."""
     from xraydet.evaluation.runner import evaluate
 
-    out = out or Path("eval_reports") / f"{Path(model).stem or 'model'}-{split}"
+    out = out or default_report_dir(model, split)
     with progress("predicting") as update:
         report = evaluate(
             model,
@@ -121,8 +147,8 @@ def eval_compare(
     conf: float = typer.Option(0.25, help="Operating threshold."),
     negatives: list[Path] = typer.Option([], "--negatives", help="Folder of threat-free bags (repeatable)."),
     out: Path = typer.Option(Path("eval_reports/comparison"), "--out", help="Output folder."),
-    backend: str = typer.Option("auto", help="auto | onnx | ultralytics (for model files)."),
-    imgsz: int | None = typer.Option(None, help="Inference size [default: each model's]."),
+    backend: Backend = typer.Option("auto", help="Inference backend for model files (auto: by suffix)."),
+    imgsz: int | None = typer.Option(None, help="Inference size \\[default: each model's]."),
 ) -> None:
     """Run several models on the same N sampled images and write comparison.md / comparison.json."""
     from xraydet.evaluation.compare import compare_models, render_comparison
@@ -155,9 +181,9 @@ def _fmt(name: str, value: float | None) -> str:
 
 def gate(
     report_dir: Path = typer.Argument(..., help="Report folder written by `xraydet eval`."),
-    policy: Path | None = typer.Option(None, "--policy", help="Policy YAML [default: the seed's policy]."),
+    policy: Path | None = typer.Option(None, "--policy", help="Policy YAML \\[default: the seed's policy]."),
     review_dir: Path | None = typer.Option(
-        None, "--review-dir", help="Review folder [default: REPORT_DIR/review]."
+        None, "--review-dir", help="Review folder \\[default: REPORT_DIR/review]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
 ) -> None:
@@ -198,11 +224,13 @@ def review(
     """Serve a page to review N random predictions (keys c / w / m, arrows); verdicts feed `xraydet gate`."""
     from xraydet.evaluation.review.server import serve
 
-    console.print(
-        f"review {n} predictions of {report_dir} at http://{host}:{port}/ (Ctrl+C to stop; "
-        "every verdict is saved as it is made)"
-    )
-    serve(report_dir, n=n, seed=seed, host=host, port=port)
+    def banner() -> None:  # printed once the report has loaded: a bad REPORT_DIR gets only its error
+        console.print(
+            f"review {n} predictions of {report_dir} at http://{host}:{port}/ (Ctrl+C to stop; "
+            "every verdict is saved as it is made)"
+        )
+
+    serve(report_dir, n=n, seed=seed, host=host, port=port, on_ready=banner)
 
 
 def register(app: typer.Typer) -> None:

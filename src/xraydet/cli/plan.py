@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 console = Console()
 
+# The plans shipped in xraydet/plans/ (what xraydet.plan.schema.bundled_plans finds), listed in the help.
+SHIPPED_PLANS = ", ".join(
+    sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "plans").glob("*.yaml"))
+)
+
 plan_app = typer.Typer(
     help="Run a declarative improvement plan (data, phases with decision gates, evaluation, gate, deploy).",
     no_args_is_help=True,
@@ -145,7 +150,7 @@ def _finish(state_dir: Path, status: str, end: str | None) -> None:
 @plan_app.command("run")
 def run(
     plan_file: str = typer.Argument(
-        ..., metavar="PLAN", help="plan YAML, or the name of a shipped plan (cpu-demo, seed-improvement-plan)"
+        ..., metavar="PLAN", help=f"plan YAML, or the name of a shipped plan ({SHIPPED_PLANS})"
     ),
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="where state, logs and outputs go (default: <runs>/plans/<plan name>)"
@@ -205,7 +210,9 @@ def status(
 
 @plan_app.command("validate")
 def validate(
-    plan_file: str = typer.Argument(..., metavar="PLAN", help="plan YAML or a shipped plan's name"),
+    plan_file: str = typer.Argument(
+        ..., metavar="PLAN", help=f"plan YAML or a shipped plan's name ({SHIPPED_PLANS})"
+    ),
     sets: list[str] = typer.Option([], "--set", help="override a plan key before validating"),
 ) -> None:
     """Check a plan file (schema, step kinds, references, transitions) and list its steps."""

@@ -1,12 +1,15 @@
 """Progress bars for long commands (rich, on stderr so that ``--json`` output on stdout stays clean).
 
-Library functions take plain callbacks; these context managers turn them into bars.
+Library functions take plain callbacks; these context managers turn them into bars. :func:`stdout_to_stderr`
+keeps what libraries print (Ultralytics' log and bars) off stdout while a ``--json`` command works.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, redirect_stdout
 
 from rich.console import Console
 from rich.progress import (
@@ -71,3 +74,33 @@ def counting_progress(label: str) -> Iterator[tuple[Callable[[int], None], Calla
             update(label, done[0], total)
 
         yield advance, set_total
+
+
+@contextmanager
+def stdout_to_stderr(enabled: bool = True) -> Iterator[None]:
+    """While the block runs, send what is printed to stdout to stderr instead: keeps ``--json`` stdout pure.
+
+    Covers ``print``, bars that write to ``sys.stdout`` and the log handlers that were bound to stdout when
+    they were made (Ultralytics' own ``StreamHandler(sys.stdout)``), which ``redirect_stdout`` alone misses.
+
+    Example:
+        >>> import io
+        >>> from contextlib import redirect_stderr
+        >>> err = io.StringIO()
+        >>> with redirect_stderr(err), stdout_to_stderr():
+        ...     print("noise")
+        >>> err.getvalue()
+        'noise\\n'
+    """
+    if not enabled:
+        yield
+        return
+    with ExitStack() as stack:
+        stdouts = {id(sys.stdout), id(sys.__stdout__)}
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, logging.StreamHandler) and id(handler.stream) in stdouts:
+                    stack.callback(handler.setStream, handler.stream)
+                    handler.setStream(sys.stderr)
+        stack.enter_context(redirect_stdout(sys.stderr))
+        yield

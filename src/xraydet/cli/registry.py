@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xraydet.cli.progress import stage_progress
+from xraydet.cli.progress import stage_progress, stdout_to_stderr
+from xraydet.inference import Backend
 
 console = Console()
 err_console = Console(stderr=True)
@@ -130,7 +131,7 @@ def promote_cmd(
     conf: float = typer.Option(0.25, "--conf", help="Operating confidence threshold for both models."),
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Seeded sample of the split."),
     seed: int = typer.Option(0, "--seed"),
-    backend: str = typer.Option("auto", "--backend", help="auto | onnx | ultralytics"),
+    backend: Backend = typer.Option("auto", "--backend", help="Inference backend (auto: by file suffix)."),
     review_dir: Path | None = typer.Option(None, "--review-dir", help="Human review, if needed."),
     candidate_report: Path | None = typer.Option(
         None, "--candidate-report",
@@ -142,7 +143,8 @@ def promote_cmd(
     """Make VERSION the champion if it passes the gate and is no worse than the champion (refused: exit 1)."""
     from xraydet.registry import ComparisonPolicy, promote
 
-    with stage_progress() as update:
+    # with --json, stdout carries the JSON only: an ONNX export's Ultralytics log goes to stderr
+    with stdout_to_stderr(as_json), stage_progress() as update:
 
         def step(label: str, done: int, total: int) -> None:
             update(f"evaluating {label}", done, total)
@@ -187,17 +189,14 @@ def champion_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
     path: bool = typer.Option(False, "--path", help="Print the local path of its weights instead."),
 ) -> None:
-    """Print the champion version of NAME (exit 1 when none is set)."""
+    """Print the champion version of NAME, or with --path its weights file (exit 1 when none is set)."""
     from xraydet.registry import champion, resolve_model
 
-    if path:
-        typer.echo(str(resolve_model(f"{name}@champion")))
-        return
     version = champion(name)
     if version is None:
         err_console.print(f"{name} has no champion yet; promote a version first")
         raise typer.Exit(1)
-    typer.echo(version)
+    typer.echo(str(resolve_model(f"{name}/{version}")) if path else version)
 
 
 def register(app: typer.Typer) -> None:

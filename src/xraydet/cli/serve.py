@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
@@ -12,6 +13,8 @@ from rich.table import Table
 from xraydet.cli.progress import stage_progress
 
 console = Console()
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]  # uvicorn's
 
 
 def serve(
@@ -42,7 +45,7 @@ def serve(
     threats: str | None = typer.Option(
         None, help="comma-separated threat class names (overrides the model's)"
     ),
-    log_level: str = typer.Option("info", help="uvicorn log level"),
+    log_level: LogLevel = typer.Option("info", help="uvicorn log level"),
 ) -> None:
     """Serve a detector over HTTP (FastAPI + uvicorn): /health, /v1/detect, /v1/detect/batch, /v1/models."""
     import uvicorn

@@ -43,11 +43,14 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel
 
 from xraydet.data.dataset import Dataset, label_path_for, load_dataset, read_label_file, write_data_yaml
-from xraydet.io import atomic_write_json
+from xraydet.errors import ConfigError
+from xraydet.io import atomic_directory, atomic_write_json, check_output_dir
 from xraydet.structures import xywhn_to_xyxy
 from xraydet.ultralytics_env import pil_open
 
 log = logging.getLogger(__name__)
+
+DOCTOR_JSON = "doctor.json"
 
 Family = Literal["position", "size"]
 
@@ -324,6 +327,10 @@ def doctor(
         >>> report.verdict, report.faults  # doctest: +SKIP
         ('pass', [])
     """
+    if out_dir is not None:  # refuse a wrong --out before the work, not after it
+        check_output_dir(out_dir, (DOCTOR_JSON,), "doctor output")
+    if max_images < 1:
+        raise ConfigError(f"max_images (--max-images) must be at least 1, got {max_images}")
     ds = load_dataset(dataset)
     split = split or ("val" if "val" in ds.splits else next(iter(ds.splits), "val"))
     images = _sample(ds, split, max_images, seed)
@@ -380,15 +387,21 @@ def doctor(
             ds, split, n_images=probe_images, epochs=probe_epochs, imgsz=probe_imgsz, seed=seed
         )
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        report.contact_sheets = [
-            str(p)
-            for p in write_contact_sheets(ds, images, out_dir / "contact_sheets", per_class=sheet_crops)
-        ]
-        if report.perturbations:
-            report.plot = str(plot_scores(report, out_dir / "scores.png"))
-        atomic_write_json(out_dir / "doctor.json", report.model_dump(mode="json"))
+        _write_out_dir(report, ds, images, Path(out_dir), sheet_crops)
     return report
+
+
+def _write_out_dir(report: DoctorReport, ds: Dataset, images: list[Path], out_dir: Path, crops: int) -> None:
+    """Write doctor.json, scores.png and the contact sheets as one folder, atomically (an earlier doctor
+    folder is replaced); the paths in the report are the final ones."""
+    check_output_dir(out_dir, (DOCTOR_JSON,), "doctor output")
+    with atomic_directory(out_dir, overwrite=True) as tmp:
+        sheets = write_contact_sheets(ds, images, tmp / "contact_sheets", per_class=crops)
+        report.contact_sheets = [str(out_dir / p.relative_to(tmp)) for p in sheets]
+        if report.perturbations:
+            plot_scores(report, tmp / "scores.png")
+            report.plot = str(out_dir / "scores.png")
+        atomic_write_json(tmp / DOCTOR_JSON, report.model_dump(mode="json"))
 
 
 # ----------------------------------------------------------------------------------------------- probe

@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel
 
+from xraydet.config import read_utf8_text
 from xraydet.data.dataset import (
     Dataset,
     DatasetError,
@@ -101,7 +102,7 @@ def load_map_file(path: str | Path) -> tuple[dict[str, str], dict[str, dict[str,
     """Read a map file: ``(renames for all sources, {source name: renames})``."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_utf8_text(path))
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: cannot read the map file ({err})") from err
     if not isinstance(raw, dict):

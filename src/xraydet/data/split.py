@@ -109,8 +109,15 @@ def assign_splits(class_sets: Sequence[set[int]], val: float, test: float = 0.0,
 
 
 def validate_fractions(val: float, test: float) -> None:
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise ConfigError(f"--val {val} and --test {test} must be >= 0 and add up to less than 1")
+    """Refuse shares out of range; a val share of 0 too: the split would point val at an empty folder."""
+    if not 0 < val < 1:
+        raise ConfigError(
+            f"--val {val}: must be above 0 and below 1 (training and evaluation need a val split)"
+        )
+    if not (0 <= test < 1 and val + test < 1):
+        raise ConfigError(
+            f"--val {val} and --test {test}: --test must be >= 0 and the two add up to less than 1"
+        )
 
 
 def place_file(src: Path, dest: Path, link: bool) -> None:
@@ -177,6 +184,11 @@ def split_dataset(
     class_sets = [set(r[:, 0].astype(int).tolist()) for r in rows]
     assigned = assign_splits(class_sets, val, test, seed)
     split_names = ["train", "val"] + (["test"] if test > 0 else [])
+    for name, share in (("val", val), ("test", test)):
+        if name in split_names and name not in assigned:
+            raise ConfigError(
+                f"--{name} {share}: gives no {name} image out of {len(pool)}; raise --{name} or add images"
+            )
     builder = StatsBuilder(ds.names)
     for s in split_names:
         builder.touch(s)

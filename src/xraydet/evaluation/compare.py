@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from xraydet.evaluation.report import EvalReport
-from xraydet.io import atomic_write_json, atomic_write_text
+from xraydet.io import atomic_write_json, atomic_write_text, check_output_dir
 
 
 class ComparisonRow(BaseModel):
@@ -168,6 +168,8 @@ def compare_models(
 
     rows = []
     out = None if out_dir is None else Path(out_dir)
+    if out is not None:  # an earlier comparison is updated in place; any other non-empty folder is refused
+        check_output_dir(out, ("comparison.json",), "comparison")
     for i, model in enumerate(models):
         label = str(model).rstrip("/")
         sub = None if out is None else out / "models" / f"{i + 1:02d}_{_slug(label.rsplit('/', 1)[-1])}"

@@ -39,7 +39,13 @@ from xraydet.evaluation.report import (
 from xraydet.evaluation.screening import ScreeningEvaluator
 from xraydet.evaluation.sweep import SweepEvaluator
 from xraydet.inference.base import Predictor, load_rgb
-from xraydet.io import atomic_directory, atomic_write_json, atomic_write_text, sha256_file
+from xraydet.io import (
+    atomic_directory,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    sha256_file,
+)
 from xraydet.structures import Detections
 
 log = logging.getLogger(__name__)
@@ -228,6 +234,11 @@ def evaluate(
     """
     if not 0.0 < conf < 1.0:
         raise XrayDetError(f"conf must be between 0 and 1, got {conf}")
+    from xraydet.inference import check_backend
+
+    check_backend(backend)
+    if out_dir is not None:  # refuse a wrong --out before the work, not after it
+        check_output_dir(out_dir, (REPORT_JSON,), "evaluation report")
     started = time.perf_counter()
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     weights = _weights_of(model)
@@ -330,8 +341,13 @@ def _model_label(model: str | Path | Predictor, predictor: Predictor) -> str:
 def write_report_dir(
     report: EvalReport, records: list[dict[str, Any]], out_dir: Path, plots: bool = True
 ) -> Path:
-    """Write the report folder atomically: report.json, report.md, predictions.jsonl and the plots."""
-    if out_dir.exists():
+    """Write the report folder atomically: report.json, report.md, predictions.jsonl and the plots.
+
+    ``out_dir`` may be missing, an empty folder or an earlier report folder (which is replaced); anything else
+    is refused.
+    """
+    check_output_dir(out_dir, (REPORT_JSON,), "evaluation report")
+    if (out_dir / REPORT_JSON).exists():
         log.warning("replacing the existing report folder %s (its review verdicts go with it)", out_dir)
     with atomic_directory(out_dir, overwrite=True) as tmp:
         atomic_write_text(tmp / PREDICTIONS_JSONL, "".join(json.dumps(r) + "\n" for r in records))

@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
+from xraydet.errors import ConfigError
 from xraydet.inference.base import Predictor, load_rgb
 
-BACKENDS = ("auto", "onnx", "ultralytics")
+Backend = Literal["auto", "onnx", "ultralytics"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`, else a :class:`ConfigError` naming ``--backend``.
+
+    Example:
+        >>> check_backend("onnx")
+        'onnx'
+        >>> check_backend("tensorrt")
+        Traceback (most recent call last):
+        ...
+        xraydet.errors.ConfigError: --backend tensorrt: unknown backend; choose one of auto, onnx, ultralytics
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend}: unknown backend; choose one of {', '.join(BACKENDS)}")
+    return backend
 
 
 def load_predictor(
@@ -21,8 +40,7 @@ def load_predictor(
     ``auto`` picks ONNX Runtime for ``.onnx`` files and Ultralytics/PyTorch for ``.pt``.
     """
     weights = Path(weights)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if not weights.is_file():
         raise FileNotFoundError(f"model file not found: {weights}")
     if backend == "onnx" or (backend == "auto" and weights.suffix == ".onnx"):
@@ -34,4 +52,4 @@ def load_predictor(
     return UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads)
 
 
-__all__ = ["BACKENDS", "Predictor", "load_predictor", "load_rgb"]
+__all__ = ["BACKENDS", "Backend", "Predictor", "check_backend", "load_predictor", "load_rgb"]

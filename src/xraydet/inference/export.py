@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 THREATS_KEY = "xraydet_threats"
 
 
+def unreadable_checkpoint(path: str | Path, err: BaseException) -> XrayDetError:
+    """The error for weights Ultralytics cannot load: names the file and the first line of the cause."""
+    first = (str(err).strip().splitlines() or [""])[0].removeprefix("ERROR").strip(" ❌️:")
+    return XrayDetError(f"{path}: not a readable Ultralytics checkpoint ({first or type(err).__name__})")
+
+
 def checkpoint_info(pt_path: str | Path) -> dict[str, Any]:
     """``names``, ``imgsz`` and ``threats`` recorded in an Ultralytics checkpoint (``threats`` None if
     unknown).
@@ -34,11 +40,14 @@ def checkpoint_info(pt_path: str | Path) -> dict[str, Any]:
     import yaml
     from ultralytics.nn.tasks import torch_safe_load
 
-    ckpt, _ = torch_safe_load(str(pt_path))
-    model = ckpt.get("ema") or ckpt.get("model")
-    names = getattr(model, "names", None) or {}
-    name_list = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
-    train_args = ckpt.get("train_args") or {}
+    try:
+        ckpt, _ = torch_safe_load(str(pt_path))
+        model = ckpt.get("ema") or ckpt.get("model")
+        names = getattr(model, "names", None) or {}
+        name_list = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+        train_args = ckpt.get("train_args") or {}
+    except Exception as err:  # a truncated, corrupt or foreign file: Ultralytics raises TypeError and others
+        raise unreadable_checkpoint(pt_path, err) from err
     threats: list[str] | None = None
     data = train_args.get("data")
     if data and Path(str(data)).is_file():

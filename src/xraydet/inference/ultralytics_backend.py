@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from xraydet.errors import ConfigError
 from xraydet.inference.base import Predictor
 from xraydet.structures import Detections
 
@@ -27,6 +28,32 @@ def detections_from_results(result: Any) -> Detections:
     )
 
 
+def check_device(device: str) -> None:
+    """Refuse a device Ultralytics cannot use (``cuda:3`` on a one-GPU or CPU-only machine) before any work,
+    with a :class:`ConfigError` naming ``--device`` instead of Ultralytics' ``ValueError`` at the first image.
+    """
+    if str(device).strip().lower() in {"cpu", "mps"}:  # always there (select_device would reset the threads)
+        return
+    import logging
+
+    from ultralytics.utils.torch_utils import select_device
+
+    ultralytics_log = logging.getLogger("ultralytics")
+    level = ultralytics_log.level
+    ultralytics_log.setLevel(logging.ERROR)  # it logs its banner before raising
+    try:
+        select_device(device, verbose=False)
+    except ValueError as err:
+        import torch
+
+        first = str(err).strip().split(".")[0]
+        raise ConfigError(
+            f"--device {device}: not usable here: {first} (CUDA devices seen: {torch.cuda.device_count()})"
+        ) from err
+    finally:
+        ultralytics_log.setLevel(level)
+
+
 class UltralyticsPredictor(Predictor):
     """PyTorch inference through Ultralytics (``.pt`` weights; ``.onnx`` too, through its AutoBackend)."""
 
@@ -38,10 +65,16 @@ class UltralyticsPredictor(Predictor):
         import torch
         from ultralytics import YOLO
 
+        check_device(device)
         if threads:
             torch.set_num_threads(threads)
         self.source = Path(weights)
-        self.model = YOLO(str(weights), task="detect")
+        try:
+            self.model = YOLO(str(weights), task="detect")
+        except Exception as err:  # a truncated, corrupt or foreign file: Ultralytics raises TypeError, ...
+            from xraydet.inference.export import unreadable_checkpoint
+
+            raise unreadable_checkpoint(weights, err) from err
         self.device = device
         args = getattr(self.model, "overrides", {}) or {}
         train_args = getattr(getattr(self.model, "model", None), "args", {}) or {}

@@ -194,7 +194,9 @@ def headline(record: StepRecord) -> str:
     elif record.kind == "gate" and "passed" in out:
         parts.append("PASS" if out["passed"] else f"FAIL ({', '.join(out.get('failed', []))})")
     elif record.kind == "deploy" and out.get("action"):
-        parts.append(f"{out['action']} v{out.get('version')} (champion: v{out.get('champion_after')})")
+        after = out.get("champion_after")
+        champion = f"champion: v{after}" if after not in (None, "", "none") else "no champion"
+        parts.append(f"{out['action']} v{out.get('version')} ({champion})")
     elif record.kind == "check" and "errors" in out:
         parts.append(f"{out.get('images')} images, {out['errors']} errors, {out.get('warnings')} warnings")
     elif record.kind == "synth" and "n_train" in out:

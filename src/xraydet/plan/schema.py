@@ -344,7 +344,9 @@ def load_plan(path: str | Path, overrides: Sequence[str] = (), base_dir: str | P
         shipped = ", ".join(bundled_plans())
         raise PlanError([f"no such plan file (plans shipped with xraydet: {shipped})"], path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise PlanError([f"not UTF-8 text (byte {err.start})"], path) from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

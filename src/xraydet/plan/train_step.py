@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from xraydet.config import read_utf8_text
 from xraydet.errors import ConfigError, XrayDetError
 from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
 from xraydet.training.history import is_validated
@@ -83,7 +84,7 @@ def build_job(ctx: StepContext, params: TrainParams) -> Any:
         path = ctx.resolve_path(params.job_file)
         if not path.is_file():
             raise ConfigError(f"{ctx.step.where}.job_file: {path} not found")
-        base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        base = yaml.safe_load(read_utf8_text(path)) or {}
         raw = {**base, **raw}
     if isinstance(raw.get("data"), str):
         raw["data"] = str(ctx.resolve_data(raw["data"]))

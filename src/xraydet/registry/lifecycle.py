@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from xraydet.errors import ConfigError, XrayDetError
-from xraydet.io import atomic_write_json, sha256_file
+from xraydet.io import atomic_write_json, check_output_dir, sha256_file
 from xraydet.registry.promotion import (
     ComparisonPolicy,
     PromotionDecision,
@@ -231,6 +231,9 @@ def promote(
         raise ConfigError("--force-reason needs a non-empty reason; it is recorded on the model version")
     if dataset is None and candidate_report is None:
         raise ConfigError("promote needs an evaluation data set (--dataset) or a --candidate-report")
+    from xraydet.inference import check_backend
+
+    check_backend(backend)
     c = client()
     version = str(version)
     candidate = get_version(name, version, c)
@@ -242,6 +245,8 @@ def promote(
     gate_policy = _gate_policy(policy, gate_policy_cls, load_policy)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(out_dir) if out_dir else runs_root() / "promotions" / f"{name}-v{version}-{stamp}"
+    # its candidate/ and champion/ reports are replaced: refuse a folder that is not an earlier promotion
+    check_output_dir(out, ("decision.json", "candidate", "champion"), "promotion folder")
 
     def run_eval(mv: Any, label: str, settings: EvalSettings) -> Any:
         log.info("evaluating %s v%s (%s) on %s", name, mv.version, label, settings.dataset)

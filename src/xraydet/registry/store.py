@@ -238,7 +238,14 @@ def register_model(
         run = c.create_run(experiment_id, run_name=f"register-{name}", tags={"xraydet.kind": "registry"})
         artifact_dir = MODEL_ARTIFACT_DIR
     else:
-        run = c.get_run(str(run_id))  # raises a clear MlflowException for an unknown run
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = c.get_run(str(run_id))
+        except MlflowException as err:
+            if not _is_missing(err):
+                raise
+            raise RegistryError(f"--run-id {run_id}: no such MLflow run in {c.tracking_uri}") from err
         artifact_dir = f"registry/{name}-{digest[:12]}"
     rid = run.info.run_id
     try:

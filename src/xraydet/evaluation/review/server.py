@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,11 +101,19 @@ def create_review_app(report_dir: str | Path, n: int = 100, seed: int = 0) -> Fa
 
 
 def serve(
-    report_dir: str | Path, n: int = 100, seed: int = 0, host: str = "127.0.0.1", port: int = 8765
+    report_dir: str | Path,
+    n: int = 100,
+    seed: int = 0,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run the review app with uvicorn until interrupted."""
+    """Run the review app with uvicorn until interrupted; ``on_ready`` is called once the report has loaded
+    (so a banner never precedes an error about the report)."""
     import uvicorn
 
     app = create_review_app(report_dir, n=n, seed=seed)
     log.info("review %s at http://%s:%d/", report_dir, host, port)
+    if on_ready is not None:
+        on_ready()
     uvicorn.run(app, host=host, port=port, log_level="warning")
