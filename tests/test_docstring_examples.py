@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import pkgutil
+from pathlib import Path
 
 import pytest
 
 import xraydet
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(xraydet.__path__, "xraydet."))
+ROOT = Path(xraydet.__file__).parent
+# Every module file, namespace packages included (pkgutil.walk_packages skips folders without __init__.py).
+MODULES = sorted(
+    ".".join(("xraydet", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+    for path in ROOT.rglob("*.py")
+)
+
+
+def test_every_module_is_collected() -> None:
+    assert {"xraydet.data.split", "xraydet.data.doctor", "xraydet.data.formats.coco"} <= set(MODULES)
+    assert len(MODULES) == len(list(ROOT.rglob("*.py")))
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -318,3 +318,77 @@ def test_write_then_read_gives_the_same_boxes(tmp_path: Path, fmt: str, toleranc
         back.set_size(300, 200)
     assert back.labels == LABELS
     np.testing.assert_allclose(back.boxes, BOXES, atol=tolerance)
+
+
+# ------------------------------------------------------------------------------------ edges (mutation audit)
+def test_loc_encode_rounds_to_the_nearest_bin_not_down() -> None:
+    """x1 = 100.6 px of 1024 is bin 100.6: rounds to 101 (truncation would give 100)."""
+    tokens = loctoken.encode_box(np.array([100.6, 0.0, 300.0, 256.0]), 1024, 1024)
+    assert tokens == "<loc0000><loc0101><loc0256><loc0300>"
+
+
+def test_loc_zero_size_box_is_refused() -> None:
+    """xmin == xmax (both bin 100... here ymin 100, xmin 100, ymax 100): an empty box, not a 1-bin one."""
+    with pytest.raises(FormatError, match="empty box"):
+        loctoken.parse_answer("<loc0100><loc0100><loc0100><loc0200> knife")
+    with pytest.raises(FormatError, match="empty box"):
+        loctoken.parse_answer("<loc0100><loc0200><loc0300><loc0200> knife")
+
+
+def test_loc_jsonl_keeps_the_stated_image_size(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    answer = "<loc0100><loc0100><loc0900><loc0300> knife"
+    rows = [
+        {"image": "a.jpg", "suffix": answer, "width": 1024, "height": 512},
+        {"image": "b.jpg", "suffix": answer},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stated, unstated = loctoken.read(path).records
+    assert (stated.width, stated.height) == (1024, 512)
+    assert (unstated.width, unstated.height) == (None, None)
+
+
+def test_loc_jsonl_stated_size_that_differs_from_the_image_is_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from xraydet.data.convert import convert
+
+    src = tmp_path / "export"
+    src.mkdir()
+    Image.new("RGB", (320, 240)).save(src / "scan.jpg")
+    row = {
+        "image": "scan.jpg",
+        "suffix": "<loc0100><loc0100><loc0900><loc0300> knife",
+        "width": 640,
+        "height": 480,
+    }
+    (src / "train.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(FormatError, match=r"annotations are for a 640x480 image but 'scan\.jpg' is 320x240"):
+        convert(src, "loctoken", tmp_path / "yolo")
+    assert not (tmp_path / "yolo").exists()
+
+
+def test_coco_crowd_annotation_is_skipped_and_noted(tmp_path: Path) -> None:
+    data = _roboflow_coco()
+    first_id = data["images"][0]["id"]
+    n_before = sum(a["image_id"] == first_id for a in data["annotations"])
+    data["annotations"].append(
+        {"id": 99, "image_id": first_id, "category_id": 1, "bbox": [300, 300, 50, 50], "iscrowd": 1}
+    )
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    first = coco.read(path).records[0]
+    assert len(first.boxes) == n_before == 2
+    assert not any(np.allclose(b, [300, 300, 350, 350]) for b in first.boxes)
+    assert any("annotations[" in n and "(id=99): crowd annotation skipped" in n for n in first.notes)
+
+
+def test_yolo_class_id_equal_to_the_number_of_classes_is_refused(yolo_set) -> None:
+    from xraydet.data.formats import yolo
+
+    data = yolo_set("s", ["knife", "gun"], {"train": {"img0": ["2 0.5 0.5 0.2 0.2"]}})
+    with pytest.raises(FormatError, match=r"class id 2 outside names \(0\.\.1\)") as info:
+        yolo.read_split(data, "train")
+    assert "img0.txt" in str(info.value)
+    ok = yolo_set("t", ["knife", "gun"], {"train": {"img0": ["1 0.5 0.5 0.2 0.2"]}})
+    assert yolo.read_split(ok, "train").records[0].labels == ["gun"]

@@ -278,3 +278,20 @@ def test_repeated_class_names_are_reported_by_check_and_refused_by_merge(yolo_se
         merge_datasets([twice], tmp_path / "merged")
     assert str(twice) in str(err.value)
     assert not (tmp_path / "merged").exists()
+
+
+def test_remap_refuses_a_class_id_equal_to_the_number_of_classes() -> None:
+    """Ids run 0..n-1: id n (here 2 of 2) is out of range and must name the file and line."""
+    assert merge_mod.remap_label_text("1 0.5 0.5 0.1 0.2\n", [3, 0]).text == "0 0.5 0.5 0.1 0.2\n"
+    with pytest.raises(DatasetError, match=r"x\.txt:2.*class id 2 but the source's names has 2 classes"):
+        merge_mod.remap_label_text("0 0.5 0.5 0.1 0.2\n2 0.5 0.5 0.1 0.2\n", [3, 0], "x.txt")
+
+
+def test_merge_refuses_a_label_with_class_id_equal_to_the_number_of_classes(
+    overlapping, tmp_path: Path
+) -> None:
+    a, b = overlapping  # b has 3 classes
+    (b.parent / "labels" / "train" / "img2.txt").write_text("0 0.5 0.5 0.2 0.2\n3 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DatasetError, match=r"img2\.txt:2"):
+        merge_datasets([a, b], tmp_path / "m")
+    assert not (tmp_path / "m").exists()

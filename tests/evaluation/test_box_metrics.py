@@ -219,3 +219,35 @@ def test_real_predictions_match_pycocotools(tiny_model, opixray_yaml):
         assert abs(ours["map50"] - ref["map50"]) < 0.01
         assert abs(ours["map50_95"] - ref["map50_95"]) < 0.01
     assert ours["map50"] > 0.2  # the noisy labels make the mixed case informative
+
+
+def test_iou_exactly_at_the_threshold_is_a_match():
+    """pred (0,0,5,10) on gt (0,0,10,10): IoU exactly 0.5 counts at 0.5, as in pycocotools."""
+    g = np.array([[0, 0, 10, 10]], float)
+    p = np.array([[0, 0, 5, 10]], float)
+    tp = match_class(g, p, np.array([0.9]), np.array([0.5, 0.55]))
+    assert tp.tolist() == [[True], [False]]
+    box = run_box([sample(gt((0, (0, 0, 10, 10))), pred((0, (0, 0, 5, 10), 0.9)))])
+    assert box["map50"] == pytest.approx(1.0)
+
+
+def test_confusion_pairs_a_prediction_with_its_highest_iou_label():
+    """One gun box overlaps a knife label (IoU 1.0) and a gun label (IoU 10/14): it pairs with the knife."""
+    m = np.zeros((4, 4), dtype=np.int64)
+    g = gt((1, (0, 0, 10, 14)), (0, (0, 0, 10, 10)))  # gun, knife
+    p = pred((1, (0, 0, 10, 10), 0.9))
+    confusion_update(m, g, p)
+    assert m[0, 1] == 1  # true knife predicted gun
+    assert m[1, 3] == 1  # the gun label is left unpaired: missed
+    assert m.sum() == 2
+
+
+def test_confusion_matrix_counts_only_boxes_at_or_above_conf():
+    """A 0.05-score gun on nothing stays out of the matrix at conf 0.25 (it still enters AP)."""
+    ev = BoxEvaluator(NAMES, 0.25)
+    ev.process(sample(gt((0, BOX)), pred((0, BOX, 0.9), (1, FAR, 0.05))))
+    box = ev.evaluate()["box"]
+    m = np.array(box["confusion_matrix"])
+    assert m[0, 0] == 1
+    assert m[3, 1] == 0  # the low-score gun is not a background -> gun cell
+    assert m.sum() == 1

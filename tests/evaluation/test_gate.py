@@ -77,6 +77,10 @@ def test_all_criteria_pass(base, tmp_path):
         ({"screening__threat_detection_rate": 0.69}, "threat detection rate"),
         ({"screening__false_alarm_rate": 0.2}, "false-alarm rate"),
         ({"latency__p95_ms": 250.0}, "latency p95 (ms)"),
+        # the seed's limits are strict: exactly at the limit fails
+        ({"screening__threat_detection_rate": 0.70}, "threat detection rate"),
+        ({"screening__accuracy": 0.60}, CRITERIA[1]),
+        ({"latency__p95_ms": 200.0}, "latency p95 (ms)"),
     ],
 )
 def test_one_failing_criterion_fails_the_gate(base, tmp_path, change, criterion):
@@ -106,8 +110,10 @@ def test_review_criteria(base, tmp_path, correct, wrong, missed, reviewed_ok, ap
     result = by_name(
         check_gate(with_values(base, **GOOD), review_dir=review(base, tmp_path, correct, wrong, missed))
     )
+    gate = check_gate(with_values(base, **GOOD), review_dir=review(base, tmp_path, correct, wrong, missed))
     assert result["predictions reviewed"].passed is reviewed_ok
     assert result["review approval share"].passed is approval_ok
+    assert gate.passed is (reviewed_ok and approval_ok)  # a failed review criterion fails the gate
 
 
 def test_no_review_or_another_reports_review_fails(base, tmp_path):

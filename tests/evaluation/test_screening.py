@@ -188,3 +188,22 @@ def test_group_rejects_duplicate_task_keys():
     group = EvaluatorGroup([_Fixed("box"), _Fixed("box")])
     with pytest.raises(ValueError, match="two evaluators report task 'box'"):
         group.evaluate()
+
+
+def test_overlap_exactly_at_overlap_iou_counts():
+    """A knife box overlapping the knife label at IoU exactly 0.1 (and 0.5) is a hit at that overlap."""
+    s = sample(gt((KNIFE, (0, 0, 10, 10))), pred((KNIFE, (0, 0, 1, 10), 0.9)))
+    assert bag_scores(s, THREAT_IDS).hit_score == pytest.approx(0.9)  # default overlap 0.1
+    assert bag_scores(s, THREAT_IDS, 0.1).hit_score == pytest.approx(0.9)
+    assert bag_scores(s, THREAT_IDS, 0.11).hit_score == 0.0
+    half = sample(gt((KNIFE, (0, 0, 10, 10))), pred((KNIFE, (0, 0, 5, 10), 0.9)))
+    assert bag_scores(half, THREAT_IDS, 0.5).hit_score == pytest.approx(0.9)
+    assert screen([s])["threat_detection_rate"] == 1.0
+
+
+def test_seed_accuracy_uses_the_most_confident_box_not_the_first():
+    """The wrong-class box comes first but scores lower: the top-1 box is the gun, which is right."""
+    r = screen([sample(gt((GUN, BOX)), pred((KNIFE, FAR, 0.5), (GUN, BOX, 0.9)))])
+    assert r["accuracy"] == 1.0
+    r = screen([sample(gt((KNIFE, BOX)), pred((GUN, FAR, 0.5), (KNIFE, BOX, 0.4), (GUN, BOX, 0.8)))])
+    assert r["accuracy"] == 0.0

@@ -170,6 +170,23 @@ def test_failed_step_stops_the_plan_and_resume_retries_it(tmp_path: Path) -> Non
     assert state.records["p1"].attempts == 1
 
 
+def test_billed_steps_cost_every_attempt_on_every_gpu(tmp_path: Path) -> None:
+    plan = plan_of(
+        0.12, 0.45, extra=[{"id": "flaky", "kind": "explode", "message": "disk full", "once": True}]
+    )
+    plan.cost.gpus, plan.cost.billed_kinds = 2, ["score", "explode"]
+    with pytest.raises(PlanError):
+        run_plan(plan, tmp_path)
+    first = plan_status(tmp_path).records["flaky"].wall_time_s
+    assert first > 0
+    state = resume_plan(tmp_path)
+    flaky = state.records["flaky"]
+    assert flaky.attempts == 2 and flaky.wall_time_s > first  # the failed attempt is still paid for
+    for record in (flaky, state.records["p1"]):
+        assert record.gpu_hours == pytest.approx(record.wall_time_s / 3600 * 2)
+        assert record.cost == pytest.approx(record.gpu_hours * 3600.0)
+
+
 def test_a_state_dir_belongs_to_one_plan(tmp_path: Path) -> None:
     run_plan(plan_of(0.5, 0.5), tmp_path)
     run_plan(plan_of(0.5, 0.5), tmp_path)  # the same plan again: continues (nothing to do)

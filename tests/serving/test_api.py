@@ -184,3 +184,67 @@ def test_admin_disabled_without_a_configured_key(server_factory, onnx_model: Pat
     resp = httpx.post(f"{server.url}/v1/admin/reload", headers={"X-API-Key": "anything"})
     assert resp.status_code == 403
     assert "--api-key" in resp.json()["detail"]
+
+
+def _crop_jpeg(path: Path, w: int = 416, h: int = 300) -> bytes:
+    """A non-square crop of a real scan, so that normalising by the wrong side shows."""
+    with Image.open(path) as im:
+        crop = im.convert("RGB").crop((0, 0, w, h))
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_normalised_boxes_divide_by_width_and_height(live_server: LiveServer, val_images: list[Path]) -> None:
+    body = post(live_server, _crop_jpeg(val_images[0]), {"conf_threshold": 0.001}).json()
+    assert (body["image_width"], body["image_height"]) == (416, 300)
+    assert body["total_count"] > 0
+    for it in body["items"]:
+        x1, y1, x2, y2 = it["bbox"]
+        expected = [x1 / 416, y1 / 300, x2 / 416, y2 / 300]
+        np.testing.assert_allclose(it["bbox_normalized"], expected, atol=2e-5)
+
+
+def test_response_normalises_each_corner_by_its_own_side() -> None:
+    """The tiny model only finds whole-image boxes (x1 = 0), so check the conversion on known boxes."""
+    from types import SimpleNamespace
+
+    from xraydet.serving.app import detections_to_response
+    from xraydet.structures import Detections
+
+    model = SimpleNamespace(
+        names=["knife", "gun", "bottle"], threat_ids={0}, ref=SimpleNamespace(name="m", version="v")
+    )
+    dets = Detections(np.array([[104.0, 30.0, 208.0, 150.0], [41.6, 60.0, 83.2, 90.0]]), [0, 2], [0.9, 0.5])
+    body = detections_to_response(model, dets, 416, 300, 1.0)  # type: ignore[arg-type]
+    assert [it.bbox_normalized for it in body.items] == [[0.25, 0.1, 0.5, 0.5], [0.1, 0.2, 0.2, 0.3]]
+    assert [it.is_threat for it in body.items] == [True, False]
+    assert body.has_threat and [it.class_id for it in body.threats] == [0]
+
+
+def test_is_threat_follows_the_threats_option(
+    server_factory, onnx_model: Path, val_images: list[Path]
+) -> None:  # type: ignore[no-untyped-def]
+    names = list(OnnxPredictor(onnx_model, threads=1).names)
+    threats = names[:1]  # every other class is left out
+    server = server_factory(onnx_model, "--poll-s", "0", "--threats", ",".join(threats))
+    seen: set[bool] = set()
+    for path in val_images[:4]:
+        body = post(server, path.read_bytes(), {"conf_threshold": 0.001}).json()
+        for it in body["items"]:
+            assert it["is_threat"] is (it["name"] in threats), it
+            seen.add(it["is_threat"])
+        assert body["threats"] == [it for it in body["items"] if it["is_threat"]]
+        assert body["has_threat"] == bool(body["threats"])
+    assert False in seen  # some box of a left-out class was seen, and called not a threat
+
+
+def test_iou_threshold_changes_the_boxes_kept(live_server: LiveServer, val_images: list[Path]) -> None:
+    counts = []
+    for path in val_images[:5]:
+        data = path.read_bytes()
+        loose = post(live_server, data, {"conf_threshold": 0.001, "iou_threshold": 0.95}).json()
+        tight = post(live_server, data, {"conf_threshold": 0.001, "iou_threshold": 0.05}).json()
+        assert tight["total_count"] <= loose["total_count"]
+        counts.append((tight["total_count"], loose["total_count"]))
+    assert any(t < lo for t, lo in counts), counts
