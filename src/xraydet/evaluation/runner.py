@@ -272,9 +272,9 @@ def evaluate(
         group.process(sample)
         records.append(prediction_record(i, sample, names, conf))
     results = group.evaluate()
-    _check_same_model_served(model, predictor, model_sha256)
     timed = select_images(split_images or neg_images, latency_samples, seed + 1)
     latency = measure_latency(predictor, timed, conf=conf, iou=NMS_IOU)
+    _check_same_model_served(model, predictor, model_sha256)  # after the latency too: it is timed on the API
 
     report = EvalReport(
         report_id=uuid.uuid4().hex[:12],
