@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from xraydet.errors import ConfigError
+from xraydet.io import TextDecodeError, decode_text
 
 
 def number_from_text(text: str) -> float | str:
@@ -41,11 +42,10 @@ def read_utf8_text(path: str | Path) -> str:
         ...
         xraydet.errors.ConfigError: .../latin1.yaml: not UTF-8 text (byte 9)
     """
-    data = Path(path).read_bytes()
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
+        return decode_text(Path(path).read_bytes(), path)
+    except TextDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.offset})") from err
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "") -> dict[str, Any]:

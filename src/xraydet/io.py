@@ -7,6 +7,7 @@ can read the output as usual.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -48,6 +49,60 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class TextDecodeError(XrayDetError, ValueError):
+    """A file's bytes that are not text in the expected encoding: where (byte offset, line) and why.
+
+    Callers usually turn it into their own error type (:class:`~xraydet.errors.ConfigError`,
+    ``DatasetError``) with :attr:`offset`, :attr:`line` and :attr:`detail`.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], encoding: str, offset: int, line: int, byte: int, reason: str
+    ) -> None:
+        self.path = Path(path)
+        self.encoding = encoding
+        self.offset = offset  # of the first bad byte, from the start of the file
+        self.line = line  # 1-based line of that byte
+        self.byte = byte
+        self.reason = reason  # Python's words: "invalid start byte", "unexpected end of data", ...
+        super().__init__(f"{path}:{line}: {self.detail}")
+
+    @property
+    def detail(self) -> str:
+        """The message without its ``path:line:`` prefix."""
+        return f"not {self.encoding} text: byte 0x{self.byte:02x} at offset {self.offset} ({self.reason})"
+
+
+def _encoding_label(encoding: str) -> str:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return encoding
+    return "UTF-8" if name in ("utf-8", "utf-8-sig") else name
+
+
+def decode_text(data: bytes, path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
+    """The bytes of ``path`` as text; bytes that are not ``encoding`` raise :class:`TextDecodeError`.
+
+    The error names the file, the line and the byte offset of the first bad byte, and Python's reason.
+
+    Example:
+        >>> decode_text(b"name: caf\\xc3\\xa9", "a.yaml")
+        'name: café'
+        >>> decode_text(b"a: 1\\nname: caf\\xe9 noir\\n", "a.yaml")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xraydet.io.TextDecodeError: a.yaml:2: not UTF-8 text: byte 0xe9 at offset 14 (invalid continuation...
+    """
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise TextDecodeError(
+            path, _encoding_label(encoding), err.start, line, data[err.start], err.reason
+        ) from err
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

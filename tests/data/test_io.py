@@ -1,11 +1,17 @@
-"""Atomic writes (``xraydet.io``): output gets the mode a plain write would give it, not tempfile's 0600."""
+"""``xraydet.io``: atomic output gets the mode a plain write would give it, not tempfile's 0600; the one text
+decoder config and data-set readers share names the file, line and byte."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
-from xraydet.io import atomic_directory, atomic_write_bytes, atomic_write_json
+import pytest
+
+from xraydet.config import read_utf8_text
+from xraydet.data.dataset import DatasetError, read_text_file
+from xraydet.errors import ConfigError
+from xraydet.io import TextDecodeError, atomic_directory, atomic_write_bytes, atomic_write_json, decode_text
 
 
 def _mode(path: Path) -> int:
@@ -30,3 +36,39 @@ def test_atomic_directory_gets_the_mode_of_mkdir(tmp_path: Path) -> None:
         (tmp / "g.txt").write_text("y")
     assert _mode(tmp_path / "out") == _mode(tmp_path / "plain")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["g.txt"]
+
+
+LATIN1 = b"names:\n  - knife\n  - caf\xe9\n"  # the third line saved as Latin-1: byte 24 is not UTF-8
+
+
+def test_decode_text_names_line_byte_and_reason() -> None:
+    assert decode_text(b"\xef\xbb\xbfa", "x.txt", "utf-8-sig") == "a"  # a BOM is fine where asked for
+    assert decode_text(b"\xef\xbb\xbfa", "x.txt") == "\ufeffa"
+    with pytest.raises(TextDecodeError) as err:
+        decode_text(LATIN1, "x.yaml")
+    e = err.value
+    assert (e.path, e.encoding, e.offset, e.line, e.byte) == (Path("x.yaml"), "UTF-8", 24, 3, 0xE9)
+    assert str(e) == "x.yaml:3: not UTF-8 text: byte 0xe9 at offset 24 (invalid continuation byte)"
+    with pytest.raises(TextDecodeError, match=r"^x:1: not UTF-8 text: byte 0xff at offset 0 \(invalid start"):
+        decode_text(b"\xff", "x", "utf-8-sig")
+    with pytest.raises(TextDecodeError, match=r"^x:1: not ascii text: byte 0xe9 at offset 1 "):
+        decode_text(b"a\xe9", "x", "ascii")
+
+
+def test_config_and_data_set_readers_keep_their_error_types_and_messages(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(LATIN1)
+    with pytest.raises(ConfigError) as config_err:
+        read_utf8_text(bad)
+    assert str(config_err.value) == f"{bad}: not UTF-8 text (byte 24)"
+    with pytest.raises(DatasetError) as data_err:
+        read_text_file(bad)
+    message = "not UTF-8 text: byte 0xe9 at offset 24 (invalid continuation byte)"
+    assert str(data_err.value) == f"{bad}:3: {message}" and data_err.value.message == message
+    assert (data_err.value.path, data_err.value.line) == (bad, 3)
+    assert not isinstance(config_err.value, DatasetError) and not isinstance(data_err.value, ConfigError)
+    assert isinstance(config_err.value.__cause__, TextDecodeError)
+    assert isinstance(data_err.value.__cause__, TextDecodeError)
+    good = tmp_path / "good.yaml"
+    good.write_bytes("names: [café]\n".encode())
+    assert read_utf8_text(good) == read_text_file(good) == "names: [café]\n"

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from xraydet.config import validation_problems
 from xraydet.errors import XrayDetError
-from xraydet.io import atomic_write_yaml
+from xraydet.io import TextDecodeError, atomic_write_yaml, decode_text
 from xraydet.structures import Detections
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -162,14 +162,10 @@ def parse_label_line(text: str, path: Path | str, line: int) -> np.ndarray:
 
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     """A text file's contents; bytes that are not ``encoding`` raise :class:`DatasetError` naming the line."""
-    data = Path(path).read_bytes()
     try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DatasetError(
-            f"not UTF-8 text: byte 0x{data[err.start]:02x} at offset {err.start} ({err.reason})", path, line
-        ) from err
+        return decode_text(Path(path).read_bytes(), path, encoding)
+    except TextDecodeError as err:
+        raise DatasetError(err.detail, path, err.line) from err
 
 
 def read_label_file(path: Path) -> np.ndarray:

@@ -326,21 +326,29 @@ def rollback(name: str) -> str:
     """Point ``champion`` back at the previous champion; return that version.
 
     Walks back one step per call through the ``previous_champion`` history, skipping versions that were
-    deleted since.
+    deleted since or whose weights can no longer be fetched (files gone from the artifact store, or not
+    matching their registered SHA-256): a server could not load them. The restored version's weights are
+    fetched into the model cache on the way.
     """
     c = client()
     get_model(name, c)
     current = alias_version(name, c=c)
     history = champion_history(name, c)
     target, rest = pop_history(history)
-    while target is not None and (target == current or not _exists(name, target, c)):
-        log.warning("skipping v%s in the champion history of %s (current or deleted)", target, name)
+    skipped: list[str] = []
+    while target is not None:
+        why = _unusable(name, target, current, c)
+        if why is None:
+            break
+        log.warning("skipping v%s in the champion history of %s: %s", target, name, why)
+        if target != current:
+            skipped.append(f"v{target}")
         target, rest = pop_history(rest)
     if target is None:
         where = f"champion is v{current}" if current else "no champion is set"
-        raise RegistryError(
-            f"model {name!r} has no previous champion to roll back to ({where}, history empty)"
-        )
+        left = (f"; {', '.join(skipped)} in its history deleted or their weights gone" if skipped
+                else ", history empty")
+        raise RegistryError(f"model {name!r} has no previous champion to roll back to ({where}{left})")
     set_champion(name, target, rest, c)
     now = _now()
     set_version_tags(name, target, {"rollback_time": now, "rollback_from": current or "none"}, c)
@@ -350,9 +358,17 @@ def rollback(name: str) -> str:
     return target
 
 
-def _exists(name: str, version: str, c: Any) -> bool:
+def _unusable(name: str, version: str, current: str | None, c: Any) -> str | None:
+    """Why ``version`` cannot be rolled back to (the current champion, deleted, weights gone), else ``None``.
+
+    Only a :class:`RegistryError` (no such version, a weights file missing or with the wrong SHA-256) makes
+    a version unusable; any other failure (the tracking server unreachable) propagates, so a transient error
+    never skips a good version.
+    """
+    if version == current:
+        return "it is the current champion"
     try:
-        get_version(name, version, c)
-    except RegistryError:
-        return False
-    return True
+        fetch_version(get_version(name, version, c))
+    except RegistryError as err:
+        return str(err)
+    return None
