@@ -99,9 +99,11 @@ def decode_text(data: bytes, path: str | os.PathLike[str], encoding: str = "utf-
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
+        # err.start counts from err.object, which "utf-8-sig" gives without the BOM it skipped
+        offset = err.start + len(data) - len(err.object)
+        line = data[:offset].count(b"\n") + 1
         raise TextDecodeError(
-            path, _encoding_label(encoding), err.start, line, data[err.start], err.reason
+            path, _encoding_label(encoding), offset, line, data[offset], err.reason
         ) from err
 
 

@@ -118,9 +118,7 @@ def test_unreadable_image_message_names_the_file_not_a_buffer(yolo_set) -> None:
     assert Image.open.__module__ != Image.__name__  # the patch is in place: the check below can fail
     path = yolo_set("unreadable", ["a"], {"train": {"ok": ["0 0.5 0.5 0.2 0.2"]}})
     (path.parent / "images" / "train" / "bag_07.jpg").write_bytes(b"not an image at all" * 20)
-    [line] = [
-        f"{p.code} {p.message}" for p in check_dataset(path).problems if p.code == "image-unreadable"
-    ]
+    [line] = [f"{p.code} {p.message}" for p in check_dataset(path).problems if p.code == "image-unreadable"]
     assert "'bag_07.jpg'" in line and "BytesIO" not in line, line
     assert "cannot identify image file" in line and "pi_heif" not in line, line
 
@@ -271,6 +269,17 @@ def test_bad_files_never_crash(yolo_set, image_writer) -> None:
         ("dirlabel.txt", "label-unreadable"),
     } <= by_file
     assert not any(name == "bom.txt" for name, _ in by_file)  # a UTF-8 BOM is fine (Ultralytics reads it)
+    assert not report.ok
+
+
+def test_label_that_is_not_utf8_is_reported_with_its_line(yolo_set) -> None:
+    path = yolo_set("latin1", ["a"], {"train": {"ok": ["0 0.5 0.5 0.2 0.2"], "x": ["0 0.5 0.5 0.2 0.2"]}})
+    label = path.parent / "labels" / "train" / "x.txt"
+    label.write_bytes(b"0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2 caf\xe9\n")  # line 2 in Latin-1
+    report = check_dataset(path)
+    [found] = [p for p in report.problems if p.code == "label-unreadable"]
+    assert (found.file, found.line, found.where) == (str(label), 2, f"{label}:2")
+    assert found.message == "not UTF-8 text: byte 0xe9 at offset 39 (invalid continuation byte)"
     assert not report.ok
 
 

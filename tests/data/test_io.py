@@ -53,6 +53,9 @@ def test_decode_text_names_line_byte_and_reason() -> None:
         decode_text(b"\xff", "x", "utf-8-sig")
     with pytest.raises(TextDecodeError, match=r"^x:1: not ascii text: byte 0xe9 at offset 1 "):
         decode_text(b"a\xe9", "x", "ascii")
+    with pytest.raises(TextDecodeError) as bom_err:  # offsets count the BOM that utf-8-sig skips
+        decode_text(b"\xef\xbb\xbf\n\na\xe9", "x", "utf-8-sig")
+    assert str(bom_err.value) == "x:3: not UTF-8 text: byte 0xe9 at offset 6 (unexpected end of data)"
 
 
 def test_config_and_data_set_readers_keep_their_error_types_and_messages(tmp_path: Path) -> None:

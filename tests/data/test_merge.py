@@ -227,6 +227,19 @@ def test_bad_label_aborts_with_file_and_line(overlapping, tmp_path: Path) -> Non
         merge_datasets([a], tmp_path / "exists")
 
 
+def test_label_that_is_not_utf8_aborts_with_file_and_line(overlapping, tmp_path: Path) -> None:
+    a, b = overlapping
+    label = b.parent / "labels" / "train" / "img2.txt"
+    label.write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.2 0.2\n")  # a UTF-8 BOM is dropped, as Ultralytics does
+    assert merge_datasets([a, b], tmp_path / "m", dry_run=True).stats.n_images == 6
+    label.write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2 caf\xe9\n")  # line 2 in Latin-1
+    with pytest.raises(DatasetError) as err:
+        merge_datasets([a, b], tmp_path / "m")
+    assert (err.value.path, err.value.line) == (label, 2)
+    assert str(err.value).startswith(f"{label}:2: not UTF-8 text: byte 0xe9 at offset 42 ")
+    assert not (tmp_path / "m").exists()
+
+
 def test_valid_split_maps_to_val(yolo_set, image_writer, tmp_path: Path) -> None:
     a = yolo_set("a", ["knife"], {"train": {"t": ["0 0.5 0.5 0.2 0.2"]}, "val": {"v": ["0 0.5 0.5 0.2 0.2"]}})
     folder = tmp_path / "roboflow"  # no data.yaml: an images/<split> tree with a 'valid' split, no labels

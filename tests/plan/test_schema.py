@@ -179,6 +179,15 @@ def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
         load_plan(tmp_path / "missing.yaml")
 
 
+def test_plan_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"name: x\n# r\xe9glages\n")  # line 2 in Latin-1: byte 11 is not UTF-8
+    with pytest.raises(PlanError) as err:
+        load_plan(path)
+    assert str(err.value) == f"{path}: not UTF-8 text (byte 11) at line 2"
+    assert err.value.problems == ["not UTF-8 text (byte 11) at line 2"]
+
+
 @pytest.mark.parametrize("name", ["cpu-demo", "seed-improvement-plan"])
 def test_shipped_plans_validate(name: str) -> None:
     plan = load_plan(name)

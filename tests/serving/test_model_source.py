@@ -81,6 +81,31 @@ def test_unknown_threat_class_names_the_file(tmp_path: Path) -> None:
         resolve_threats(weights, NAMES)
 
 
+def test_a_sidecar_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    weights = tmp_path / "m.onnx"
+    sidecar_path(weights).write_bytes('["knife", "\u00e9p\u00e9e"]'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"m\.onnx\.threats\.json: not UTF-8 text \(byte 11\)"):
+        resolve_threats(weights, NAMES)
+
+
+def test_checkpoint_info_reads_a_data_yaml_that_is_not_utf8_as_no_threats(
+    tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from xraydet.inference.export import checkpoint_info
+
+    data = tmp_path / "data.yaml"
+    data.write_bytes("names: [caf\u00e9]\nthreats: [knife]\n".encode("latin-1"))
+    ckpt = torch.load(tiny_model, map_location="cpu", weights_only=False)
+    ckpt["train_args"] = {**ckpt["train_args"], "data": str(data)}
+    weights = tmp_path / "m.pt"
+    torch.save(ckpt, weights)
+    info = checkpoint_info(weights)
+    assert info["threats"] is None and info["names"]
+    assert "not UTF-8" in caplog.text and str(data) in caplog.text
+
+
 class _Source:
     def __init__(self) -> None:
         self.ref = ModelRef("m", "1", Path("m.onnx"))

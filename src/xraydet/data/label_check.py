@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from xraydet.data.dataset import DatasetError, parse_label_line
+from xraydet.io import TextDecodeError, decode_text
 
 COORD_TOLERANCE = (
     0.01  # Ultralytics accepts coordinates up to 1.01 and down to -0.01; beyond, it drops the image
@@ -134,7 +135,7 @@ def read_label(path: Path, nc: int, width: int | None, height: int | None) -> La
     except OSError as err:
         return LabelInfo(True, np.zeros((0, 5)), [("label-unreadable", f"{type(err).__name__}: {err}", None)])
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        return LabelInfo(True, np.zeros((0, 5)), [("label-unreadable", f"not UTF-8 text ({err})", None)])
+        text = decode_text(data, path, "utf-8-sig")  # Ultralytics reads a UTF-8 BOM; so do we
+    except TextDecodeError as err:
+        return LabelInfo(True, np.zeros((0, 5)), [("label-unreadable", err.detail, err.line)])
     return inspect_label_text(text, nc, width, height)

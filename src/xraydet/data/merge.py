@@ -41,6 +41,7 @@ from xraydet.data.dataset import (
     label_path_for,
     load_dataset,
     parse_label_line,
+    read_text_file,
     write_data_yaml,
 )
 from xraydet.data.split import place_file, unique_name
@@ -418,9 +419,10 @@ def merge_datasets(
 
 
 def _read_text(label: Path) -> str:
+    """A label file's text (a UTF-8 BOM is dropped); bytes that are not UTF-8 raise naming file and line."""
     try:
-        return label.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        return read_text_file(label, "utf-8-sig")
+    except OSError as err:
         raise DatasetError(f"cannot read the label file ({err})", label) from err
 
 

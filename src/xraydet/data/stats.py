@@ -215,7 +215,7 @@ def _label_rows(label: Path) -> np.ndarray:
         return np.zeros((0, 5))
     try:
         return read_label_file(label)
-    except (DatasetError, UnicodeDecodeError, ValueError, OverflowError) as err:
+    except (DatasetError, ValueError, OverflowError) as err:
         log.warning("skipping unreadable label file %s (%s); run `xraydet data check`", label, err)
         return np.zeros((0, 5))
 

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from xraydet.errors import XrayDetError
+from xraydet.config import read_utf8_text
+from xraydet.errors import ConfigError, XrayDetError
 from xraydet.io import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ def checkpoint_info(pt_path: str | Path) -> dict[str, Any]:
     data = train_args.get("data")
     if data and Path(str(data)).is_file():
         try:
-            threats = (yaml.safe_load(Path(str(data)).read_text()) or {}).get("threats")
-        except (OSError, yaml.YAMLError) as err:
+            threats = (yaml.safe_load(read_utf8_text(Path(str(data)))) or {}).get("threats")
+        except (OSError, yaml.YAMLError, ConfigError) as err:
             log.warning("cannot read threats from %s: %s", data, err)
     return {"names": name_list, "imgsz": train_args.get("imgsz"), "threats": threats}
 

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from xraydet.errors import ConfigError
+from xraydet.io import TextDecodeError, decode_text
 from xraydet.plan.transitions import TERMINALS, Transition, referenced_steps
 
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
@@ -344,9 +345,9 @@ def load_plan(path: str | Path, overrides: Sequence[str] = (), base_dir: str | P
         shipped = ", ".join(bundled_plans())
         raise PlanError([f"no such plan file (plans shipped with xraydet: {shipped})"], path)
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise PlanError([f"not UTF-8 text (byte {err.start})"], path) from err
+        raw = yaml.safe_load(decode_text(path.read_bytes(), path))
+    except TextDecodeError as err:  # worded as read_utf8_text's ConfigError, plus the line
+        raise PlanError([f"not UTF-8 text (byte {err.offset}) at line {err.line}"], path) from err
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xraydet.config import read_utf8_text
 from xraydet.errors import ConfigError
 from xraydet.inference.export import THREATS_KEY
 
@@ -42,7 +43,7 @@ def resolve_threats(
     sidecar = sidecar_path(weights)
     if sidecar.is_file():
         try:
-            data = json.loads(sidecar.read_text())
+            data = json.loads(read_utf8_text(sidecar))
         except ValueError as err:
             raise ConfigError(f"{sidecar}: not valid JSON ({err})") from err
         return _check(data, names, str(sidecar)), f"sidecar {sidecar.name}"
