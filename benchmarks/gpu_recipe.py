@@ -6,8 +6,9 @@ sharing the GPU and the CPU cores; with ``sequential: true`` they run one after 
 alone on the machine (the throughput profile and the main run). Each job records its wall time, images/s over
 the whole run, the training loop's images/s and the share of it spent waiting for the loader (medians over
 epochs 2+, :class:`EpochClock`), and a final validation of ``best.pt``. A job's ``val_every: N`` validates
-every N epochs only, and ``rot90`` / ``threat_projection`` / ``threat_free`` (probabilities) switch on
-xraydet's X-ray augmentations, as the xraydet job keys ``val_every`` and ``xray_augment`` do.
+every N epochs only, ``save_every: N`` writes ``last.pt`` every N epochs only, and ``rot90`` /
+``threat_projection`` / ``threat_free`` (probabilities) switch on xraydet's X-ray augmentations, as the
+xraydet job keys ``val_every``, ``save_every`` and ``xray_augment`` do.
 
 The GPU machine has no pydantic or MLflow, so this script drives Ultralytics directly instead of ``xraydet
 train``; the recipe it measures is the same (preset ``xray-fast``, examples/jobs/xray-fast-gpu.yaml).
@@ -70,15 +71,19 @@ class EpochClock:
 
     The loop timing is xraydet's ``LoopClock`` (``data_wait_s``: the time the training loop sat waiting for
     the loader). ``val_every`` validates only every N epochs (and always at the last one, which Ultralytics
-    forces), so a short run does not spend a quarter of its time validating.
+    forces), so a short run does not spend a quarter of its time validating; ``save_every`` writes ``last.pt``
+    only every N epochs (and at every validated and the last epoch), as the xraydet job key does.
     """
 
-    def __init__(self, val_every: int = 1) -> None:
+    def __init__(self, val_every: int = 1, save_every: int = 1) -> None:
         self.val_every = max(int(val_every), 1)
+        self.save_every = max(int(save_every), 1)
         self.epochs: list[dict[str, float]] = []
         self.loop = load_xraydet_module("throughput").LoopClock()
-        self.skip_validation = load_xraydet_module("validation_cadence").skip_validation
+        cadence = load_xraydet_module("validation_cadence")
+        self.skip_validation, self.save_due = cadence.skip_validation, cadence.save_due
         self._epoch_start = 0.0
+        self.saved_epochs: list[int] = []  # epochs whose last.pt was written
 
     def attach(self, model: Any) -> None:
         for event in (
@@ -86,6 +91,7 @@ class EpochClock:
             "on_train_batch_start",
             "on_train_batch_end",
             "on_train_epoch_end",
+            "on_model_save",
             "on_fit_epoch_end",
         ):
             model.add_callback(event, getattr(self, event))
@@ -113,6 +119,10 @@ class EpochClock:
         trainer.args.val = (trainer.epoch + 1) % self.val_every == 0
         if not trainer.args.val:  # as xraydet's bridge: no stale metrics, no best.pt from unvalidated weights
             self.skip_validation(trainer)
+        trainer.args.save = self.save_due(trainer, self.save_every, trainer.args.val)
+
+    def on_model_save(self, trainer: Any) -> None:
+        self.saved_epochs.append(trainer.epoch + 1)
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if self.epochs:
@@ -145,6 +155,7 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
     trainer_mod.check_amp = lambda model: torch.cuda.is_available()
     args: dict[str, Any] = dict(job.get("args", {}))
     val_every = int(args.pop("val_every", 1))
+    save_every = int(args.pop("save_every", 1))
     xray = load_xraydet_module("xray_augment")
     augment = xray.XrayAugment(
         rot90=float(args.pop("rot90", 0.0)),
@@ -163,7 +174,7 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
         deterministic=False,
         val=True,
     )
-    clock = EpochClock(val_every)
+    clock = EpochClock(val_every, save_every)
     started = time.time()
     model = YOLO(job["model"])
     clock.attach(model)
@@ -201,6 +212,7 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
         "train_dataset": type(model.trainer.train_loader.dataset).__name__,  # XrayDataset: X-ray augmented
         "xray_augment": dataclasses.asdict(augment),
         **clock.steady(),
+        "checkpoints_written": len(clock.saved_epochs),
         "epoch_timing": clock.epochs,
         "curve": [
             {

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -39,6 +40,7 @@ def test_main_run_script_returns_timed_summary_and_weights(synth_yaml: Path, tmp
     assert len(job["epoch_timing"]) == 1 and job["train_images_per_s"] > 0
     assert 0 <= job["data_wait_frac"] < 1 and job["device"] == "cpu"
     assert [c["epoch"] for c in job["curve"]] == [1]  # the last epoch is always validated
+    assert job["checkpoints_written"] == 1
     parts = sorted(out.glob("best.pt.part*"))
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)  # under the 16 MB result limit
     whole = tmp_path / "best.pt"
@@ -69,3 +71,32 @@ def test_ablation_jobs_train_on_the_x_ray_augmented_set(synth_yaml: Path, tmp_pa
     assert jobs["abl-s-threat-free"]["xray_augment"]["threat_free"] == 0.1
     assert not list(out.glob("best.pt.part*"))  # an ablation keeps no weights
     assert sorted(p.name for p in (out / "curves").iterdir()) == [f"{n}.csv" for n in names]
+
+
+def test_epoch_clock_validates_and_checkpoints_on_the_job_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script's callbacks decide as xraydet's bridge does: validate every ``val_every`` epochs and the
+    last one, write ``last.pt`` every ``save_every`` epochs and at every validated one."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_recipe import EpochClock
+
+    clock = EpochClock(val_every=5, save_every=3)
+    decided = []
+    for done in range(1, 12):
+        trainer = SimpleNamespace(
+            epoch=done - 1,
+            epochs=11,
+            stop=False,
+            stopper=SimpleNamespace(possible_stop=False),
+            args=SimpleNamespace(val=True, save=True),
+            metrics={"metrics/mAP50(B)": 0.5},
+            fitness=0.5,
+            best_fitness=0.5,
+            batch_size=8,
+            train_loader=SimpleNamespace(dataset=range(16)),
+        )
+        clock.on_train_epoch_start(trainer)
+        clock.on_train_epoch_end(trainer)
+        decided.append((done, trainer.args.val, trainer.args.save))
+    # Ultralytics itself validates and saves the last epoch (11) whatever args say
+    assert [d for d, val, _ in decided if val] == [5, 10]
+    assert [d for d, _, save in decided if save] == [3, 5, 6, 9, 10, 11]

@@ -325,6 +325,8 @@ def test_a_cuda_oom_retry_keeps_the_timeout_deadline(
     assert result.status == "timed_out", result.stop_reason
     assert "deadline of 20s reached during epoch 2" in (result.stop_reason or "")
     assert result.epochs_completed == 2  # the cut-short epoch is validated and saved, resumable
+    # epoch 1, replayed into the retry's hooks, is not judged against the deadline again
+    assert [(v.epoch, v.decision) for v in result.verdicts if v.hook == "timeout"] == [(2, "stop")]
 
 
 def test_cuda_oom_at_the_minimum_batch_fails_with_the_reason(

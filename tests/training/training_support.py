@@ -28,17 +28,27 @@ class EpochMarker(HookBase):
 
 @register_hook
 class InjectOOM(HookBase):
-    """Raises a real ``torch.cuda.OutOfMemoryError`` at the end of ``epoch`` on the first attempt only, after
-    ``sleep_s`` seconds (an attempt that used up time before it ran out of memory)."""
+    """Raises a real ``torch.cuda.OutOfMemoryError`` at the end of ``epoch`` (or, ``in_batch``, after its
+    first batch) on the first attempt only, after ``sleep_s`` seconds (an attempt that used up time before it
+    ran out of memory)."""
 
     name = "test_inject_oom"
 
-    def __init__(self, epoch: int = 1, sleep_s: float = 0.0) -> None:
+    def __init__(self, epoch: int = 1, sleep_s: float = 0.0, in_batch: bool = False) -> None:
         self.epoch = epoch
         self.sleep_s = sleep_s
+        self.in_batch = in_batch
         self.raised = 0
 
+    def after_batch(self, ctx: TrainContext) -> None:
+        if self.in_batch and ctx.batch_index == 0:
+            self._maybe_raise(ctx)
+
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> None:
+        if not self.in_batch:
+            self._maybe_raise(ctx)
+
+    def _maybe_raise(self, ctx: TrainContext) -> None:
         if ctx.attempt == 1 and ctx.epoch == self.epoch:
             time.sleep(self.sleep_s)
             self.raised += 1
@@ -70,9 +80,36 @@ class BestWeightsWatcher(HookBase):
 
 
 @register_hook
+class BatchWarning(HookBase):
+    """A "warn" verdict after the first batch of ``epoch``, as a hook watching batches gives one."""
+
+    name = "test_batch_warning"
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def after_batch(self, ctx: TrainContext) -> Verdict | None:
+        if ctx.epoch != self.epoch or ctx.batch_index != 0:
+            return None
+        return Verdict(hook=self.name, epoch=ctx.epoch, decision="warn", reason="first batch")
+
+
+@register_hook
+class SaveRecorder(HookBase):
+    """Appends each epoch for which Ultralytics wrote ``last.pt`` to ``run_dir/saved_epochs.json``."""
+
+    name = "test_save_recorder"
+
+    def after_save(self, ctx: TrainContext) -> None:
+        path = Path(ctx.run_dir, "saved_epochs.json")
+        saved = json.loads(path.read_text()) if path.is_file() else []
+        path.write_text(json.dumps([*saved, ctx.epoch]))
+
+
+@register_hook
 class VerdictStamp(HookBase):
-    """A "continue" verdict every epoch, stamped with a token of this hook object (one per training call), so
-    a test can tell which call judged an epoch."""
+    """A "continue" verdict every epoch, stamped with a token of this hook object (one per training call) and
+    the attempt (OOM retries keep the hook objects), so a test can tell which call judged an epoch."""
 
     name = "test_stamp"
 
@@ -81,7 +118,11 @@ class VerdictStamp(HookBase):
 
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict:
         return Verdict(
-            hook=self.name, epoch=ctx.epoch, decision="continue", reason="stamp", values={"token": self.token}
+            hook=self.name,
+            epoch=ctx.epoch,
+            decision="continue",
+            reason="stamp",
+            values={"token": self.token, "attempt": ctx.attempt},
         )
 
 

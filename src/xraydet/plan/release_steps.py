@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
-from xraydet.plan.transitions import MISSING, lookup
+from xraydet.plan.transitions import MISSING, logged, lookup
 
 if TYPE_CHECKING:
     from xraydet.plan.schema import Plan
@@ -209,7 +209,10 @@ def run_evaluate(ctx: StepContext, params: EvaluateParams) -> StepResult:
                 "reason": f"{params.candidate} phase by {params.choose_by}"
                 if params.candidate == "best"
                 else f"candidate: {params.candidate}",
-                "values": {r.id: lookup(r.outcome, params.choose_by) for r in ctx.done_on_this_walk("train")},
+                # a phase stopped before its first validation (e.g. a NaN loss) has no value to rank by
+                "values": {
+                    r.id: logged(lookup(r.outcome, params.choose_by)) for r in ctx.done_on_this_walk("train")
+                },
             }
         ],
         details={"summary": summary},

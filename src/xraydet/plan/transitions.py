@@ -299,5 +299,15 @@ def referenced_steps(cond: Condition | None) -> set[str]:
     return set().union(*(referenced_steps(c) for c in parts))
 
 
+def logged(value: Any) -> Any:
+    """A looked-up value as the logs keep it: :data:`MISSING` becomes ``"missing"`` (it is not JSON).
+
+    Example:
+        >>> logged(lookup({}, "best.map50")), logged(0.5)
+        ('missing', 0.5)
+    """
+    return "missing" if value is MISSING else value
+
+
 def _jsonable(reads: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("missing" if v is MISSING else v) for k, v in reads.items()}
+    return {k: logged(v) for k, v in reads.items()}

@@ -54,7 +54,7 @@ RESERVED_ARGS = {
     "exist_ok": "nothing (xraydet owns the run folder)",
     "save_period": "the job's `checkpoint_every`",
     "val": "the job's `val_every`",
-    "save": "nothing: resume, the OOM retry and best.pt need the checkpoints written each epoch",
+    "save": "the job's `save_every` (resume, the OOM retry and best.pt need checkpoints)",
     "cfg": "the job file itself",
 }
 
@@ -263,6 +263,14 @@ class TrainJob(BaseModel):
     xray_augment: XrayAugmentConfig = Field(default_factory=XrayAugmentConfig)
     checkpoint_every: int = Field(
         default=10, ge=0, description="copy last.pt to weights/epochNNN.pt every N epochs; 0 = off"
+    )
+    save_every: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "write last.pt every N epochs (and at every validated, checkpoint_every and last epoch): faster; "
+            "a resume redoes at most N-1 epochs"
+        ),
     )
     min_batch: int = Field(default=4, ge=1, description="CUDA OOM retries halve the batch down to this")
     experiment: str = "xraydet-train"

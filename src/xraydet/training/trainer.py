@@ -162,7 +162,12 @@ def execute(
         state.save(run_dir)
 
     bridge = UltralyticsBridge(
-        hooks, ctx, on_epoch, val_every=job.val_every, augment=job.xray_augment.augment()
+        hooks,
+        ctx,
+        on_epoch,
+        val_every=job.val_every,
+        augment=job.xray_augment.augment(),
+        save_every=job.save_every,
     )
     outcome: TrainOutcome | None = None
     status, reason = "failed", None
@@ -190,6 +195,7 @@ def execute(
         log.exception("training failed")
         reason = f"{type(err).__name__}: {err}"
     finally:
+        state.verdicts.extend(bridge.take_batch_verdicts())  # e.g. a NaN loss that stopped training at once
         state.wall_time_s += time.monotonic() - t0
         state.hooks = hooks.state_dict()
         state.save(run_dir)
@@ -252,15 +258,61 @@ def _train_with_oom_retry(
             state.retries.append(retry)
             args["batch"] = state.train_args["batch"] = new_batch
             bridge.ctx.attempt += 1
-            if info is None:
-                source = None
-                bridge.ctx.history, bridge.ctx.start_epoch = [], 0
-            else:
-                truncate_results_csv(run_dir / "results.csv", info.epochs_done)
-                bridge.ctx.history = read_results_csv(run_dir / "results.csv")
-                bridge.ctx.start_epoch = info.epochs_done
-                source = prepare_resume_checkpoint(info, run_dir, epochs=int(args["epochs"]), batch=new_batch)
+            from_epoch = info.epochs_done if info is not None else 0
+            truncate_results_csv(run_dir / "results.csv", from_epoch)
+            _restart_hooks(bridge.hooks, bridge.ctx, job, run_dir, state, from_epoch)
+            bridge.ctx.start_epoch = from_epoch
+            source = (
+                None
+                if info is None
+                else prepare_resume_checkpoint(info, run_dir, epochs=int(args["epochs"]), batch=new_batch)
+            )
             state.save(run_dir)
+
+
+def _restart_hooks(
+    hooks: HookList, ctx: TrainContext, job: TrainJob, run_dir: Path, state: RunState, epoch: int
+) -> None:
+    """Give the hooks of an OOM retry the record up to its checkpoint's ``epoch``, as a resume would.
+
+    The failed call may have stopped mid-epoch, inside a hook: hooks before it had judged that epoch, hooks
+    after it had not, and none of their verdicts reached ``state.json``. So the hooks are built afresh (in
+    the same :class:`HookList`, which the epoch listener holds) and restored from ``state.json``; epochs
+    after the checkpoint are forgotten (:func:`rewind_hooks`), epochs up to it they missed are replayed.
+    """
+    if state.epoch > epoch:  # `save_every` or a torn last.pt: the checkpoint is older than the hook state
+        rewind_hooks(job, run_dir, state, epoch)
+    hooks.hooks = build_job_hooks(job).hooks
+    hooks.load_state_dict(state.hooks)
+    ctx.history = []
+    _replay(hooks, ctx, read_results_csv(run_dir / "results.csv"), state)
+
+
+def rewind_hooks(job: TrainJob, run_dir: Path, state: RunState, epoch: int) -> None:
+    """Make the hooks' record match a checkpoint older than it (``save_every`` > 1, or a torn ``last.pt``).
+
+    The verdicts of the epochs after ``epoch`` are dropped (those epochs are trained again and judged afresh),
+    and the hooks' state is rebuilt by replaying the kept epochs of ``results.csv`` (already cut back to
+    ``epoch``) into new hooks; the verdicts that replay gives again are on record already.
+    """
+    log.warning(
+        "%s: the checkpoint (epoch %d) is older than the hook state (epoch %d); forgetting epochs %d-%d",
+        run_dir,
+        epoch,
+        state.epoch,
+        epoch + 1,
+        state.epoch,
+    )
+    state.verdicts = [v for v in state.verdicts if v.epoch <= epoch]
+    state.mlflow_epochs = [e for e in state.mlflow_epochs if e <= epoch]
+    hooks = build_job_hooks(job)
+    ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), replay=True)
+    for record in read_results_csv(run_dir / "results.csv"):
+        ctx.history.append(record)
+        ctx.epoch = int(record["epoch"])
+        hooks.call("after_fit_epoch", ctx, record)
+    state.hooks = hooks.state_dict()
+    state.epoch = epoch
 
 
 def stop_verdict_on_record(state: RunState) -> Verdict | None:

@@ -15,6 +15,10 @@ metrics to NaN and ``trainer.fitness`` to None (``best_fitness`` to -inf before 
 Otherwise Ultralytics would log the previous validation's numbers again and, finding the fitness unchanged,
 overwrite ``best.pt`` with weights nobody validated.
 
+With ``save_every`` N > 1 the bridge sets ``trainer.args.save`` the same way, so ``last.pt`` is written every
+Nth epoch, on every validated epoch (``best.pt`` is written in the same step), where a hook wants a copy
+(periodic ``epochNNN.pt`` checkpoints) and at the end; a resume starts from the latest one.
+
 Because ``final_eval`` strips ``last.pt``, the bridge keeps a full copy as ``weights/resume.pt`` when the loop
 ends, so a finished or stopped run can still be resumed or extended with its optimizer state.
 """
@@ -33,7 +37,7 @@ from typing import Any
 from xraydet.training.history import is_validated, normalize_row
 from xraydet.training.hooks.base import HookList, TrainContext, Verdict
 from xraydet.training.throughput import LoopClock
-from xraydet.training.validation_cadence import skip_validation, time_budget_ends
+from xraydet.training.validation_cadence import save_due, skip_validation, time_budget_ends
 from xraydet.ultralytics_env import offline_guard
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class UltralyticsBridge:
         on_epoch: called after the hooks with each epoch's record and the verdicts it produced (the trainer
             persists state and logs metrics there).
         val_every: validate every N epochs (plus the epochs hooks ask for, and the last); 1 = every epoch.
+        save_every: write ``last.pt`` every N epochs (plus every validated epoch, the epochs hooks ask for,
+            and the last); 1 = every epoch.
         augment: X-ray augmentations (an ``XrayAugment``) applied to the training scans; None = none.
     """
 
@@ -81,14 +87,17 @@ class UltralyticsBridge:
         on_epoch: EpochListener | None = None,
         val_every: int = 1,
         augment: Any = None,
+        save_every: int = 1,
     ) -> None:
         self.hooks = hooks
         self.ctx = ctx
         self.on_epoch = on_epoch
         self.val_every = max(int(val_every), 1)
+        self.save_every = max(int(save_every), 1)
         self.augment = augment
         self.clock = LoopClock()
         self.outcome = TrainOutcome()
+        self._batch_verdicts: list[Verdict] = []  # this epoch's, recorded with its record at its end
         self._t0: float | None = None  # set by the first train(): OOM retries keep the clock (and deadline)
 
     # -- running --
@@ -104,6 +113,7 @@ class UltralyticsBridge:
         from ultralytics import YOLO
 
         self.outcome = TrainOutcome(epochs_done=self.ctx.start_epoch)
+        self._batch_verdicts = []  # a failed attempt's epoch is trained again
         if self._t0 is None:
             self._t0 = time.monotonic()
         try:
@@ -161,7 +171,9 @@ class UltralyticsBridge:
         ctx.batch_index += 1
         loss = getattr(trainer, "loss", None)
         ctx.loss = None if loss is None else float(loss.detach().float().sum())
-        self._act(self.hooks.call("after_batch", ctx), trainer)
+        verdicts = self.hooks.call("after_batch", ctx)
+        self._batch_verdicts.extend(verdicts)
+        self._act(verdicts, trainer)
 
     def _on_train_epoch_end(self, trainer: Any) -> None:
         self.clock.epoch_end(trainer.batch_size, len(trainer.train_loader.dataset))
@@ -173,6 +185,7 @@ class UltralyticsBridge:
         trainer.args.val = validate
         if not validate:
             skip_validation(trainer)
+        trainer.args.save = save_due(trainer, self.save_every, validate) or self.hooks.need_checkpoint(ctx)
 
     def _on_model_save(self, trainer: Any) -> None:
         ctx = self._tick()
@@ -188,7 +201,7 @@ class UltralyticsBridge:
         record = {**self._record(trainer), **self.clock.figures()}
         ctx.history.append(record)
         self.outcome.epochs_done = ctx.epoch
-        verdicts = self.hooks.call("after_fit_epoch", ctx, record)
+        verdicts = [*self.take_batch_verdicts(), *self.hooks.call("after_fit_epoch", ctx, record)]
         for verdict in verdicts:
             _log_verdict(verdict)
         if self.on_epoch is not None:
@@ -199,6 +212,15 @@ class UltralyticsBridge:
                 log.warning("the run ends on epoch %d, which was not validated", ctx.epoch)
             self.outcome.loop_finished = True
             keep_resumable(Path(trainer.last))
+
+    def take_batch_verdicts(self) -> list[Verdict]:
+        """Verdicts given after batches of the current epoch that are not on record yet (then forgotten).
+
+        They are handed to the epoch listener with the epoch's own; when the epoch never ends (a hook stopped
+        training at once, or training failed) the trainer takes them after training.
+        """
+        verdicts, self._batch_verdicts = self._batch_verdicts, []
+        return verdicts
 
     def _act(self, verdicts: list[Verdict], trainer: Any) -> None:
         for verdict in verdicts:

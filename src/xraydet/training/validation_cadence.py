@@ -1,8 +1,10 @@
-"""Which epochs Ultralytics validates when a run validates only every N epochs (``val_every``).
+"""Which epochs Ultralytics validates (``val_every``) and checkpoints (``save_every``) when a run does not do
+both after every epoch.
 
-Ultralytics validates an epoch when ``trainer.args.val`` is set at its end, and always at the last one. These
-helpers take only the Ultralytics trainer and the standard library, so the GPU benchmark script
-(benchmarks/gpu_recipe.py, on a machine without xraydet's dependencies) loads this very file.
+Ultralytics validates an epoch when ``trainer.args.val`` is set at its end, and always at the last one; it
+writes ``last.pt`` (and ``best.pt`` when the fitness improved) when ``trainer.args.save`` is set, and always
+at the last one. These helpers take only the Ultralytics trainer and the standard library, so the GPU
+benchmark script (benchmarks/gpu_recipe.py, on a machine without xraydet's dependencies) loads this very file.
 """
 
 from __future__ import annotations
@@ -41,3 +43,32 @@ def time_budget_ends(trainer: Any, margin: float = 0.25) -> bool:
     mean = elapsed / max(trainer.epoch - trainer.start_epoch + 1, 1)
     planned = math.ceil(budget / mean) if mean > 0 else trainer.epoch + 1
     return elapsed + margin * mean >= budget or trainer.epoch + 1 >= planned
+
+
+def save_due(trainer: Any, every: int, validating: bool) -> bool:
+    """Whether the epoch just trained must be written to ``last.pt`` when a run saves every ``every`` epochs.
+
+    Writing ``last.pt`` (optimizer and EMA included: 99 MB for yolov8m with SGD) after every epoch costs a
+    short GPU run a share of its epochs; a resume then starts from the latest checkpoint and trains the rest
+    again. An epoch is still always written when it is validated (only a validated epoch can become
+    ``best.pt``, which Ultralytics writes in the same step), when Ultralytics will validate it anyway (its
+    early-stopping check, a stop request) and when it is the last planned one. Call at
+    ``on_train_epoch_end``, after deciding ``validating``.
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> t = NS(epoch=3, epochs=10, stop=False, stopper=NS(possible_stop=False))  # 4 epochs done
+        >>> save_due(t, every=4, validating=False), save_due(t, every=3, validating=False)
+        (True, False)
+        >>> save_due(t, every=3, validating=True)
+        True
+    """
+    done = trainer.epoch + 1
+    return (
+        every <= 1
+        or done % every == 0
+        or validating
+        or done >= trainer.epochs
+        or bool(trainer.stop)
+        or bool(getattr(trainer.stopper, "possible_stop", False))
+    )

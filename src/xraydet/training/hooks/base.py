@@ -87,6 +87,10 @@ class HookBase:
         """Whether this hook must see a validated record for ``ctx.epoch`` (asked when ``val_every`` > 1)."""
         return False
 
+    def needs_checkpoint(self, ctx: TrainContext) -> bool:
+        """Whether ``last.pt`` must be written for ``ctx.epoch`` (asked when ``save_every`` > 1)."""
+        return False
+
     def after_save(self, ctx: TrainContext) -> None:
         """Called after Ultralytics wrote ``weights/last.pt`` (and maybe ``best.pt``) for ``ctx.epoch``."""
 
@@ -174,6 +178,9 @@ class HookList:
 
     def need_validation(self, ctx: TrainContext) -> bool:
         return any(hook.needs_validation(ctx) for hook in self.hooks)
+
+    def need_checkpoint(self, ctx: TrainContext) -> bool:
+        return any(hook.needs_checkpoint(ctx) for hook in self.hooks)
 
     def call(self, method: str, ctx: TrainContext, *args: Any) -> list[Verdict]:
         verdicts: list[Verdict] = []

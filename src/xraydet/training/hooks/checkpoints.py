@@ -33,8 +33,11 @@ class PeriodicCheckpoint(HookBase):
         self.every = every
         self.saved: list[str] = []
 
+    def needs_checkpoint(self, ctx: TrainContext) -> bool:
+        return self.every > 0 and ctx.epoch % self.every == 0
+
     def after_save(self, ctx: TrainContext) -> None:
-        if self.every <= 0 or ctx.epoch % self.every != 0:
+        if not self.needs_checkpoint(ctx):
             return
         last = ctx.weights_dir / "last.pt"
         if not last.is_file():

@@ -45,6 +45,8 @@ class Timeout(HookBase):
         return ctx.elapsed_s + 1.25 * sum(times) / len(times) > self.timeout_s
 
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        if ctx.replay:  # an epoch an earlier call trained: its time is not known here, and already spent
+            return None
         self.epoch_times.append(ctx.elapsed_s - self._epoch_start)
         if self._fired or ctx.epoch >= ctx.epochs:
             return None
