@@ -406,7 +406,7 @@ def test_seed_release_keeps_the_champion_unless_the_gate_passes_and_it_is_not_wo
     from xraydet.evaluation.report import load_report
     from xraydet.evaluation.review.store import VerdictStore
     from xraydet.registry import champion, register_model
-    from xraydet.registry.store import set_champion
+    from xraydet.registry.store import list_versions, set_champion
 
     off = ("min_map50", "min_accuracy", "min_threat_detection", "max_false_alarm_rate", "max_latency_p95_ms")
     review_only = [f"gate.policy.{k}=null" for k in off] + [
@@ -457,7 +457,7 @@ def test_seed_release_keeps_the_champion_unless_the_gate_passes_and_it_is_not_wo
         trigger_happy,
         trigger_happy,
     )
-    assert promotion["decision"] == "not attempted"
+    assert promotion["decision"] == "not attempted" and deploy["version"] == first_version
     assert deploy["reason"].endswith(f"v{trigger_happy} stays the champion")
 
     # 3. a person reviews 3 predictions (all correct): the gate passes, the promotion compares with the
@@ -474,20 +474,23 @@ def test_seed_release_keeps_the_champion_unless_the_gate_passes_and_it_is_not_wo
         trigger_happy,
         trigger_happy,
     )
-    assert promotion["decision"] == "refused"
+    assert promotion["decision"] == "refused" and deploy["version"] == first_version
     assert f"worse than champion v{trigger_happy}: threat_detection_rate" in deploy["reason"]
     ours, theirs = promotion["values"]["candidate"], promotion["values"]["champion"]
     assert theirs["threat_detection_rate"] > ours["threat_detection_rate"] + 0.005
     assert champion(name) == trigger_happy
 
-    # 4. against a champion it is not worse than (its own first registration): promoted
-    set_champion(name, first_version, [trigger_happy])
+    # 4. against a champion it is not worse than (the same weights, registered by hand): promoted, as the
+    # version the plan registered the first time (a redo never registers the same weights again)
+    twin = register_model(best, name)
+    set_champion(name, twin, [trigger_happy])
     state = resume_plan(state_dir, redo=["deploy"])
     _, deploy, promotion = release(state)
     assert state.records["gate"].reused and state.records["deploy"].attempts == 4
-    assert (deploy["action"], deploy["champion_before"]) == ("promoted", first_version)
-    assert deploy["champion_after"] == deploy["version"] == champion(name) != first_version
+    assert (deploy["action"], deploy["champion_before"]) == ("promoted", twin)
+    assert deploy["champion_after"] == deploy["version"] == champion(name) == first_version
     assert promotion["decision"] == "promoted"
-    assert deploy["reason"].startswith(f"gate passed and not worse than champion v{first_version}")
+    assert deploy["reason"].startswith(f"gate passed and not worse than champion v{twin}")
+    assert sorted(v.version for v in list_versions(name)) == sorted([first_version, trigger_happy, twin])
     assert "-> **end**" in (state_dir / "decisions.md").read_text()
     assert "**promoted**" in (state_dir / "report" / "report.md").read_text()

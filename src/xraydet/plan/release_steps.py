@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from xraydet.io import sha256_file
 from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
 from xraydet.plan.transitions import MISSING, logged, lookup
 
@@ -321,18 +322,27 @@ def _deploy_check(params: DeployParams, plan: Plan) -> list[str]:
 @register_step_kind("deploy", DeployParams, "register, then promote or keep the current model", _deploy_check)
 def run_deploy(ctx: StepContext, params: DeployParams) -> StepResult:
     from xraydet.registry import champion, promote, register_model
+    from xraydet.registry.store import report_tags, set_version_tags
 
     evaluation, gate = ctx.state.records.get(params.evaluation), ctx.state.records.get(params.gate)
     if evaluation is None or evaluation.status != "done" or gate is None or gate.status != "done":
         raise StepFailed(f"deploy needs steps '{params.evaluation}' and '{params.gate}' to have run")
     retry = ctx.previous is not None and ctx.previous.status != "done" and ctx.previous.outputs.get("version")
+    weights = Path(evaluation.outputs["weights"])
     if retry:  # a retry after an interruption does not register the same model twice
         assert ctx.previous is not None
         version, before = ctx.previous.outputs["version"], ctx.previous.outputs.get("champion_before")
+    elif (same := _registered_before(ctx, params.model_name, weights)) is not None:
+        # `plan resume --redo deploy` (after a person's review, say): the same weights keep their version,
+        # whose eval tags follow the report as it is now
+        version, before = same, champion(params.model_name)
+        set_version_tags(params.model_name, version, report_tags(evaluation.outputs["report_dir"]))
+        ctx.save_progress({"version": version, "champion_before": before})
+        log.info("%s v%s already holds these weights: not registering them again", params.model_name, version)
     else:
         before = champion(params.model_name) if _registered(params.model_name) else None
         version = register_model(
-            Path(evaluation.outputs["weights"]),
+            weights,
             params.model_name,
             report=Path(evaluation.outputs["report_dir"]),
             run_id=evaluation.outputs.get("mlflow_run_id"),
@@ -394,6 +404,20 @@ def run_deploy(ctx: StepContext, params: DeployParams) -> StepResult:
         },
         decisions=decisions,
     )
+
+
+def _registered_before(ctx: StepContext, name: str, weights: Path) -> str | None:
+    """The version an earlier run of this deploy step registered, if it is still there with these weights."""
+    from xraydet.registry.store import TAG_SHA256, RegistryError, get_version
+
+    version = ctx.previous.outputs.get("version") if ctx.previous is not None else None
+    if not version:
+        return None
+    try:
+        registered = get_version(name, str(version))
+    except RegistryError:  # deleted since, or the model itself
+        return None
+    return str(version) if (registered.tags or {}).get(TAG_SHA256) == sha256_file(weights) else None
 
 
 def _registered(name: str) -> bool:

@@ -206,6 +206,17 @@ def _read_report(report: Path) -> tuple[Path, dict[str, float], dict[str, str]]:
     return report_file.parent, metrics, meta
 
 
+def _eval_tags(metrics: dict[str, float], meta: dict[str, str]) -> dict[str, str]:
+    tags = {f"eval.{k}": f"{v:.6g}" for k, v in metrics.items()}
+    return {**tags, **{f"eval.{k}": v for k, v in meta.items()}}
+
+
+def report_tags(report: str | Path) -> dict[str, str]:
+    """The ``eval.*`` version tags of an eval report: its headline metrics and what it was run on."""
+    _, metrics, meta = _read_report(Path(report))
+    return _eval_tags(metrics, meta)
+
+
 def register_model(
     weights: str | Path, name: str, report: str | Path | None = None, run_id: str | None = None
 ) -> str:
@@ -274,8 +285,7 @@ def register_model(
         if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
             raise
     tags = {TAG_SHA256: digest, TAG_WEIGHTS: weights.name, "source_path": str(weights.resolve()),
-            **{f"eval.{k}": f"{v:.6g}" for k, v in metrics.items()},
-            **{f"eval.{k}": v for k, v in meta.items()}}
+            **_eval_tags(metrics, meta)}
     if onnx is not None:
         tags[TAG_ONNX] = onnx.name
         tags[TAG_ONNX_SHA256] = sha256_file(onnx)

@@ -23,11 +23,10 @@ from xraydet.errors import XrayDetError
 from xraydet.io import atomic_write_yaml
 from xraydet.training.checkpoint_files import find_resume_checkpoint, prepare_resume_checkpoint
 from xraydet.training.history import read_results_csv, truncate_results_csv
-from xraydet.training.hooks import TrainContext
-from xraydet.training.job import TrainJob, job_from_dict
+from xraydet.training.job import job_from_dict
 from xraydet.training.state import RunState
 from xraydet.training.summary import RunResult, load_run_result
-from xraydet.training.trainer import build_job_hooks, execute
+from xraydet.training.trainer import execute, rewind_hooks
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +55,18 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
         and int(trained[-1]["epoch"]) >= planned > 0
     ):  # killed after the last epoch (e.g. in the final validation, whose checkpoints are stripped)
         job = job_from_dict({**raw, "epochs": planned}, where=str(job_file))
-        return execute(job, run_dir, state, resume_from=None, stop_on_record=True, train=False)
+        # Not stop_on_record: a stop verdict here came at the last epoch, which cuts nothing short, so the run
+        # is "completed", as it would have been had it not been killed.
+        return execute(job, run_dir, state, resume_from=None, stop_on_record=False, train=False)
     info = find_resume_checkpoint(run_dir)
     if info is None:
         raise XrayDetError(
             f"{run_dir}: no resumable checkpoint in weights/ (last.pt, resume.pt, epochNNN.pt missing, torn "
             "or stripped); start a new run, e.g. with `model:` set to weights/last.pt"
         )
-    if epochs is not None and epochs <= info.epochs_done:
-        raise XrayDetError(
-            f"{run_dir}: --epochs {epochs} must exceed the {info.epochs_done} epochs already done"
-        )
+    done = max(info.epochs_done, int(trained[-1]["epoch"]) if trained else 0)  # a torn last.pt lags
+    if epochs is not None and epochs <= done:
+        raise XrayDetError(f"{run_dir}: --epochs {epochs} must exceed the {done} epochs already done")
     if planned <= info.epochs_done:
         log.info(
             "%s already has all %d epochs; nothing to resume (pass epochs to extend it)", run_dir, planned
@@ -93,30 +93,3 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
     )
     source = prepare_resume_checkpoint(info, run_dir, epochs=planned, batch=state.train_args.get("batch"))
     return execute(job, run_dir, state, resume_from=source, stop_on_record=epochs is None)
-
-
-def rewind_hooks(job: TrainJob, run_dir: Path, state: RunState, epoch: int) -> None:
-    """Make the hooks' record match an older checkpoint (a torn ``last.pt`` fell back to ``epochNNN.pt``).
-
-    The verdicts of the epochs after ``epoch`` are dropped (those epochs are trained again and judged afresh),
-    and the hooks' state is rebuilt by replaying the kept epochs of ``results.csv`` (already cut back to
-    ``epoch``) into new hooks; the verdicts that replay gives again are on record already.
-    """
-    log.warning(
-        "%s: the checkpoint (epoch %d) is older than the hook state (epoch %d); forgetting epochs %d-%d",
-        run_dir,
-        epoch,
-        state.epoch,
-        epoch + 1,
-        state.epoch,
-    )
-    state.verdicts = [v for v in state.verdicts if v.epoch <= epoch]
-    state.mlflow_epochs = [e for e in state.mlflow_epochs if e <= epoch]
-    hooks = build_job_hooks(job)
-    ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), replay=True)
-    for record in read_results_csv(run_dir / "results.csv"):
-        ctx.history.append(record)
-        ctx.epoch = int(record["epoch"])
-        hooks.call("after_fit_epoch", ctx, record)
-    state.hooks = hooks.state_dict()
-    state.epoch = epoch

@@ -316,14 +316,18 @@ def rewind_hooks(job: TrainJob, run_dir: Path, state: RunState, epoch: int) -> N
 
 
 def stop_verdict_on_record(state: RunState) -> Verdict | None:
-    """The latest stop verdict of a hook (timeouts excepted) since the run was last extended, if any."""
+    """The stop verdict of a hook (timeouts excepted) that ended the run since it was last extended, if any.
+
+    That is the first one: training ends at the first stop, as the bridge acts on it; later ones on record
+    came from the same epoch (another hook) or from replaying it.
+    """
     extended_at = max((int(r.get("from_epoch", 0)) for r in state.resumes if r.get("extended")), default=0)
     stops = [
         v
         for v in state.verdicts
         if v.decision == "stop" and v.status != "timed_out" and v.epoch > extended_at
     ]
-    return stops[-1] if stops else None
+    return stops[0] if stops else None
 
 
 def _replay(hooks: HookList, ctx: TrainContext, history: list[dict[str, Any]], state: RunState) -> None:

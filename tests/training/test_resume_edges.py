@@ -1,0 +1,553 @@
+"""Resume edges: MLflow epochs across a rewind (a checkpoint older than the run's state), extensions, and stop
+verdicts on record (a plain resume stays stopped, an extension trains on, timeouts excepted).
+
+Most tests drive the real ``run_training``/``resume_training``/``execute``, hooks and MLflow store with a
+scripted stand-in for Ultralytics (``ScriptedBridge``: same order of work per epoch, values that differ per
+training call so a retrained epoch is told from the old one), so they take a second each. Two tiny real
+trainings check the same rules against Ultralytics itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from training_support import tiny_job  # also registers the test hooks (test_stamp)
+
+from xraydet.errors import XrayDetError
+from xraydet.training import job_from_dict, load_run_result, resume_training, run_training
+from xraydet.training import trainer as trainer_module
+from xraydet.training.history import normalize_row, read_results_csv
+from xraydet.training.hooks import HookBase, TrainContext, Verdict, register_hook
+from xraydet.training.state import RunState
+from xraydet.training.trainer import stop_verdict_on_record
+from xraydet.training.ultralytics_bridge import TrainOutcome, UltralyticsBridge
+
+NO_FLAGS = {
+    "oscillation": {"enabled": False},
+    "plateau": {"enabled": False},
+    "overfitting": {"enabled": False},
+}
+WARN_GATE = {"decision_epoch": 2, "continue_above": 1.0, "stop_below": 0.0}  # judges epoch 2, never stops
+
+
+@register_hook
+class StopAt(HookBase):
+    """Asks to stop at ``epoch`` (with the gate: two hooks stopping the same epoch)."""
+
+    name = "test_edges_stop_at"
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        if ctx.epoch != self.epoch:
+            return None
+        return Verdict(hook=self.name, epoch=ctx.epoch, decision="stop", reason="scripted stop")
+
+
+def stop_gate(epoch: int) -> dict[str, Any]:
+    return {"decision_epoch": epoch, "continue_above": 1.0, "stop_below": 1.0}  # every value < 1.0: stop
+
+
+def map50(call: int, epoch: int) -> float:
+    """The scripted mAP50 of ``epoch`` in the ``call``-th training call of a test."""
+    return round(0.1 * epoch + 0.01 * call, 4)
+
+
+@dataclass
+class Script:
+    """What the scripted trainer does, and what each of its ``train`` calls saw."""
+
+    root: Path  # state.json snapshots, outside the run folder
+    fail_at: tuple[int, int] | None = None  # (call, epoch): fail after its results row and checkpoint
+    epoch_s: float = 1.0  # seconds each epoch adds to ctx.elapsed_s (what the Timeout hook reads)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def snapshot(self, call: int, epoch: int) -> Path:
+        """``state.json`` as written after ``epoch`` of ``call`` (what ``kill -9`` right after it leaves)."""
+        return self.root / f"state-{call}-{epoch}.json"
+
+
+class ScriptedBridge(UltralyticsBridge):
+    """The real bridge with a scripted ``train``: Ultralytics' order of work per epoch (a ``results.csv`` row,
+    ``last.pt``, ``after_save``, where the checkpoint hook copies ``epochNNN.pt``, ``after_fit_epoch``,
+    ``on_epoch``). A resume starts after the prepared checkpoint's epoch and runs to its
+    ``train_args["epochs"]``, as Ultralytics does; the loop's end keeps ``resume.pt``, strips ``last.pt``."""
+
+    script: Script
+
+    def train(self, model_source: Any, args: dict[str, Any], resume_from: Path | None = None) -> TrainOutcome:
+        script, ctx = self.script, self.ctx
+        call = len(script.calls)
+        weights = ctx.weights_dir
+        weights.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:
+            ckpt = torch.load(resume_from, weights_only=False)
+            train_args, start = dict(ckpt["train_args"]), int(ckpt["epoch"]) + 1
+        else:
+            train_args, start = dict(args), 0
+        seen: dict[str, Any] = {
+            "start": start,
+            "epochs": [],
+            "state": json.loads((ctx.run_dir / "state.json").read_text()),  # as the trainer saved it
+        }
+        script.calls.append(seen)
+        outcome = TrainOutcome(epochs_done=start)
+        ctx.elapsed_s = 0.0
+        self.hooks.call("before_train", ctx)
+        try:
+            for epoch in range(start + 1, int(train_args["epochs"]) + 1):
+                ctx.epoch, ctx.epochs = epoch, int(train_args["epochs"])  # as the bridge reads them
+                self.hooks.call("before_epoch", ctx)
+                ctx.elapsed_s += script.epoch_s
+                row = _row(epoch, map50(call, epoch))
+                _append_row(ctx.run_dir / "results.csv", row)
+                last = {"epoch": epoch - 1, "optimizer": {"step": epoch}, "train_args": train_args}
+                torch.save(last, weights / "last.pt")
+                self.hooks.call("after_save", ctx)
+                if script.fail_at == (call, epoch):
+                    raise RuntimeError(f"scripted failure in epoch {epoch}")
+                record = normalize_row(row)
+                ctx.history.append(record)
+                outcome.epochs_done = epoch
+                seen["epochs"].append(epoch)
+                verdicts = self.hooks.call("after_fit_epoch", ctx, record)
+                if self.on_epoch is not None:
+                    self.on_epoch(ctx, record, verdicts)
+                shutil.copyfile(ctx.run_dir / "state.json", script.snapshot(call, epoch))
+                stop = next((v for v in verdicts if v.decision == "stop"), None)
+                if stop is not None:
+                    outcome.stop_verdict = stop
+                    break
+            if seen["epochs"]:  # the loop ended: keep a resumable copy, then strip last.pt as final_eval does
+                shutil.copyfile(weights / "last.pt", weights / "resume.pt")
+                stripped = {
+                    **torch.load(weights / "last.pt", weights_only=False),
+                    "epoch": -1,
+                    "optimizer": None,
+                }
+                torch.save(stripped, weights / "last.pt")
+        finally:
+            self.hooks.after_train(ctx)
+        return outcome
+
+
+def _row(epoch: int, m: float) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "train/box_loss": 1.5,
+        "train/cls_loss": 2.5,
+        "train/dfl_loss": 1.25,
+        "metrics/precision(B)": m,
+        "metrics/recall(B)": m,
+        "metrics/mAP50(B)": m,
+        "metrics/mAP50-95(B)": m / 2,
+        "val/box_loss": 1.75,
+        "val/cls_loss": 2.75,
+        "val/dfl_loss": 1.5,
+        "lr/pg0": 0.001,
+    }
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    new = not path.is_file() or not path.read_text().strip()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+@pytest.fixture
+def script(mlflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Script:
+    """Trainings in this test run on the scripted bridge (and the test's MLflow store)."""
+    s = Script(root=tmp_path / "script")
+    s.root.mkdir()
+    monkeypatch.setattr(trainer_module, "UltralyticsBridge", type("Bridge", (ScriptedBridge,), {"script": s}))
+    return s
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A data.yaml stand-in: the scripted bridge reads no images."""
+    path = tmp_path / "data" / "data.yaml"
+    (path.parent / "images").mkdir(parents=True)
+    path.write_text("names: [object]\ntrain: images\nval: images\n")
+    return path
+
+
+def job(data: Path, **extra: Any) -> Any:
+    body = tiny_job(data, gate=WARN_GATE, red_flags=NO_FLAGS, hooks=[{"name": "test_stamp"}])
+    body.update(extra)
+    return job_from_dict(body)
+
+
+def map50_in_mlflow(run_id: str | None) -> dict[int, list[float]]:
+    """Every map50 value MLflow holds, per step (a step logged twice has two values)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    steps: dict[int, list[float]] = {}
+    for metric in client.get_metric_history(str(run_id), "map50"):
+        steps.setdefault(metric.step, []).append(metric.value)
+    return {step: sorted(values) for step, values in sorted(steps.items())}
+
+
+def tear(run_dir: Path, *names: str) -> None:
+    """Cut checkpoints short, as a kill while writing them would."""
+    for name in names:
+        path = run_dir / "weights" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+
+def killed_after(run_dir: Path, state: Path, rows: int, checkpoint: int) -> dict[str, Any]:
+    """Make ``run_dir`` what ``kill -9`` leaves: ``state`` as state.json, ``rows`` epochs in results.csv, the
+    ``epochNNN.pt`` of ``checkpoint`` as newest checkpoint (``last.pt``), no summary. Returns the state."""
+    shutil.copyfile(state, run_dir / "state.json")
+    lines = (run_dir / "results.csv").read_text().splitlines()
+    (run_dir / "results.csv").write_text("\n".join(lines[: rows + 1]) + "\n")
+    weights = run_dir / "weights"
+    for path in weights.glob("*.pt"):
+        if path.name == "resume.pt" or (path.name.startswith("epoch") and int(path.stem[5:]) > checkpoint):
+            path.unlink()
+    shutil.copyfile(weights / f"epoch{checkpoint:03d}.pt", weights / "last.pt")
+    for summary in (run_dir / "summary.json", weights / "summary.json"):
+        summary.unlink(missing_ok=True)
+    return json.loads(state.read_text())
+
+
+def hook_epochs(verdicts: list[Verdict] | list[dict[str, Any]], hook: str) -> list[int]:
+    items = [v if isinstance(v, dict) else v.model_dump() for v in verdicts]
+    return [int(v["epoch"]) for v in items if v["hook"] == hook]
+
+
+# --- a rewind: the checkpoint is older than the state ---
+
+
+@pytest.mark.parametrize("kept", [1, 2])
+def test_a_rewind_forgets_the_later_epochs_and_relogs_only_them(
+    script: Script, data: Path, tmp_path: Path, kept: int
+) -> None:
+    run_dir = tmp_path / "run"
+    first = run_training(job(data), run_dir)
+    assert first.status == "completed", first.stop_reason
+    assert map50_in_mlflow(first.mlflow_run_id) == {e: [map50(0, e)] for e in (1, 2, 3)}
+    tear(run_dir, "last.pt", "resume.pt", *(f"epoch{e:03d}.pt" for e in range(kept + 1, 4)))
+
+    again = resume_training(run_dir)
+
+    assert again.status == "completed", again.stop_reason
+    assert again.resumes[-1] == {
+        "checkpoint": f"epoch{kept:03d}.pt",
+        "from_epoch": kept,
+        "epochs": 3,
+        "extended": False,
+    }
+    resumed = script.calls[-1]
+    assert (resumed["start"], resumed["epochs"]) == (kept, list(range(kept + 1, 4)))
+    # The state the retraining starts from (saved before it) holds nothing of the epochs after the checkpoint.
+    assert resumed["state"]["epoch"] == kept
+    assert resumed["state"]["mlflow_epochs"] == list(range(1, kept + 1))
+    assert hook_epochs(resumed["state"]["verdicts"], "test_stamp") == list(range(1, kept + 1))
+    # Each epoch judged once: the kept ones by the first training, the others by the retraining.
+    assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
+    assert hook_epochs(again.verdicts, "decision_gate") == [2]
+    assert [r["map50"] for r in again.history] == [map50(0 if e <= kept else 1, e) for e in (1, 2, 3)]
+    # MLflow: the kept epochs once; a retrained epoch once more (MLflow cannot drop the old value).
+    assert map50_in_mlflow(again.mlflow_run_id) == {
+        e: [map50(0, e)] if e <= kept else [map50(0, e), map50(1, e)] for e in (1, 2, 3)
+    }
+    assert RunState.load(run_dir).mlflow_epochs == [1, 2, 3]
+
+
+def test_an_extension_must_exceed_the_epochs_trained_not_only_the_checkpoints(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """Three epochs trained, the newest usable checkpoint epoch 1's: ``--epochs 3`` would train none."""
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    tear(run_dir, "last.pt", "resume.pt", "epoch002.pt", "epoch003.pt")
+    with pytest.raises(XrayDetError, match="--epochs 3 must exceed the 3 epochs already done"):
+        resume_training(run_dir, epochs=3)
+    assert [r["epoch"] for r in read_results_csv(run_dir / "results.csv")] == [1, 2, 3]  # nothing cut back
+    assert resume_training(run_dir, epochs=4).epochs_completed == 4
+
+
+def test_a_failed_retraining_after_a_rewind_still_logs_the_epoch_it_wrote(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """The retrained epoch 2 reaches results.csv and a checkpoint, then training fails before the epoch is
+    logged: the summary's epoch 2 must be in MLflow all the same (not only the pre-rewind epoch 2)."""
+    run_dir = tmp_path / "run"
+    first = run_training(job(data), run_dir)
+    tear(run_dir, "last.pt", "resume.pt", "epoch003.pt", "epoch002.pt")
+    script.fail_at = (1, 2)
+
+    failed = resume_training(run_dir)
+
+    assert failed.status == "failed" and "scripted failure in epoch 2" in (failed.stop_reason or "")
+    assert [r["map50"] for r in failed.history] == [map50(0, 1), map50(1, 2)]
+    assert map50_in_mlflow(first.mlflow_run_id) == {
+        1: [map50(0, 1)],
+        2: [map50(0, 2), map50(1, 2)],
+        3: [map50(0, 3)],
+    }
+    assert RunState.load(run_dir).mlflow_epochs == [1, 2]
+
+    final = resume_training(run_dir)  # from the retrained epoch 2's checkpoint: nothing logged twice
+
+    assert final.status == "completed" and script.calls[-1]["epochs"] == [3]
+    assert hook_epochs(final.verdicts, "test_stamp") == [1, 2, 3]
+    assert map50_in_mlflow(first.mlflow_run_id) == {
+        1: [map50(0, 1)],
+        2: [map50(0, 2), map50(1, 2)],
+        3: [map50(0, 3), map50(2, 3)],
+    }
+    assert RunState.load(run_dir).mlflow_epochs == [1, 2, 3]
+
+
+# --- no rewind: the checkpoint is as new as the state, or newer ---
+
+
+def test_a_checkpoint_as_new_as_the_state_keeps_the_hooks_memory(
+    script: Script, data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed during epoch 3: state and checkpoint both at epoch 2. Nothing is rewound or replayed."""
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    killed = killed_after(run_dir, script.snapshot(0, 2), rows=2, checkpoint=2)
+    assert killed["epoch"] == 2 and killed["hooks"]["checkpoints"]["saved"] == ["epoch001.pt", "epoch002.pt"]
+
+    with caplog.at_level(logging.WARNING, logger="xraydet"):
+        again = resume_training(run_dir)
+
+    assert again.status == "completed" and "older than the hook state" not in caplog.text
+    resumed = script.calls[-1]
+    assert (resumed["start"], resumed["epochs"]) == (2, [3])
+    assert resumed["state"]["hooks"] == killed["hooks"]  # the hooks go on with their own memory
+    assert resumed["state"]["verdicts"] == killed["verdicts"]
+    assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
+
+
+def test_a_checkpoint_newer_than_the_state_replays_and_records_the_missed_epoch(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """Killed after epoch 2's checkpoint, before its state write: epoch 2 is replayed into the hooks and the
+    gate's verdict there is recorded, not trained again."""
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    killed = killed_after(run_dir, script.snapshot(0, 1), rows=2, checkpoint=2)
+    assert killed["epoch"] == 1 and hook_epochs(killed["verdicts"], "decision_gate") == []
+
+    again = resume_training(run_dir)
+
+    assert again.status == "completed", again.stop_reason
+    resumed = script.calls[-1]
+    assert (resumed["start"], resumed["epochs"]) == (2, [3])
+    assert resumed["state"]["epoch"] == 2
+    assert hook_epochs(resumed["state"]["verdicts"], "decision_gate") == [2]  # replayed before training
+    assert hook_epochs(again.verdicts, "decision_gate") == [2]
+    assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
+
+
+# --- extensions ---
+
+
+def test_an_extension_keeps_the_logged_epochs_and_appends_the_new_ones(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    first = run_training(job(data, epochs=2), run_dir)
+    with pytest.raises(XrayDetError, match="must exceed the 2 epochs"):
+        resume_training(run_dir, epochs=2)
+
+    extended = resume_training(run_dir, epochs=4)
+
+    assert extended.status == "completed", extended.stop_reason
+    assert (extended.epochs_completed, extended.epochs_planned) == (4, 4)
+    assert extended.resumes == [{"checkpoint": "resume.pt", "from_epoch": 2, "epochs": 4, "extended": True}]
+    assert (script.calls[-1]["start"], script.calls[-1]["epochs"]) == (2, [3, 4])
+    assert extended.history[:2] == first.history
+    assert map50_in_mlflow(first.mlflow_run_id) == {
+        1: [map50(0, 1)],
+        2: [map50(0, 2)],
+        3: [map50(1, 3)],
+        4: [map50(1, 4)],
+    }
+    state = RunState.load(run_dir)
+    assert state.mlflow_epochs == [1, 2, 3, 4]
+    # The run's new target, for a later plain resume (state first, job.yaml if the state lacks it).
+    assert state.train_args["epochs"] == 4
+    assert yaml.safe_load((run_dir / "job.yaml").read_text())["epochs"] == 4
+
+    summary = run_dir / "summary.json"
+    written = summary.stat().st_mtime_ns
+    assert resume_training(run_dir) == extended  # all 4 epochs done: nothing to do, nothing rewritten
+    assert len(script.calls) == 2 and summary.stat().st_mtime_ns == written
+    with pytest.raises(XrayDetError, match="must exceed the 4 epochs"):
+        resume_training(run_dir, epochs=4)
+
+
+def test_a_stopped_run_stays_stopped_until_extended_and_its_extension_resumes(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """The gate stops the run at epoch 1. A plain resume keeps it stopped without training; an extension
+    trains on; the extension fails in epoch 3, and a plain resume of it goes on (the stop was before it)."""
+    run_dir = tmp_path / "run"
+    first = run_training(job(data, gate=stop_gate(1)), run_dir)
+    assert first.status == "stopped" and script.calls[0]["epochs"] == [1]
+    (run_dir / "summary.json").unlink()  # killed after the stop, before the summary
+
+    again = resume_training(run_dir)
+
+    assert again.status == "stopped" and (again.stop_reason or "").startswith("decision_gate at epoch 1")
+    assert len(script.calls) == 1  # not trained
+
+    script.fail_at = (1, 3)
+    extended = resume_training(run_dir, epochs=4)
+
+    assert extended.status == "failed" and script.calls[1]["epochs"] == [2]
+    assert extended.resumes[-1] == {"checkpoint": "resume.pt", "from_epoch": 1, "epochs": 4, "extended": True}
+
+    final = resume_training(run_dir)
+
+    assert final.status == "completed", final.stop_reason
+    assert (script.calls[2]["start"], script.calls[2]["epochs"]) == (3, [4])
+    assert [r["epoch"] for r in final.history] == [1, 2, 3, 4]
+    assert hook_epochs(final.verdicts, "test_stamp") == [1, 2, 3, 4]
+    assert map50_in_mlflow(first.mlflow_run_id) == {
+        1: [map50(0, 1)],
+        2: [map50(1, 2)],
+        3: [map50(1, 3)],  # written before the failure, logged when the failed extension ended
+        4: [map50(2, 4)],
+    }
+
+
+def test_a_plain_resume_of_a_stopped_run_gives_the_reason_it_stopped_for(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """The gate and a second hook both stop epoch 1: the run stops for the gate (the first); a plain resume of
+    it, killed before its summary, must say the same."""
+    run_dir = tmp_path / "run"
+    hooks = [{"name": "test_stamp"}, {"name": StopAt.name, "params": {"epoch": 1}}]
+    first = run_training(job(data, gate=stop_gate(1), hooks=hooks), run_dir)
+    assert first.status == "stopped" and (first.stop_reason or "").startswith("decision_gate at epoch 1")
+    (run_dir / "summary.json").unlink()
+
+    again = resume_training(run_dir)
+
+    assert len(script.calls) == 1
+    assert (again.status, again.stop_reason) == (first.status, first.stop_reason)
+
+
+def test_a_timeout_on_record_does_not_stop_a_plain_resume(script: Script, data: Path, tmp_path: Path) -> None:
+    script.epoch_s = 1000.0  # one epoch fits the 1500 s budget, two do not
+    run_dir = tmp_path / "run"
+    first = run_training(job(data, timeout_s=1500, gate={"enabled": False}), run_dir)
+    assert first.status == "timed_out" and [v.status for v in first.verdicts if v.decision == "stop"] == [
+        "timed_out"
+    ]
+
+    again = resume_training(run_dir)  # a fresh budget: one more epoch
+
+    assert again.status == "timed_out" and script.calls[-1]["epochs"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("resumes", "stop_epoch", "stopped"),
+    [
+        ([], 2, True),
+        ([{"from_epoch": 2, "extended": False}], 2, True),  # a plain resume keeps the stop
+        ([{"from_epoch": 2, "extended": True}], 2, False),  # the stop came before the extension
+        ([{"from_epoch": 2, "extended": True}], 3, True),  # ... this one during it
+        ([{"from_epoch": 3, "extended": True}, {"from_epoch": 1, "extended": True}], 3, False),
+    ],
+)
+def test_stop_verdict_on_record_counts_stops_since_the_latest_extension(
+    resumes: list[dict[str, Any]], stop_epoch: int, stopped: bool
+) -> None:
+    stop = Verdict(hook="decision_gate", epoch=stop_epoch, decision="stop", reason="low")
+    timeout = Verdict(
+        hook="timeout", epoch=stop_epoch + 1, decision="stop", reason="late", status="timed_out"
+    )
+    state = RunState(verdicts=[stop, timeout], resumes=resumes)
+    assert stop_verdict_on_record(state) == (stop if stopped else None)
+
+
+# --- a run killed after its last epoch, before its summary ---
+
+
+def test_a_run_killed_after_its_last_epoch_is_finished_as_it_would_have_ended(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """The gate says stop at the last epoch: nothing is cut short, so the run is ``completed``, killed before
+    its summary or not."""
+    run_dir = tmp_path / "run"
+    first = run_training(job(data, epochs=2, gate=stop_gate(2)), run_dir)
+    assert first.status == "completed" and first.stop_reason is None
+    assert hook_epochs([v for v in first.verdicts if v.decision == "stop"], "decision_gate") == [2]
+    for summary in (run_dir / "summary.json", run_dir / "weights" / "summary.json"):
+        summary.unlink()
+    with pytest.raises(XrayDetError, match="must exceed the 2 epochs"):
+        resume_training(run_dir, epochs=2)
+    assert not (run_dir / "summary.json").exists()
+
+    again = resume_training(run_dir)
+
+    assert (again.status, again.stop_reason) == (first.status, first.stop_reason)
+    assert len(script.calls) == 1 and again.history == first.history
+    assert load_run_result(run_dir) == again
+    assert map50_in_mlflow(first.mlflow_run_id) == {1: [map50(0, 1)], 2: [map50(0, 2)]}
+
+
+# --- the same against Ultralytics (tiny CPU trainings) ---
+
+
+@pytest.mark.slow
+def test_real_rewind_relogs_the_retrained_epoch_once(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    body = tiny_job(tiny_data, epochs=2, gate={"enabled": False}, red_flags=NO_FLAGS)
+    run_dir = tmp_path / "run"
+    first = run_training(job_from_dict(body), run_dir)
+    assert first.status == "completed", first.stop_reason
+    tear(run_dir, "last.pt", "resume.pt", "epoch002.pt")  # epoch001.pt is left
+
+    again = resume_training(run_dir)
+
+    assert again.status == "completed" and again.resumes[-1]["checkpoint"] == "epoch001.pt"
+    assert [r["epoch"] for r in read_results_csv(run_dir / "results.csv")] == [1, 2]
+    logged = map50_in_mlflow(again.mlflow_run_id)
+    assert logged[1] == [pytest.approx(first.history[0]["map50"])]
+    assert sorted(logged) == [1, 2] and len(logged[2]) == 2
+    assert any(value == pytest.approx(again.history[1]["map50"]) for value in logged[2])  # the retrained one
+    assert RunState.load(run_dir).mlflow_epochs == [1, 2]
+
+
+@pytest.mark.slow
+def test_real_stop_at_the_last_epoch_killed_before_the_summary(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    body = tiny_job(tiny_data, epochs=2, gate=stop_gate(2), red_flags=NO_FLAGS)
+    run_dir = tmp_path / "run"
+    first = run_training(job_from_dict(body), run_dir)
+    assert (first.status, first.epochs_completed) == ("completed", 2), first.stop_reason
+    assert first.verdict("decision_gate").decision == "stop"  # type: ignore[union-attr]
+    (run_dir / "summary.json").unlink()
+    mtime = (run_dir / "weights" / "best.pt").stat().st_mtime_ns
+
+    again = resume_training(run_dir)
+
+    assert (again.status, again.stop_reason) == ("completed", None)
+    assert (run_dir / "weights" / "best.pt").stat().st_mtime_ns == mtime  # not trained again
+    assert again.history == first.history
