@@ -273,7 +273,7 @@ def test_a_rewind_forgets_the_later_epochs_and_relogs_only_them(
 def test_an_extension_must_exceed_the_epochs_trained_not_only_the_checkpoints(
     script: Script, data: Path, tmp_path: Path
 ) -> None:
-    """Three epochs trained, the newest usable checkpoint epoch 1's: ``--epochs 3`` would train none."""
+    """Three epochs trained, the newest usable checkpoint is epoch 1's: ``--epochs 3`` trains none."""
     run_dir = tmp_path / "run"
     run_training(job(data), run_dir)
     tear(run_dir, "last.pt", "resume.pt", "epoch002.pt", "epoch003.pt")
