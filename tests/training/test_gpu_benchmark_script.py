@@ -73,6 +73,31 @@ def test_ablation_jobs_train_on_the_x_ray_augmented_set(synth_yaml: Path, tmp_pa
     assert sorted(p.name for p in (out / "curves").iterdir()) == [f"{n}.csv" for n in names]
 
 
+def test_the_pair_ablation_keeps_the_better_jobs_weights(synth_yaml: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = run_script("gpu_ablation_pair.yaml", synth_yaml, out, "pair-s-recipe", "pair-s-xray")
+    jobs = {j["name"]: j for j in summary["jobs"]}
+    assert jobs["pair-s-recipe"]["train_dataset"] == "YOLODataset"
+    assert jobs["pair-s-xray"]["train_dataset"] == "XrayDataset"
+    assert jobs["pair-s-xray"]["xray_augment"] == {
+        **jobs["pair-s-xray"]["xray_augment"],
+        "rot90": 0.5,
+        "threat_projection": 0.5,
+        "threat_free": 0.1,
+    }
+    assert all(j["args"]["save_every"] == 10 and j["model"] == "yolov8s.yaml" for j in jobs.values())
+    parts = sorted(out.glob("best.pt.part*"))
+    assert parts  # the better job's weights come back (a candidate for the best row)
+    ckpt = torch.load(_join(parts, tmp_path), map_location="cpu", weights_only=False)
+    assert ckpt["model"].yaml["yaml_file"].endswith("yolov8s.yaml")
+
+
+def _join(parts: list[Path], tmp_path: Path) -> Path:
+    whole = tmp_path / "best.pt"
+    whole.write_bytes(b"".join(p.read_bytes() for p in parts))
+    return whole
+
+
 def test_epoch_clock_validates_and_checkpoints_on_the_job_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
     """The script's callbacks decide as xraydet's bridge does: validate every ``val_every`` epochs and the
     last one, write ``last.pt`` every ``save_every`` epochs and at every validated one."""
