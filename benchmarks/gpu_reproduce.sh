@@ -9,7 +9,7 @@
 # ablation: quarter turns, threat projection (alone and together) and threat-free bags, 5 yolov8s jobs
 #           sharing the GPU for 7.2 min of training each (about 8.5 min); not part of `all`
 # pair:     the recipe vs the recipe with all three X-ray augmentations, 2 yolov8s jobs sharing the GPU for
-#           7.5 min each, about 190 epochs (about 8.8 min); keeps the better best.pt; not part of `all`
+#           7.5 min each, about 170 epochs (about 8.8 min); keeps the better best.pt; not part of `all`
 # all:     both, one after the other (default)
 # Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main) go to OUT (default $OUT, else
 # ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
