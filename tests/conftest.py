@@ -119,14 +119,6 @@ def trigger_happy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFacto
     A real, loadable and clearly worse detector (a false-alarm rate of 1 on threat-free bags), built without
     training: the bias of the last classification conv of each detection scale is set to +8.
     """
-    import torch
+    from tests.model_edits import trigger_happy_copy
 
-    ckpt = torch.load(tiny_model, map_location="cpu", weights_only=False)
-    model = ckpt.get("ema") or ckpt["model"]
-    with torch.no_grad():
-        for branch in model.model[-1].cv3:
-            branch[-1].bias.fill_(8.0)
-    ckpt["model"], ckpt["ema"] = model, None
-    out = tmp_path_factory.mktemp("trigger_happy") / "trigger_happy.pt"
-    torch.save(ckpt, out)
-    return out
+    return trigger_happy_copy(tiny_model, tmp_path_factory.mktemp("trigger_happy") / "trigger_happy.pt")

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests.model_edits import trigger_happy_copy
 from ultralytics.utils.loss import v8DetectionLoss
 
 from xraydet.plan import Plan, PlanState, load_plan, resume_plan, run_plan
@@ -435,15 +436,7 @@ def test_seed_release_keeps_the_champion_unless_the_gate_passes_and_it_is_not_wo
     # a champion that fires on every bag (a real, clearly different model): this phase's weights, class
     # logits pushed up
     best = Path(state.records["phase1"].outputs["best_weights"])
-    ckpt = torch.load(best, map_location="cpu", weights_only=False)
-    model = ckpt.get("ema") or ckpt["model"]
-    with torch.no_grad():
-        for branch in model.model[-1].cv3:
-            branch[-1].bias.fill_(8.0)
-    ckpt["model"], ckpt["ema"] = model, None
-    (tmp_path / "champion").mkdir()
-    torch.save(ckpt, tmp_path / "champion" / "trigger_happy.pt")
-    trigger_happy = register_model(tmp_path / "champion" / "trigger_happy.pt", name)
+    trigger_happy = register_model(trigger_happy_copy(best, tmp_path / "champion" / "trigger_happy.pt"), name)
     set_champion(name, trigger_happy, [])
 
     # 2. the gate checked again, still unreviewed: it fails and the champion stays (the seed's rollback plan)
