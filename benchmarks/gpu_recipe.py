@@ -71,8 +71,10 @@ class EpochClock:
 
     The loop timing is xraydet's ``LoopClock`` (``data_wait_s``: the time the training loop sat waiting for
     the loader). ``val_every`` validates only every N epochs (and always at the last one, which Ultralytics
-    forces), so a short run does not spend a quarter of its time validating; ``save_every`` writes ``last.pt``
-    only every N epochs (and at every validated and the last epoch), as the xraydet job key does.
+    forces, and the one Ultralytics' ``time`` budget ends the run on), so a short run does not spend a quarter
+    of its time validating; ``save_every`` writes ``last.pt`` only every N epochs (and at every validated and
+    the last epoch), as the xraydet job key does. As in xraydet's bridge, Ultralytics' NaN recovery may not go
+    on from a ``last.pt`` older than the epoch before: the job fails instead of silently losing epochs.
     """
 
     def __init__(self, val_every: int = 1, save_every: int = 1) -> None:
@@ -82,11 +84,13 @@ class EpochClock:
         self.loop = load_xraydet_module("throughput").LoopClock()
         cadence = load_xraydet_module("validation_cadence")
         self.skip_validation, self.save_due = cadence.skip_validation, cadence.save_due
+        self.time_budget_ends, self.guard_nan_recovery = cadence.time_budget_ends, cadence.guard_nan_recovery
         self._epoch_start = 0.0
         self.saved_epochs: list[int] = []  # epochs whose last.pt was written
 
     def attach(self, model: Any) -> None:
         for event in (
+            "on_pretrain_routine_end",
             "on_train_epoch_start",
             "on_train_batch_start",
             "on_train_batch_end",
@@ -95,6 +99,9 @@ class EpochClock:
             "on_fit_epoch_end",
         ):
             model.add_callback(event, getattr(self, event))
+
+    def on_pretrain_routine_end(self, trainer: Any) -> None:
+        self.guard_nan_recovery(trainer, lambda: self.saved_epochs[-1] if self.saved_epochs else None)
 
     def on_train_epoch_start(self, trainer: Any) -> None:
         self._epoch_start = time.perf_counter()
@@ -116,7 +123,7 @@ class EpochClock:
                 "images": self.loop.images,
             }
         )
-        trainer.args.val = (trainer.epoch + 1) % self.val_every == 0
+        trainer.args.val = (trainer.epoch + 1) % self.val_every == 0 or self.time_budget_ends(trainer)
         if not trainer.args.val:  # as xraydet's bridge: no stale metrics, no best.pt from unvalidated weights
             self.skip_validation(trainer)
         trainer.args.save = self.save_due(trainer, self.save_every, trainer.args.val)
@@ -125,7 +132,8 @@ class EpochClock:
         self.saved_epochs.append(trainer.epoch + 1)
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
-        if self.epochs:
+        # not again for final_eval's extra call (best.pt's validation), as xraydet's bridge
+        if self.epochs and "epoch_s" not in self.epochs[-1]:
             self.epochs[-1]["epoch_s"] = time.perf_counter() - self._epoch_start
 
     def steady(self) -> dict[str, float | None]:

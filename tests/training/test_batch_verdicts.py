@@ -20,25 +20,27 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def nan_loss_from_training_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def nan_loss_from_training_batch(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
     """The training loss turns NaN from the 4th training batch on (epoch 2's first: 48 scans, batch 16), as a
-    diverging run's does; validation losses stay finite."""
+    diverging run's does; validation losses stay finite. Set ``["diverging"]`` to False to stop it."""
     real = v8DetectionLoss.__call__
     batches = {"n": 0}
+    switch = {"diverging": True}
 
     def diverging(self: Any, preds: Any, batch: dict[str, torch.Tensor]) -> Any:
         loss, items = real(self, preds, batch)
         if torch.is_grad_enabled():
             batches["n"] += 1
-            if batches["n"] >= 4:
+            if batches["n"] >= 4 and switch["diverging"]:
                 loss = loss * math.nan
         return loss, items
 
     monkeypatch.setattr(v8DetectionLoss, "__call__", diverging)
+    return switch
 
 
 def test_a_nan_loss_in_a_batch_is_on_record_and_keeps_the_run_stopped(
-    tiny_data: Path, mlflow_home: Path, tmp_path: Path, nan_loss_from_training_batch: None
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path, nan_loss_from_training_batch: dict[str, bool]
 ) -> None:
     raw = {**tiny_job(tiny_data, gate={"enabled": False}), "epochs": 3}
     run_dir = tmp_path / "run"
@@ -54,6 +56,18 @@ def test_a_nan_loss_in_a_batch_is_on_record_and_keeps_the_run_stopped(
     again = resume_training(run_dir)  # a plain resume does not train into the NaN again
     assert again.status == "stopped" and again.epochs_completed == 1, again.stop_reason
     assert (again.stop_reason or "").startswith("nan_loss at epoch 2")
+
+    # An extension trains epoch 2 again (the checkpoint is epoch 1's): the NaN verdict of the first try does
+    # not outlive it, and the NaN flag judges the retrained epoch afresh. Still diverging: stopped again.
+    extended = resume_training(run_dir, epochs=3)
+    assert extended.status == "stopped" and extended.epochs_completed == 1, extended.stop_reason
+    assert [(v.epoch, v.decision) for v in extended.verdicts if v.hook == "nan_loss"] == [(2, "stop")]
+    # The blow-up was transient: another extension goes through, and nothing says NaN any more.
+    nan_loss_from_training_batch["diverging"] = False
+    clean = resume_training(run_dir, epochs=3)
+    assert clean.status == "completed" and clean.epochs_completed == 3, clean.stop_reason
+    assert clean.verdict("nan_loss") is None
+    assert outcome_of(clean, load_job(run_dir / "job.yaml"))["verdicts"].get("nan_loss") is None
 
 
 def test_the_timeouts_deadline_verdict_is_on_record(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -125,3 +126,54 @@ def test_epoch_clock_validates_and_checkpoints_on_the_job_cadence(monkeypatch: p
     # Ultralytics itself validates and saves the last epoch (11) whatever args say
     assert [d for d, val, _ in decided if val] == [5, 10]
     assert [d for d, _, save in decided if save] == [3, 5, 6, 9, 10, 11]
+
+
+def test_epoch_clock_validates_and_checkpoints_where_the_time_budget_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the bridge: the epoch Ultralytics' ``time`` budget ends the run on is validated (so written), not
+    left as an unvalidated, unwritten last epoch."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_recipe import EpochClock
+
+    clock = EpochClock(val_every=5, save_every=5)
+    trainer = SimpleNamespace(
+        epoch=3,  # 4 epochs of ~900 s done, 10 s of the hour left: the next epoch would be cut
+        start_epoch=0,
+        epochs=300,
+        train_time_start=time.time() - 3590,
+        stop=False,
+        stopper=SimpleNamespace(possible_stop=False),
+        args=SimpleNamespace(val=True, save=True, time=1.0),
+        metrics={"metrics/mAP50(B)": 0.5},
+        fitness=0.5,
+        best_fitness=0.5,
+        batch_size=8,
+        train_loader=SimpleNamespace(dataset=range(16)),
+    )
+    clock.on_train_epoch_start(trainer)
+    clock.on_train_epoch_end(trainer)
+    assert (trainer.args.val, trainer.args.save) == (True, True)
+
+
+def test_epoch_clock_times_the_last_epoch_without_the_final_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ultralytics' final_eval calls ``on_fit_epoch_end`` once more (validating best.pt) after the last epoch:
+    that call must not stretch the last epoch's time, as xraydet's bridge ignores it."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_recipe import EpochClock
+
+    clock = EpochClock()
+    trainer = SimpleNamespace(
+        batch_size=8, train_loader=SimpleNamespace(dataset=range(16)), epoch=0, epochs=1
+    )
+    trainer.args = SimpleNamespace(val=True, save=True)
+    trainer.stop, trainer.stopper = False, SimpleNamespace(possible_stop=False)
+    clock.on_train_epoch_start(trainer)
+    clock.on_train_epoch_end(trainer)
+    clock.on_fit_epoch_end(trainer)
+    epoch_s = clock.epochs[-1]["epoch_s"]
+    time.sleep(0.05)  # final_eval validating best.pt
+    clock.on_fit_epoch_end(trainer)
+    assert clock.epochs[-1]["epoch_s"] == epoch_s

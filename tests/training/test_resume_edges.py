@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from training_support import tiny_job  # also registers the test hooks (test_stamp)
+from training_support import StopAt, tiny_job  # also registers the test hooks (test_stamp)
 
 from xraydet.errors import XrayDetError
 from xraydet.training import job_from_dict, load_run_result, resume_training, run_training
 from xraydet.training import trainer as trainer_module
 from xraydet.training.history import normalize_row, read_results_csv
-from xraydet.training.hooks import HookBase, TrainContext, Verdict, register_hook
+from xraydet.training.hooks import Verdict
 from xraydet.training.state import RunState
 from xraydet.training.trainer import stop_verdict_on_record
 from xraydet.training.ultralytics_bridge import TrainOutcome, UltralyticsBridge
@@ -38,21 +38,6 @@ NO_FLAGS = {
     "overfitting": {"enabled": False},
 }
 WARN_GATE = {"decision_epoch": 2, "continue_above": 1.0, "stop_below": 0.0}  # judges epoch 2, never stops
-
-
-@register_hook
-class StopAt(HookBase):
-    """Asks to stop at ``epoch`` (with the gate: two hooks stopping the same epoch)."""
-
-    name = "test_edges_stop_at"
-
-    def __init__(self, epoch: int = 1) -> None:
-        self.epoch = epoch
-
-    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
-        if ctx.epoch != self.epoch:
-            return None
-        return Verdict(hook=self.name, epoch=ctx.epoch, decision="stop", reason="scripted stop")
 
 
 def stop_gate(epoch: int) -> dict[str, Any]:
@@ -510,6 +495,26 @@ def test_a_run_killed_after_its_last_epoch_is_finished_as_it_would_have_ended(
     assert map50_in_mlflow(first.mlflow_run_id) == {1: [map50(0, 1)], 2: [map50(0, 2)]}
 
 
+def test_a_run_killed_while_writing_its_last_checkpoint_trains_the_last_epoch_again(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """Ultralytics writes an epoch's results.csv row, then its last.pt: killed in between (last.pt torn, no
+    resume.pt, no summary), the run's weights are epoch 2's. Finishing it as ``completed`` would pass them off
+    as epoch 3's; epoch 3 is trained again from the newest checkpoint instead."""
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    killed_after(run_dir, script.snapshot(0, 2), rows=3, checkpoint=2)
+    tear(run_dir, "last.pt")
+
+    again = resume_training(run_dir)
+
+    assert again.status == "completed", again.stop_reason
+    assert len(script.calls) == 2 and (script.calls[-1]["start"], script.calls[-1]["epochs"]) == (2, [3])
+    assert again.resumes[-1]["checkpoint"] == "epoch002.pt"
+    assert [r["map50"] for r in again.history] == [map50(0, 1), map50(0, 2), map50(1, 3)]
+    assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
+
+
 # --- the same against Ultralytics (tiny CPU trainings) ---
 
 
@@ -551,3 +556,22 @@ def test_real_stop_at_the_last_epoch_killed_before_the_summary(
     assert (again.status, again.stop_reason) == ("completed", None)
     assert (run_dir / "weights" / "best.pt").stat().st_mtime_ns == mtime  # not trained again
     assert again.history == first.history
+
+
+@pytest.mark.slow
+def test_real_timeout_in_the_last_epoch_killed_before_the_summary(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    """The deadline passes during the last epoch (cut short, so ``timed_out``); killed before its summary,
+    the run is finished as it would have ended: ``timed_out``, not ``completed``."""
+    body = tiny_job(tiny_data, epochs=1, timeout_s=0.5, gate={"enabled": False}, red_flags=NO_FLAGS)
+    run_dir = tmp_path / "run"
+    first = run_training(job_from_dict(body), run_dir)
+    assert (first.status, first.epochs_completed) == ("timed_out", 1), first.stop_reason
+    for summary in (run_dir / "summary.json", run_dir / "weights" / "summary.json"):
+        summary.unlink()
+
+    again = resume_training(run_dir)
+
+    assert (again.status, again.stop_reason) == (first.status, first.stop_reason)
+    assert again.history == first.history and load_run_result(run_dir) == again

@@ -1,19 +1,24 @@
-"""Checkpoints every N epochs (``save_every``): which epochs write ``last.pt``; a retry from an older one."""
+"""Checkpoints every N epochs (``save_every``): which epochs write ``last.pt``; a retry from an older one;
+Ultralytics' NaN recovery, which reloads ``last.pt``; a stop on an epoch that was not written."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import pytest
 import torch
 from training_support import tiny_job
+from ultralytics.utils.loss import v8DetectionLoss
 
 from xraydet.errors import ConfigError
 from xraydet.training import job_from_dict, run_training
-from xraydet.training.checkpoint_files import find_resume_checkpoint
+from xraydet.training.checkpoint_files import checkpoint_info, find_resume_checkpoint
 from xraydet.training.history import read_results_csv
+from xraydet.training.hooks import HookBase, TrainContext, register_hook
 from xraydet.training.validation_cadence import save_due
 
 
@@ -115,8 +120,12 @@ def test_an_oom_inside_a_hook_leaves_no_hook_without_that_epoch(
 ) -> None:
     """The epoch runs out of memory inside a hook, after the gate judged it and before the stamp hook did;
     the retry starts after that epoch's checkpoint, so the epoch is replayed into the hooks: each judges it
-    once."""
-    hooks = [{"name": "test_inject_oom", "params": {"epoch": epoch}}, {"name": "test_stamp"}]
+    once, and the verdict a hook gave after one of its batches stays on record (replay gives no batches)."""
+    hooks = [
+        {"name": "test_batch_warning", "params": {"epoch": epoch}},
+        {"name": "test_inject_oom", "params": {"epoch": epoch}},
+        {"name": "test_stamp"},
+    ]
     gate = {"decision_epoch": epoch, "continue_above": 0.0, "stop_below": 0.0}
     raw = {**tiny_job(tiny_data, hooks=hooks, gate=gate), "epochs": 3, "batch": 8}
     result = run_training(job_from_dict(raw), tmp_path / "run")
@@ -126,3 +135,92 @@ def test_an_oom_inside_a_hook_leaves_no_hook_without_that_epoch(
     stamps = [(v.epoch, v.values["attempt"]) for v in result.verdicts if v.hook == "test_stamp"]
     assert stamps == [(e, 1 if e < epoch else 2) for e in (1, 2, 3)]
     assert [v.epoch for v in result.verdicts if v.hook == "decision_gate"] == [epoch]
+    assert [v.epoch for v in result.verdicts if v.hook == "test_batch_warning"] == [epoch]
+
+
+@register_hook
+class NanInEpoch(HookBase):
+    """Turns the training loss NaN in every batch of the first pass through ``epoch`` (a transient blow-up:
+    Ultralytics' own NaN recovery redoes the epoch, and the redo is clean)."""
+
+    name = "test_nan_in_epoch"
+    active: ClassVar[dict[str, bool]] = {"on": False}
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+        self.passes = 0
+
+    def before_epoch(self, ctx: TrainContext) -> None:
+        if ctx.epoch == self.epoch:
+            self.passes += 1
+        NanInEpoch.active["on"] = ctx.epoch == self.epoch and self.passes == 1 and ctx.attempt == 1
+
+
+@pytest.fixture
+def nan_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = v8DetectionLoss.__call__
+
+    def loss(self: Any, preds: Any, batch: dict[str, torch.Tensor]) -> Any:
+        value, items = real(self, preds, batch)
+        if torch.is_grad_enabled() and NanInEpoch.active["on"]:
+            value = value * math.nan
+        return value, items
+
+    monkeypatch.setattr(v8DetectionLoss, "__call__", loss)
+    monkeypatch.setitem(NanInEpoch.active, "on", False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("save_every", [1, 3])
+def test_a_nan_recovery_never_goes_on_from_an_older_last_pt(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path, nan_when_asked: None, save_every: int
+) -> None:
+    """Epoch 5 turns NaN (the NaN flag only warns). Ultralytics recovers by reloading last.pt and training
+    epoch 5 again. With ``save_every: 3`` last.pt holds epoch 3: going on from it as epoch 5 would drop epoch
+    4's training while results.csv and the hooks keep it. The run goes back to that checkpoint instead and
+    trains (and judges) epoch 4 again. With ``save_every: 1`` last.pt holds epoch 4: Ultralytics recovers."""
+    hooks = [{"name": "test_stamp"}, {"name": "test_nan_in_epoch", "params": {"epoch": 5}}]
+    raw = {
+        **tiny_job(tiny_data, hooks=hooks, gate={"enabled": False}),
+        "epochs": 6,
+        "val_every": 10,
+        "save_every": save_every,
+        "checkpoint_every": 0,
+        "red_flags": {"nan": {"action": "warn"}},
+    }
+    result = run_training(job_from_dict(raw), tmp_path / "run")
+
+    assert result.status == "completed", result.stop_reason
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5, 6]
+    stamps = [(v.epoch, v.values["attempt"]) for v in result.verdicts if v.hook == "test_stamp"]
+    if save_every == 1:
+        assert result.retries == []
+        assert stamps == [(e, 1) for e in range(1, 7)]
+    else:
+        assert [(r["cause"], r["from_epoch"], r["batch_from"], r["batch_to"]) for r in result.retries] == [
+            ("nan", 3, 16, 16)
+        ]
+        assert "epoch 5" in result.retries[0]["error"]
+        assert stamps == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]
+
+
+@pytest.mark.slow
+def test_a_stop_on_an_epoch_that_was_not_written_writes_it(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    """A hook stops the run after epoch 3, which was neither validated nor due to be written (the stop came
+    after Ultralytics' save step): the run's resumable checkpoint must still be epoch 3's, not epoch 2's."""
+    hooks = [{"name": "test_stop_at", "params": {"epoch": 3}}]
+    raw = {
+        **tiny_job(tiny_data, hooks=hooks, gate={"enabled": False}),
+        "epochs": 5,
+        "val_every": 10,
+        "save_every": 2,
+        "checkpoint_every": 0,
+    }
+    run_dir = tmp_path / "run"
+    result = run_training(job_from_dict(raw), run_dir)
+
+    assert (result.status, result.epochs_completed) == ("stopped", 3), result.stop_reason
+    assert checkpoint_info(run_dir / "weights" / "resume.pt").epochs_done == 3  # type: ignore[union-attr]
+    assert torch.load(run_dir / "weights" / "last.pt", weights_only=False)["train_results"]["epoch"][-1] == 3

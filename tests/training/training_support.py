@@ -107,6 +107,21 @@ class SaveRecorder(HookBase):
 
 
 @register_hook
+class StopAt(HookBase):
+    """Asks (gracefully) to stop at the end of ``epoch``, as a user's hook may on any epoch."""
+
+    name = "test_stop_at"
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        if ctx.epoch != self.epoch:
+            return None
+        return Verdict(hook=self.name, epoch=ctx.epoch, decision="stop", reason="scripted stop")
+
+
+@register_hook
 class VerdictStamp(HookBase):
     """A "continue" verdict every epoch, stamped with a token of this hook object (one per training call) and
     the attempt (OOM retries keep the hook objects), so a test can tell which call judged an epoch."""

@@ -94,10 +94,11 @@ def _print_result(result: object) -> None:
         style = {"continue": "green", "warn": "yellow", "stop": "red"}[verdict.decision]
         table.add_row(f"{verdict.hook} @ {verdict.epoch}", f"[{style}]{verdict.decision}[/] {verdict.reason}")
     for retry in result.retries:
-        table.add_row(
-            "OOM retry",
-            f"batch {retry['batch_from']} -> {retry['batch_to']} from epoch {retry['from_epoch']}",
-        )
+        if retry.get("cause") == "nan":
+            what = f"NaN restart from epoch {retry['from_epoch']} (last.pt was older than the epoch before)"
+        else:
+            what = f"batch {retry['batch_from']} -> {retry['batch_to']} from epoch {retry['from_epoch']}"
+        table.add_row("NaN restart" if retry.get("cause") == "nan" else "OOM retry", what)
     table.add_row("MLflow run", str(result.mlflow_run_id or "-"))
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
     console.print(table)

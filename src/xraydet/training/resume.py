@@ -5,11 +5,13 @@ back to that epoch, hook states are restored from ``state.json`` (epochs they mi
 ``results.csv``), and Ultralytics resumes from a prepared copy of the checkpoint whose ``train_args``
 carry the new epoch target. The same run folder and MLflow run continue.
 
-A checkpoint older than the hook state (a torn ``last.pt``: an older ``epochNNN.pt`` is used) makes the
-hooks forget the epochs after it (:func:`rewind_hooks`). A run a hook stopped (the gate's STOP, a NaN loss,
-a red flag with ``action: stop``; not a timeout) stays stopped on a plain resume: it is finished as
-``stopped`` without training. Pass ``epochs`` to train on anyway. A run killed after its last epoch but
-before its summary (in Ultralytics' final validation, say) is only finished: its summary is written.
+A checkpoint older than the run's record (``save_every``, a torn ``last.pt``: an older ``epochNNN.pt`` is
+used, or verdicts of an epoch that never ended) makes the hooks forget the epochs after it
+(:func:`rewind_hooks`). A run a hook stopped (the gate's STOP, a NaN loss, a red flag with
+``action: stop``; not a timeout) stays stopped on a plain resume: it is finished as ``stopped`` without
+training. Pass ``epochs`` to train on anyway. A run killed after its last epoch's checkpoint but before its
+summary (in Ultralytics' final validation, say) is only finished: its summary is written, with the status it
+would have ended with.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from xraydet.training.history import read_results_csv, truncate_results_csv
 from xraydet.training.job import job_from_dict
 from xraydet.training.state import RunState
 from xraydet.training.summary import RunResult, load_run_result
-from xraydet.training.trainer import execute, rewind_hooks
+from xraydet.training.trainer import execute, judged_epoch, rewind_hooks, stop_verdict_on_record
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +50,25 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
         raise XrayDetError(f"{job_file}: missing or unreadable job file")
     planned = int(epochs or state.train_args.get("epochs") or raw.get("epochs") or 0)
     trained = read_results_csv(run_dir / "results.csv")
+    last = int(trained[-1]["epoch"]) if trained else 0
+    info = find_resume_checkpoint(run_dir)
     if (
         epochs is None
         and not (run_dir / "summary.json").is_file()
-        and trained
-        and int(trained[-1]["epoch"]) >= planned > 0
+        and last >= planned > 0
+        and info is not None
+        and info.epochs_done >= last  # else killed between the last row and its checkpoint: train it again
     ):  # killed after the last epoch (e.g. in the final validation, whose checkpoints are stripped)
         job = job_from_dict({**raw, "epochs": planned}, where=str(job_file))
         # Not stop_on_record: a stop verdict here came at the last epoch, which cuts nothing short, so the run
-        # is "completed", as it would have been had it not been killed.
+        # ends as it would have had it not been killed ("completed", or "timed_out" if the deadline cut it).
         return execute(job, run_dir, state, resume_from=None, stop_on_record=False, train=False)
-    info = find_resume_checkpoint(run_dir)
     if info is None:
         raise XrayDetError(
             f"{run_dir}: no resumable checkpoint in weights/ (last.pt, resume.pt, epochNNN.pt missing, torn "
             "or stripped); start a new run, e.g. with `model:` set to weights/last.pt"
         )
-    done = max(info.epochs_done, int(trained[-1]["epoch"]) if trained else 0)  # a torn last.pt lags
+    done = max(info.epochs_done, last)  # a torn last.pt lags
     if epochs is not None and epochs <= done:
         raise XrayDetError(f"{run_dir}: --epochs {epochs} must exceed the {done} epochs already done")
     if planned <= info.epochs_done:
@@ -78,7 +82,10 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
         atomic_write_yaml(job_file, job.model_dump(mode="json"))
     truncate_results_csv(run_dir / "results.csv", info.epochs_done)
     state.train_args["epochs"] = planned
-    if state.epoch > info.epochs_done:
+    # Verdicts of an epoch that never ended (a NaN loss's immediate stop) are forgotten with it when it is
+    # trained again; a plain resume of a run they stopped trains nothing, so it keeps them.
+    stays_stopped = epochs is None and stop_verdict_on_record(state) is not None
+    if state.epoch > info.epochs_done or (judged_epoch(state) > info.epochs_done and not stays_stopped):
         rewind_hooks(job, run_dir, state, info.epochs_done)
     state.resumes.append(
         {

@@ -32,7 +32,7 @@ class RunResult(BaseModel):
     best_epoch: int | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     verdicts: list[Verdict] = Field(default_factory=list)
-    retries: list[dict[str, Any]] = Field(default_factory=list)  # CUDA OOM retries: epoch, batch from -> to
+    retries: list[dict[str, Any]] = Field(default_factory=list)  # OOM retries, NaN restarts (`cause`)
     resumes: list[dict[str, Any]] = Field(default_factory=list)  # each resume: from checkpoint, epoch, epochs
     train_args: dict[str, Any] = Field(default_factory=dict)
     mlflow_run_id: str | None = None

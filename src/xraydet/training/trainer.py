@@ -11,7 +11,8 @@ Run folder (``runs/train/<name>-<time>/`` unless given)::
 CUDA out of memory (``torch.cuda.OutOfMemoryError`` or a RuntimeError saying "out of memory") is retried
 from the newest resumable checkpoint (or from scratch if there is none yet) with half the batch, down to the
 job's ``min_batch`` (4); each retry is listed in ``RunResult.retries``. Ultralytics' own first-epoch batch
-halving stays active underneath.
+halving stays active underneath. A NaN/inf loss that Ultralytics would recover from an older ``last.pt``
+(``save_every``) goes back to that checkpoint the same way, with the same batch (up to 3 times).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from xraydet.training.mlflow_logger import MlflowRunLogger
 from xraydet.training.state import RunState
 from xraydet.training.summary import RunResult, best_record, metrics_of, write_run_result
 from xraydet.training.ultralytics_bridge import TrainOutcome, UltralyticsBridge
+from xraydet.training.validation_cadence import StaleNanRecovery
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,8 @@ def execute(
     ``stop_on_record``: if a hook's stop verdict (not a timeout) is on record, or comes up while replaying
     missed epochs, finish as ``stopped`` without training (a plain resume of a run a hook stopped).
     ``train=False``: every epoch is done (the run was killed before its summary): replay what the hooks
-    missed, then write the summary.
+    missed, then write the summary, with the status the run would have ended with (``timed_out`` when the
+    deadline cut its last epoch short).
     """
     t0 = time.monotonic()
     hooks = build_job_hooks(job)
@@ -183,7 +186,14 @@ def execute(
                 recorded_stop.epoch,
             )
         elif not train:
-            status, reason = "completed", None
+            last = int(history[-1]["epoch"]) if history else 0
+            # the stop the bridge acted on first in the last epoch, as training would have ended on it
+            ended = next((v for v in state.verdicts if v.decision == "stop" and v.epoch == last), None)
+            status, reason = _status(
+                TrainOutcome(stop_verdict=ended, epochs_done=last),
+                ctx.epochs,
+                time_budget=bool(state.train_args.get("time")),
+            )
             log.warning("%s: every epoch was trained before the run ended; writing its summary", run_dir)
         else:
             outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from)
@@ -227,45 +237,66 @@ def is_cuda_oom(err: BaseException) -> bool:
     )
 
 
+MAX_NAN_RESTARTS = 3  # as Ultralytics' own NaN recovery, which gives up after 3 attempts
+
+
 def _train_with_oom_retry(
     bridge: UltralyticsBridge, job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | None
 ) -> TrainOutcome:
     args = dict(state.train_args)
     source = resume_from
+    nan_restarts = 0
     while True:
         try:
             return bridge.train(job.model, args if source is None else {}, resume_from=source)
         except Exception as err:
             batch = args.get("batch")
-            if not is_cuda_oom(err) or not isinstance(batch, int) or batch <= job.min_batch:
+            info = None
+            if isinstance(err, StaleNanRecovery):  # go back to last.pt's epoch instead, as a whole
+                info = find_resume_checkpoint(run_dir)
+                if info is None or nan_restarts >= MAX_NAN_RESTARTS:
+                    raise
+                nan_restarts += 1
+                new_batch, cause = batch, "nan"
+            elif not is_cuda_oom(err) or not isinstance(batch, int) or batch <= job.min_batch:
                 raise
-            new_batch = max(job.min_batch, batch // 2)
-            info = find_resume_checkpoint(run_dir)
+            else:
+                new_batch, cause = max(job.min_batch, batch // 2), "oom"
+                info = find_resume_checkpoint(run_dir)
             retry = {
                 "attempt": len(state.retries) + 2,
+                "cause": cause,
                 "error": f"{type(err).__name__}: {str(err)[:300]}",
                 "batch_from": batch,
                 "batch_to": new_batch,
                 "from_epoch": info.epochs_done if info else 0,
                 "checkpoint": str(info.path) if info else None,
             }
-            log.warning(
-                "CUDA out of memory at batch %d: retrying with batch %d from epoch %d",
-                batch,
-                new_batch,
-                retry["from_epoch"],
-            )
+            if cause == "nan":
+                log.warning("%s; going back to the checkpoint of epoch %d", err, retry["from_epoch"])
+            else:
+                log.warning(
+                    "CUDA out of memory at batch %d: retrying with batch %d from epoch %d",
+                    batch,
+                    new_batch,
+                    retry["from_epoch"],
+                )
             state.retries.append(retry)
-            args["batch"] = state.train_args["batch"] = new_batch
+            if cause == "oom":
+                args["batch"] = state.train_args["batch"] = new_batch
             bridge.ctx.attempt += 1
             from_epoch = info.epochs_done if info is not None else 0
+            # batch verdicts of an epoch the checkpoint holds: that epoch is replayed, not trained again
+            state.verdicts.extend(v for v in bridge.take_batch_verdicts() if v.epoch <= from_epoch)
             truncate_results_csv(run_dir / "results.csv", from_epoch)
             _restart_hooks(bridge.hooks, bridge.ctx, job, run_dir, state, from_epoch)
             bridge.ctx.start_epoch = from_epoch
             source = (
                 None
                 if info is None
-                else prepare_resume_checkpoint(info, run_dir, epochs=int(args["epochs"]), batch=new_batch)
+                else prepare_resume_checkpoint(
+                    info, run_dir, epochs=int(args["epochs"]), batch=new_batch if cause == "oom" else None
+                )
             )
             state.save(run_dir)
 
@@ -280,7 +311,7 @@ def _restart_hooks(
     the same :class:`HookList`, which the epoch listener holds) and restored from ``state.json``; epochs
     after the checkpoint are forgotten (:func:`rewind_hooks`), epochs up to it they missed are replayed.
     """
-    if state.epoch > epoch:  # `save_every` or a torn last.pt: the checkpoint is older than the hook state
+    if judged_epoch(state) > epoch:  # `save_every` or a torn last.pt: the checkpoint is older than the record
         rewind_hooks(job, run_dir, state, epoch)
     hooks.hooks = build_job_hooks(job).hooks
     hooks.load_state_dict(state.hooks)
@@ -288,20 +319,28 @@ def _restart_hooks(
     _replay(hooks, ctx, read_results_csv(run_dir / "results.csv"), state)
 
 
+def judged_epoch(state: RunState) -> int:
+    """The latest epoch the run's record has judged: its hook state, or a verdict given during an epoch that
+    never ended (a NaN loss's immediate stop, a failure after a batch verdict)."""
+    return max([state.epoch, *(v.epoch for v in state.verdicts)])
+
+
 def rewind_hooks(job: TrainJob, run_dir: Path, state: RunState, epoch: int) -> None:
-    """Make the hooks' record match a checkpoint older than it (``save_every`` > 1, or a torn ``last.pt``).
+    """Make the hooks' record match a checkpoint older than it (``save_every`` > 1, a torn ``last.pt``, or
+    verdicts of an epoch that never ended).
 
     The verdicts of the epochs after ``epoch`` are dropped (those epochs are trained again and judged afresh),
     and the hooks' state is rebuilt by replaying the kept epochs of ``results.csv`` (already cut back to
     ``epoch``) into new hooks; the verdicts that replay gives again are on record already.
     """
+    judged = judged_epoch(state)
     log.warning(
-        "%s: the checkpoint (epoch %d) is older than the hook state (epoch %d); forgetting epochs %d-%d",
+        "%s: the checkpoint (epoch %d) is older than the run's record (epoch %d); forgetting epochs %d-%d",
         run_dir,
         epoch,
-        state.epoch,
+        judged,
         epoch + 1,
-        state.epoch,
+        judged,
     )
     state.verdicts = [v for v in state.verdicts if v.epoch <= epoch]
     state.mlflow_epochs = [e for e in state.mlflow_epochs if e <= epoch]
@@ -310,7 +349,9 @@ def rewind_hooks(job: TrainJob, run_dir: Path, state: RunState, epoch: int) -> N
     for record in read_results_csv(run_dir / "results.csv"):
         ctx.history.append(record)
         ctx.epoch = int(record["epoch"])
-        hooks.call("after_fit_epoch", ctx, record)
+        verdicts = hooks.call("after_fit_epoch", ctx, record)
+        if ctx.epoch > state.epoch:  # an epoch the hook state never reached: its verdicts are not on record
+            state.verdicts.extend(verdicts)
     state.hooks = hooks.state_dict()
     state.epoch = epoch
 

@@ -17,7 +17,12 @@ overwrite ``best.pt`` with weights nobody validated.
 
 With ``save_every`` N > 1 the bridge sets ``trainer.args.save`` the same way, so ``last.pt`` is written every
 Nth epoch, on every validated epoch (``best.pt`` is written in the same step), where a hook wants a copy
-(periodic ``epochNNN.pt`` checkpoints) and at the end; a resume starts from the latest one.
+(periodic ``epochNNN.pt`` checkpoints) and at the end; a resume starts from the latest one. A stop asked for
+after Ultralytics' save step (a hook's ``after_fit_epoch``, Ultralytics' own ``time`` budget) on an epoch that
+was not written has the bridge write it, so the run ends on a checkpoint of its last epoch. Ultralytics' NaN
+recovery (reload ``last.pt``, train the epoch again) is let run only when ``last.pt`` holds the epoch before;
+otherwise it raises :class:`~xraydet.training.validation_cadence.StaleNanRecovery` and the trainer goes back
+to that checkpoint the way an OOM retry does, so no epoch is silently lost.
 
 Because ``final_eval`` strips ``last.pt``, the bridge keeps a full copy as ``weights/resume.pt`` when the loop
 ends, so a finished or stopped run can still be resumed or extended with its optimizer state.
@@ -37,7 +42,12 @@ from typing import Any
 from xraydet.training.history import is_validated, normalize_row
 from xraydet.training.hooks.base import HookList, TrainContext, Verdict
 from xraydet.training.throughput import LoopClock
-from xraydet.training.validation_cadence import save_due, skip_validation, time_budget_ends
+from xraydet.training.validation_cadence import (
+    guard_nan_recovery,
+    save_due,
+    skip_validation,
+    time_budget_ends,
+)
 from xraydet.ultralytics_env import offline_guard
 
 log = logging.getLogger(__name__)
@@ -98,6 +108,7 @@ class UltralyticsBridge:
         self.clock = LoopClock()
         self.outcome = TrainOutcome()
         self._batch_verdicts: list[Verdict] = []  # this epoch's, recorded with its record at its end
+        self._saved_epoch: int | None = None  # the epoch this train() call last wrote to last.pt
         self._t0: float | None = None  # set by the first train(): OOM retries keep the clock (and deadline)
 
     # -- running --
@@ -114,6 +125,7 @@ class UltralyticsBridge:
 
         self.outcome = TrainOutcome(epochs_done=self.ctx.start_epoch)
         self._batch_verdicts = []  # a failed attempt's epoch is trained again
+        self._saved_epoch = None  # last.pt on disk may be anything (stripped, torn, older) until written
         if self._t0 is None:
             self._t0 = time.monotonic()
         try:
@@ -147,6 +159,7 @@ class UltralyticsBridge:
         return self.ctx
 
     def _attach(self, model: Any) -> None:
+        model.add_callback("on_pretrain_routine_end", self._on_pretrain_routine_end)
         model.add_callback("on_train_epoch_start", self._on_epoch_start)
         model.add_callback("on_train_batch_start", self._on_batch_start)
         model.add_callback("on_train_batch_end", self._on_batch_end)
@@ -155,6 +168,9 @@ class UltralyticsBridge:
         model.add_callback("on_fit_epoch_end", self._on_fit_epoch_end)
 
     # -- callbacks (each receives the Ultralytics trainer) --
+
+    def _on_pretrain_routine_end(self, trainer: Any) -> None:
+        guard_nan_recovery(trainer, lambda: self._saved_epoch)
 
     def _on_epoch_start(self, trainer: Any) -> None:
         ctx = self._tick()
@@ -189,7 +205,7 @@ class UltralyticsBridge:
 
     def _on_model_save(self, trainer: Any) -> None:
         ctx = self._tick()
-        ctx.epoch = trainer.epoch + 1
+        ctx.epoch = self._saved_epoch = trainer.epoch + 1
         self.hooks.call("after_save", ctx)
 
     def _on_fit_epoch_end(self, trainer: Any) -> None:
@@ -201,7 +217,8 @@ class UltralyticsBridge:
         record = {**self._record(trainer), **self.clock.figures()}
         ctx.history.append(record)
         self.outcome.epochs_done = ctx.epoch
-        verdicts = [*self.take_batch_verdicts(), *self.hooks.call("after_fit_epoch", ctx, record)]
+        judged = self.hooks.call("after_fit_epoch", ctx, record)  # if a hook raises, the batch ones wait
+        verdicts = [*self.take_batch_verdicts(), *judged]
         for verdict in verdicts:
             _log_verdict(verdict)
         if self.on_epoch is not None:
@@ -210,6 +227,10 @@ class UltralyticsBridge:
         if trainer.stop:  # the loop ends after this callback; final_eval will strip last.pt next
             if not is_validated(record):
                 log.warning("the run ends on epoch %d, which was not validated", ctx.epoch)
+            if self._saved_epoch != ctx.epoch:  # the stop came after Ultralytics' save step (save_every)
+                log.info("writing last.pt for epoch %d, where the run ends", ctx.epoch)
+                if trainer.save_model():
+                    self._saved_epoch = ctx.epoch
             self.outcome.loop_finished = True
             keep_resumable(Path(trainer.last))
 
@@ -217,7 +238,8 @@ class UltralyticsBridge:
         """Verdicts given after batches of the current epoch that are not on record yet (then forgotten).
 
         They are handed to the epoch listener with the epoch's own; when the epoch never ends (a hook stopped
-        training at once, or training failed) the trainer takes them after training.
+        training at once, or training failed) the trainer takes them after training, and an OOM retry keeps
+        those of an epoch its checkpoint holds (the epoch is replayed, not trained again).
         """
         verdicts, self._batch_verdicts = self._batch_verdicts, []
         return verdicts

@@ -3,14 +3,17 @@ both after every epoch.
 
 Ultralytics validates an epoch when ``trainer.args.val`` is set at its end, and always at the last one; it
 writes ``last.pt`` (and ``best.pt`` when the fitness improved) when ``trainer.args.save`` is set, and always
-at the last one. These helpers take only the Ultralytics trainer and the standard library, so the GPU
-benchmark script (benchmarks/gpu_recipe.py, on a machine without xraydet's dependencies) loads this very file.
+at the last one. Its NaN recovery reloads ``last.pt`` and trains the epoch again, which is only right when
+``last.pt`` holds the epoch before (:func:`guard_nan_recovery`). These helpers take only the Ultralytics
+trainer and the standard library, so the GPU benchmark script (benchmarks/gpu_recipe.py, on a machine without
+xraydet's dependencies) loads this very file.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -71,4 +74,51 @@ def save_due(trainer: Any, every: int, validating: bool) -> bool:
         or done >= trainer.epochs
         or bool(trainer.stop)
         or bool(getattr(trainer.stopper, "possible_stop", False))
+    )
+
+
+class StaleNanRecovery(RuntimeError):
+    """Ultralytics' NaN recovery would go on from a ``last.pt`` older than the epoch before the NaN one.
+
+    ``epoch``: the (1-based) epoch whose loss or fitness was NaN/inf; ``saved``: the epoch this training
+    process last wrote to ``last.pt`` (None: none yet, so ``last.pt`` is whatever an earlier process left).
+    """
+
+    def __init__(self, epoch: int, saved: int | None) -> None:
+        self.epoch, self.saved = epoch, saved
+        held = f"holds epoch {saved}" if saved is not None else "was not written by this training"
+        super().__init__(
+            f"NaN/Inf at epoch {epoch}: Ultralytics would recover by training it again from last.pt, which "
+            f"{held}, not epoch {epoch - 1}: the epochs in between would be lost while results.csv keeps them"
+        )
+
+
+def guard_nan_recovery(trainer: Any, saved_epoch: Callable[[], int | None]) -> None:
+    """Make Ultralytics' NaN recovery raise :class:`StaleNanRecovery` rather than reload a stale ``last.pt``.
+
+    At the end of an epoch whose loss (or validation fitness) is NaN/inf, Ultralytics (8.4) reloads
+    ``last.pt`` -- weights, optimizer, EMA -- and trains the same epoch again. With ``save_every`` N > 1,
+    ``last.pt`` may be several epochs old: training would silently go on from its weights under epoch numbers
+    that count the epochs after it as trained. ``saved_epoch()`` gives the (1-based) epoch this process last
+    wrote to ``last.pt``; where that is the epoch before, the recovery runs as Ultralytics made it. Call once
+    the trainer is set up (``on_pretrain_routine_end``). A trainer without the method (another Ultralytics
+    version) is left alone.
+    """
+    recover = getattr(trainer, "_handle_nan_recovery", None)
+    if recover is None:
+        return
+
+    def guarded(epoch: int) -> Any:  # epoch: 0-based, so also the 1-based number of the epoch before
+        if epoch != trainer.start_epoch and saved_epoch() != epoch and _corrupted(trainer):
+            raise StaleNanRecovery(epoch + 1, saved_epoch())
+        return recover(epoch)
+
+    trainer._handle_nan_recovery = guarded
+
+
+def _corrupted(trainer: Any) -> bool:
+    """Ultralytics' own test for a recovery: the last batch's loss or the validation fitness is not finite."""
+    loss, fitness = getattr(trainer, "loss", None), getattr(trainer, "fitness", None)
+    return (loss is not None and not bool(loss.isfinite().all())) or (
+        fitness is not None and not math.isfinite(float(fitness))
     )
