@@ -99,6 +99,23 @@ def _join(parts: list[Path], tmp_path: Path) -> Path:
     return whole
 
 
+def fake_trainer(done: int, epochs: int, **extra: object) -> SimpleNamespace:
+    """What the script's callbacks read of an Ultralytics trainer at the end of epoch ``done`` (1-based)."""
+    return SimpleNamespace(
+        epoch=done - 1,
+        epochs=epochs,
+        stop=False,
+        stopper=SimpleNamespace(possible_stop=False),
+        args=SimpleNamespace(val=True, save=True),
+        metrics={"metrics/mAP50(B)": 0.5},
+        fitness=0.5,
+        best_fitness=0.5,
+        batch_size=8,
+        train_loader=SimpleNamespace(dataset=range(16)),
+        **extra,
+    )
+
+
 def test_epoch_clock_validates_and_checkpoints_on_the_job_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
     """The script's callbacks decide as xraydet's bridge does: validate every ``val_every`` epochs and the
     last one, write ``last.pt`` every ``save_every`` epochs and at every validated one."""
@@ -108,18 +125,7 @@ def test_epoch_clock_validates_and_checkpoints_on_the_job_cadence(monkeypatch: p
     clock = EpochClock(val_every=5, save_every=3)
     decided = []
     for done in range(1, 12):
-        trainer = SimpleNamespace(
-            epoch=done - 1,
-            epochs=11,
-            stop=False,
-            stopper=SimpleNamespace(possible_stop=False),
-            args=SimpleNamespace(val=True, save=True),
-            metrics={"metrics/mAP50(B)": 0.5},
-            fitness=0.5,
-            best_fitness=0.5,
-            batch_size=8,
-            train_loader=SimpleNamespace(dataset=range(16)),
-        )
+        trainer = fake_trainer(done, epochs=11)
         clock.on_train_epoch_start(trainer)
         clock.on_train_epoch_end(trainer)
         decided.append((done, trainer.args.val, trainer.args.save))
@@ -137,20 +143,9 @@ def test_epoch_clock_validates_and_checkpoints_where_the_time_budget_ends(
     from gpu_recipe import EpochClock
 
     clock = EpochClock(val_every=5, save_every=5)
-    trainer = SimpleNamespace(
-        epoch=3,  # 4 epochs of ~900 s done, 10 s of the hour left: the next epoch would be cut
-        start_epoch=0,
-        epochs=300,
-        train_time_start=time.time() - 3590,
-        stop=False,
-        stopper=SimpleNamespace(possible_stop=False),
-        args=SimpleNamespace(val=True, save=True, time=1.0),
-        metrics={"metrics/mAP50(B)": 0.5},
-        fitness=0.5,
-        best_fitness=0.5,
-        batch_size=8,
-        train_loader=SimpleNamespace(dataset=range(16)),
-    )
+    # 4 epochs of ~900 s done, 10 s of the hour left: the next epoch would be cut
+    trainer = fake_trainer(4, epochs=300, start_epoch=0, train_time_start=time.time() - 3590)
+    trainer.args.time = 1.0
     clock.on_train_epoch_start(trainer)
     clock.on_train_epoch_end(trainer)
     assert (trainer.args.val, trainer.args.save) == (True, True)
@@ -165,11 +160,7 @@ def test_epoch_clock_times_the_last_epoch_without_the_final_validation(
     from gpu_recipe import EpochClock
 
     clock = EpochClock()
-    trainer = SimpleNamespace(
-        batch_size=8, train_loader=SimpleNamespace(dataset=range(16)), epoch=0, epochs=1
-    )
-    trainer.args = SimpleNamespace(val=True, save=True)
-    trainer.stop, trainer.stopper = False, SimpleNamespace(possible_stop=False)
+    trainer = fake_trainer(1, epochs=1)
     clock.on_train_epoch_start(trainer)
     clock.on_train_epoch_end(trainer)
     clock.on_fit_epoch_end(trainer)
