@@ -224,3 +224,33 @@ def test_a_stop_on_an_epoch_that_was_not_written_writes_it(
     assert (result.status, result.epochs_completed) == ("stopped", 3), result.stop_reason
     assert checkpoint_info(run_dir / "weights" / "resume.pt").epochs_done == 3  # type: ignore[union-attr]
     assert torch.load(run_dir / "weights" / "last.pt", weights_only=False)["train_results"]["epoch"][-1] == 3
+
+
+@pytest.mark.slow
+def test_an_oom_retry_halves_the_batch_ultralytics_already_halved(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epoch 1's first batch runs out of memory inside Ultralytics, which halves the batch (16 -> 8) and
+    goes on; epoch 2 runs out of memory again, past Ultralytics' first epoch: xraydet's retry halves the batch
+    in use (8 -> 4), not the 16 asked for, and the run records the batch it trains with."""
+    from ultralytics.utils.loss import v8DetectionLoss
+
+    real = v8DetectionLoss.__call__
+    raised = {"n": 0}
+
+    def out_of_memory_once(self: Any, preds: Any, batch: Any) -> Any:
+        if torch.is_grad_enabled() and raised["n"] == 0:
+            raised["n"] += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real(self, preds, batch)
+
+    monkeypatch.setattr(v8DetectionLoss, "__call__", out_of_memory_once)
+    hooks = [{"name": "test_inject_oom", "params": {"epoch": 2}}]
+    raw = {**tiny_job(tiny_data, hooks=hooks, gate={"enabled": False}), "epochs": 3, "batch": 16}
+    run_dir = tmp_path / "run"
+    result = run_training(job_from_dict(raw), run_dir)
+
+    assert raised["n"] == 1 and result.status == "completed", result.stop_reason
+    assert [(r["batch_from"], r["batch_to"], r["from_epoch"]) for r in result.retries] == [(8, 4, 2)]
+    assert result.train_args["batch"] == 4
+    assert torch.load(run_dir / "weights" / "resume.pt", weights_only=False)["train_args"]["batch"] == 4

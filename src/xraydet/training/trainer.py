@@ -158,6 +158,15 @@ def execute(
 
     def on_epoch(ctx: TrainContext, record: dict[str, Any], verdicts: list[Verdict]) -> None:
         state.epoch = int(record["epoch"])
+        if ctx.batch_size is not None and ctx.batch_size != state.train_args.get("batch"):
+            # Ultralytics' auto-batch, or its own first-epoch halving: a resume or an OOM retry must not go
+            # back to a batch that ran out of memory
+            log.warning(
+                "training with batch %d, not the %s asked for (Ultralytics' choice)",
+                ctx.batch_size,
+                state.train_args.get("batch"),
+            )
+            state.train_args["batch"] = ctx.batch_size
         state.hooks = hooks.state_dict()
         state.verdicts.extend(verdicts)
         _log_epoch(mlflow, state, record)
@@ -250,7 +259,7 @@ def _train_with_oom_retry(
         try:
             return bridge.train(job.model, args if source is None else {}, resume_from=source)
         except Exception as err:
-            batch = args.get("batch")
+            batch = bridge.ctx.batch_size or args.get("batch")  # Ultralytics may have halved it already
             info = None
             if isinstance(err, StaleNanRecovery):  # go back to last.pt's epoch instead, as a whole
                 info = find_resume_checkpoint(run_dir)

@@ -126,6 +126,7 @@ class UltralyticsBridge:
         self.outcome = TrainOutcome(epochs_done=self.ctx.start_epoch)
         self._batch_verdicts = []  # a failed attempt's epoch is trained again
         self._saved_epoch = None  # last.pt on disk may be anything (stripped, torn, older) until written
+        self.ctx.batch_size = None  # known again after this attempt's first batch
         if self._t0 is None:
             self._t0 = time.monotonic()
         try:
@@ -185,6 +186,7 @@ class UltralyticsBridge:
         self.clock.batch_end()
         ctx = self._tick()
         ctx.batch_index += 1
+        ctx.batch_size = int(trainer.batch_size)
         loss = getattr(trainer, "loss", None)
         ctx.loss = None if loss is None else float(loss.detach().float().sum())
         verdicts = self.hooks.call("after_batch", ctx)

@@ -58,6 +58,7 @@ class TrainContext:
     start_epoch: int = 0  # epochs already done when this training process started
     batch_index: int = -1
     loss: float | None = None  # the latest batch's total loss
+    batch_size: int | None = None  # in use (Ultralytics halves it on running out of memory in epoch 1)
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0  # since this process's first before_train (CUDA OOM retries keep counting)
     attempt: int = 1
