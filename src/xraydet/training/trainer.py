@@ -260,10 +260,8 @@ def _train_with_oom_retry(
             return bridge.train(job.model, args if source is None else {}, resume_from=source)
         except Exception as err:
             batch = bridge.ctx.batch_size or args.get("batch")  # Ultralytics may have halved it already
-            info = None
             if isinstance(err, StaleNanRecovery):  # go back to last.pt's epoch instead, as a whole
-                info = find_resume_checkpoint(run_dir)
-                if info is None or nan_restarts >= MAX_NAN_RESTARTS:
+                if nan_restarts >= MAX_NAN_RESTARTS:
                     raise
                 nan_restarts += 1
                 new_batch, cause = batch, "nan"
@@ -271,30 +269,32 @@ def _train_with_oom_retry(
                 raise
             else:
                 new_batch, cause = max(job.min_batch, batch // 2), "oom"
-                info = find_resume_checkpoint(run_dir)
+            info = find_resume_checkpoint(run_dir)
+            if info is None and cause == "nan":  # nothing to go back to: fail, as Ultralytics' recovery would
+                raise
+            from_epoch = info.epochs_done if info is not None else 0
             retry = {
                 "attempt": len(state.retries) + 2,
                 "cause": cause,
                 "error": f"{type(err).__name__}: {str(err)[:300]}",
                 "batch_from": batch,
                 "batch_to": new_batch,
-                "from_epoch": info.epochs_done if info else 0,
+                "from_epoch": from_epoch,
                 "checkpoint": str(info.path) if info else None,
             }
             if cause == "nan":
-                log.warning("%s; going back to the checkpoint of epoch %d", err, retry["from_epoch"])
+                log.warning("%s; going back to the checkpoint of epoch %d", err, from_epoch)
             else:
                 log.warning(
                     "CUDA out of memory at batch %d: retrying with batch %d from epoch %d",
                     batch,
                     new_batch,
-                    retry["from_epoch"],
+                    from_epoch,
                 )
             state.retries.append(retry)
             if cause == "oom":
                 args["batch"] = state.train_args["batch"] = new_batch
             bridge.ctx.attempt += 1
-            from_epoch = info.epochs_done if info is not None else 0
             # batch verdicts of an epoch the checkpoint holds: that epoch is replayed, not trained again
             state.verdicts.extend(v for v in bridge.take_batch_verdicts() if v.epoch <= from_epoch)
             truncate_results_csv(run_dir / "results.csv", from_epoch)
