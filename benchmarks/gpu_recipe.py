@@ -344,6 +344,12 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run of the same code path")
     parser.add_argument("--only", nargs="*", help="run only these job names")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="folder for the private data copy and every job's run (default: a new temporary folder, kept, "
+        "so that each job's weights stay on the machine after the call)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     ns = parser.parse_args()
@@ -357,7 +363,9 @@ def main() -> None:
         run_one(job, ns.prepared, ns.out, device)
         return
     ns.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="xraydet-gpu-"))
+    if ns.work:
+        ns.work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="xraydet-gpu-", dir=ns.work))
     # A private copy: Ultralytics writes label caches beside the labels.
     part = {"train": slice(32), "val": slice(16)} if ns.smoke else {}
     data = copy_subset(ns.data, work / "data", **part)
@@ -375,7 +383,8 @@ def main() -> None:
     else:
         run_concurrently(jobs, ns, data, work, device)
     summaries = write_report(jobs, spec, work, ns.out)
-    best = max(summaries, key=lambda s: s["map50_95"], default=None)
+    # Ultralytics' own fitness (0.1 mAP50 + 0.9 mAP50-95), the measure its best.pt is chosen by.
+    best = max(summaries, key=lambda s: 0.1 * s["map50"] + 0.9 * s["map50_95"], default=None)
     if best and spec.get("keep_weights", True):
         weights = work / "runs" / best["name"] / "weights" / "best.pt"
         # Result files come back at most 16 MB each: split larger weights (cat best.pt.part* > best.pt).

@@ -2,14 +2,19 @@
 # Reproduce issue 7's GPU measurements (docs/benchmarks/gpu.md) with one command.
 #
 #   ../shared/gpu/stage.sh .gpu --data          # on the dev machine, once: Ultralytics wheels + OPIXray dev set
-#   bash benchmarks/gpu_reproduce.sh [profile|main|ablation|pair|all] [OUT]   # on the GPU machine, from the repo root
+#   bash benchmarks/gpu_reproduce.sh [profile|main|recipe|ablation|pair|imgsz|save-every|all] [OUT]   # on the GPU machine, from the repo root
 #
 # profile:  plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 3.5 min on an H100)
-# main:     the best row, ONE run of yolov8m from scratch, seed 0, 8 min of training (about 8.5 min)
+# main:     run C, ONE run of yolov8m from scratch alone, seed 0, 8 min of training (about 8.5 min)
+# recipe:   the shipped recipe (examples/jobs/xray-fast-gpu.yaml) as ONE run alone: yolov8s, save_every 10,
+#           8 min of training (about 8.5 min); not run yet
 # ablation: quarter turns, threat projection (alone and together) and threat-free bags, 5 yolov8s jobs
 #           sharing the GPU for 7.2 min of training each (about 8.5 min); not part of `all`
 # pair:     the recipe vs the recipe with all three X-ray augmentations, 2 yolov8s jobs sharing the GPU for
-#           7.5 min each, about 170 epochs (about 8.8 min); keeps the better best.pt; not part of `all`
+#           7.5 min each (about 8 min); the best mAP50 row; keeps the best.pt of the higher fitness
+# imgsz:    the recipe at imgsz 416 (run D's pair-s-recipe again) vs 640, 2 yolov8s jobs sharing the GPU for
+#           7.5 min each (about 8 min); not run yet
+# save-every: what writing last.pt every epoch costs, yolov8s alone, 4 short runs (about 3.2 min)
 # all:     both, one after the other (default)
 # Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main) go to OUT (default $OUT, else
 # ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
@@ -31,11 +36,14 @@ run() {  # run JOBS_YAML OUT_DIR [--only NAME]
 case "$what" in
     profile) run benchmarks/gpu_throughput.yaml "$out" ;;
     main) run benchmarks/gpu_main.yaml "$out" --only main-m-b128 ;;
+    recipe) run benchmarks/gpu_main.yaml "$out" --only recipe-s ;;
     ablation) run benchmarks/gpu_ablation.yaml "$out" ;;
     pair) run benchmarks/gpu_ablation_pair.yaml "$out" ;;
+    imgsz) run benchmarks/gpu_imgsz_pair.yaml "$out" ;;
+    save-every) run benchmarks/gpu_save_every.yaml "$out" ;;
     all)
         run benchmarks/gpu_throughput.yaml "$out/profile"
         run benchmarks/gpu_main.yaml "$out/main" --only main-m-b128
         ;;
-    *) echo "usage: $0 [profile|main|ablation|pair|all] [OUT]" >&2; exit 2 ;;
+    *) echo "usage: $0 [profile|main|recipe|ablation|pair|imgsz|save-every|all] [OUT]" >&2; exit 2 ;;
 esac

@@ -5,6 +5,7 @@ python benchmarks/plot_gpu.py            # writes docs/benchmarks/gpu-curves.png
 
 from __future__ import annotations
 
+import csv
 import json
 import statistics
 from pathlib import Path
@@ -19,6 +20,8 @@ RESULTS = REPO / "benchmarks" / "results"
 DOCS = REPO / "docs" / "benchmarks"
 CURVES = [  # (file, job, label)
     ("gpu-main-h100.json", "main-m-b128", "yolov8m, batch 128, alone (H100)"),
+    ("gpu-pair-h200.json", "pair-s-recipe", "yolov8s, batch 128, 2 jobs sharing (H200)"),
+    ("gpu-pair-h200.json", "pair-s-xray", "yolov8s, batch 128, + X-ray augmentations, 2 jobs sharing (H200)"),
     ("gpu-solo-h200.json", "fast-s-xray-solo", "yolov8s, batch 64, alone (H200)"),
     ("gpu-6up-h200.json", "fast-s-xray", "yolov8s, batch 64, 6 jobs sharing (H200)"),
     ("gpu-6up-h200.json", "baseline", "seed baseline preset, 6 jobs sharing (H200)"),
@@ -45,6 +48,33 @@ def plot_curves(path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle("OPIXray dev set, from scratch, imgsz 416: validation during training", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_pair(path: Path) -> Path:
+    """The pair ablation by epoch: mAP50-95 and validation box loss of the recipe and the X-ray augmented job.
+
+    Read from each job's results.csv (benchmarks/results/gpu-pair-h200/), which has the losses too.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110, sharex=True)
+    for name, label in (("pair-s-recipe", "recipe"), ("pair-s-xray", "recipe + X-ray augmentations")):
+        with (RESULTS / "gpu-pair-h200" / f"{name}.csv").open() as f:
+            rows = [r for r in csv.DictReader(f) if r["metrics/mAP50-95(B)"] != "nan"]
+        epochs = [int(r["epoch"]) for r in rows]
+        for ax, key in zip(axes, ("metrics/mAP50-95(B)", "val/box_loss"), strict=True):
+            ax.plot(epochs, [float(r[key]) for r in rows], marker="o", markersize=3, label=label)
+    axes[0].set(xlabel="epoch", ylabel="dev-val mAP50-95", ylim=(0, 0.45))
+    axes[1].set(xlabel="epoch", ylabel="dev-val box loss")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        "yolov8s, 2 jobs sharing one H200 for 7.5 min each: the same budget, different epoch counts",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -80,3 +110,4 @@ def plot_throughput(path: Path) -> Path:
 if __name__ == "__main__":
     print(plot_curves(DOCS / "gpu-curves.png"))
     print(plot_throughput(DOCS / "gpu-throughput.png"))
+    print(plot_pair(DOCS / "gpu-pair-epochs.png"))

@@ -26,7 +26,7 @@ def test_the_plan_trains_the_measured_recipe() -> None:
     ]
     job = plan.phases[0].job
     assert (job["model"], job["preset"], job["val_every"], job["imgsz"]) == (
-        "yolov8m.yaml",
+        "yolov8s.yaml",
         "xray-fast",
         10,
         416,

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +28,8 @@ def run_script(jobs: str, data: Path, out: Path, *only: str) -> dict:
         str(data),
         "--out",
         str(out),
+        "--work",
+        str(out.parent / "work"),
     ]
     proc = subprocess.run([*cmd, "--smoke", "--only", *only], capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -91,6 +94,34 @@ def test_the_pair_ablation_keeps_the_better_jobs_weights(synth_yaml: Path, tmp_p
     assert parts  # the better job's weights come back (a candidate for the best row)
     ckpt = torch.load(_join(parts, tmp_path), map_location="cpu", weights_only=False)
     assert ckpt["model"].yaml["yaml_file"].endswith("yolov8s.yaml")
+
+
+def test_the_imgsz_pair_repeats_run_ds_recipe_and_changes_only_the_input_size(
+    synth_yaml: Path, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load((REPO / "benchmarks" / "gpu_imgsz_pair.yaml").read_text())
+    pair = yaml.safe_load((REPO / "benchmarks" / "gpu_ablation_pair.yaml").read_text())
+    args = {j["name"]: j["args"] for j in spec["jobs"]}
+    assert args["imgsz-s-416"] == next(j["args"] for j in pair["jobs"] if j["name"] == "pair-s-recipe")
+    assert args["imgsz-s-640"] == {**args["imgsz-s-416"], "imgsz": 640}
+    out = tmp_path / "out"
+    summary = run_script("gpu_imgsz_pair.yaml", synth_yaml, out, "imgsz-s-416", "imgsz-s-640")
+    assert [j["name"] for j in summary["jobs"]] == ["imgsz-s-416", "imgsz-s-640"]
+    assert list(out.glob("best.pt.part*"))
+
+
+def test_the_checkpoint_cost_runs_write_last_pt_every_epoch_or_every_tenth(
+    synth_yaml: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    summary = run_script("gpu_save_every.yaml", synth_yaml, out, "se-1-a", "se-10-a")
+    jobs = {j["name"]: j for j in summary["jobs"]}
+    assert jobs["se-1-a"]["epochs"] == jobs["se-10-a"]["epochs"] == 2
+    assert jobs["se-1-a"]["checkpoints_written"] == 2
+    assert jobs["se-10-a"]["checkpoints_written"] == 1  # only the last (validated) epoch
+    assert not list(out.glob("best.pt.part*"))
+    (work,) = (tmp_path / "work").glob("xraydet-gpu-*")  # --work holds the data copy and the runs
+    assert {"se-1-a", "se-10-a"} <= {p.name for p in (work / "runs").iterdir()}
 
 
 def _join(parts: list[Path], tmp_path: Path) -> Path:
