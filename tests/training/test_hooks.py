@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from xraydet.training.hooks import (
     DecisionGate,
     HookBase,
     HookList,
+    LoaderStarvedFlag,
     NanLossFlag,
     OscillationFlag,
     OverfitFlag,
@@ -32,6 +34,7 @@ REAL_6 = FIXTURES / "opixray_n64_160px_6ep.csv"
 REAL_20 = FIXTURES / "opixray_n64_160px_sgd_20ep.csv"
 SYNTH_30 = FIXTURES / "synth_n96_160px_sgd_30ep.csv"  # mAP50 0 until epoch 19, then up to 0.42 at 30
 SYNTH_HOT = FIXTURES / "synth_n96_160px_sgd_lr0.3_20ep.csv"  # same data, lr0 0.3: val loss swings 0 .. 8e8
+RUN_D_WAITS = FIXTURES / "h200_pair_loader_wait.csv"  # per-epoch loader wait of two GPU jobs (README)
 
 
 def feed(hook: HookBase, history: list[dict[str, Any]], tmp_path: Path | None = None) -> list[Verdict]:
@@ -254,6 +257,66 @@ def test_overfit_and_oscillation_stay_quiet_on_real_runs_with_falling_val_loss(p
     history = read_results_csv(path)
     assert feed(OverfitFlag(window=5), history) == []
     assert feed(OscillationFlag(window=5), history) == []
+
+
+# --- starved data loader ---
+
+
+def run_d_history(job: str) -> list[dict[str, Any]]:
+    with RUN_D_WAITS.open() as f:
+        rows = [r for r in csv.DictReader(f) if r["job"] == job]
+    return [{"epoch": int(r["epoch"]), "loader_wait_frac": float(r["loader_wait_frac"])} for r in rows]
+
+
+def test_loader_flag_fires_on_the_gpu_job_whose_loader_could_not_keep_up() -> None:
+    starved = feed(LoaderStarvedFlag(), run_d_history("pair-s-xray"))
+    # epoch 1 (start-up) left out; the median of epochs 2-6; once only, though epochs 11-13 after the
+    # validation at epoch 10 were fed (the workers filled their queues during it)
+    assert [v.epoch for v in starved] == [6]
+    assert starved[0].decision == "warn"
+    assert starved[0].values["median_wait_frac"] == pytest.approx(0.3966)
+    assert "epochs 2-6" in starved[0].reason and "40%" in starved[0].reason
+    assert feed(LoaderStarvedFlag(), run_d_history("pair-s-recipe")) == []  # 24% wait in epoch 1 only
+
+
+@pytest.mark.parametrize(
+    ("waits", "window", "fires_at"),
+    [
+        ([0.9, 0.1, 0.1, 0.1], 2, []),  # the start-up epoch alone never counts
+        ([0.9, 0.3, 0.3, 0.1, 0.1, 0.1], 2, [3]),
+        ([0.0, 0.3, 0.3, 0.1, 0.1, 0.3, 0.3], 2, [3]),  # once per training process
+        ([0.0, 0.24, 0.24, 0.24, 0.24], 3, []),  # below the 25% threshold
+        ([0.0, 0.5, 0.1, 0.5, 0.1, 0.5], 3, [4]),  # a median: one quick epoch does not hide a starved loader
+        ([0.0, 0.1, 0.5, 0.1, 0.1, 0.5, 0.1], 3, []),  # nor does one slow epoch in three make one
+    ],
+)
+def test_loader_flag(waits: list[float], window: int, fires_at: list[int]) -> None:
+    verdicts = feed(LoaderStarvedFlag(window=window, max_wait_frac=0.25), series("loader_wait_frac", waits))
+    assert [v.epoch for v in verdicts] == fires_at
+
+
+def test_loader_flag_rearms_in_each_training_process_and_leaves_out_its_first_epoch() -> None:
+    flag = LoaderStarvedFlag(window=2, advice="raise `workers` (4 now)", action="stop")
+    ctx = TrainContext(run_dir=Path("."), epochs=20)
+    verdicts: list[Verdict] = []
+
+    def train(epochs: list[tuple[int, float]]) -> None:
+        HookList([flag]).call("before_train", ctx)
+        for epoch, wait in epochs:
+            ctx.epoch = epoch
+            ctx.history.append({"epoch": epoch, "loader_wait_frac": wait})
+            verdicts.extend(HookList([flag]).call("after_fit_epoch", ctx, ctx.history[-1]))
+
+    train([(1, 0.0), (2, 0.4), (3, 0.4), (4, 0.4)])
+    state = flag.state_dict()  # what state.json keeps for a resume
+    flag = LoaderStarvedFlag(window=2, advice="raise `workers` (4 now)", action="stop")
+    flag.load_state_dict(state)
+    ctx.start_epoch = 4  # resumed after epoch 4: epoch 5 is its start-up epoch
+    train([(5, 0.9), (6, 0.1), (7, 0.3), (8, 0.5)])
+    assert [(v.epoch, v.decision) for v in verdicts] == [(3, "stop"), (8, "stop")]
+    assert verdicts[0].values["median_wait_frac"] == pytest.approx(0.4)
+    assert verdicts[1].values["median_wait_frac"] == pytest.approx(0.4)  # epochs 7-8; 6-7 was 0.2
+    assert verdicts[1].reason.endswith("; raise `workers` (4 now)")
 
 
 @pytest.mark.parametrize(

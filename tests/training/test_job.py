@@ -144,6 +144,10 @@ def test_seed_job_keys_with_string_values(tmp_path: Path, data_yaml: Path) -> No
             r"key 'hooks\[0\].name': the job already has a hook named 'plateau'",
         ),
         ({"experiment": ""}, r"key 'experiment'.*empty"),
+        (
+            {"red_flags": {"loader_starved": {"max_wait_frac": 0}}},
+            r"key 'red_flags.loader_starved.max_wait_frac'.*greater than 0",
+        ),
         ({"gate": {"decison_epoch": 5}}, r"key 'gate.decison_epoch'"),
         ({"overrides": {"batch": 4}}, r"'batch' is a job field"),
         ({"overrides": {"lr_0": 4}}, r"unknown Ultralytics train argument 'lr_0'"),
@@ -177,6 +181,18 @@ def test_settings_of_a_switched_off_gate_or_flag_are_not_judged(tmp_path: Path, 
     body["red_flags"]["plateau"]["enabled"] = True
     with pytest.raises(ConfigError, match=r"key 'red_flags.plateau.metric'.*unknown metric 'fitness'"):
         load_job(write_job(tmp_path, body))
+
+
+def test_a_job_warns_of_a_starved_loader_by_default_and_names_its_own_fix(data_yaml: Path) -> None:
+    from xraydet.training.trainer import build_job_hooks
+
+    job = job_from_dict({"data": str(data_yaml), "workers": 3, "xray_augment": {"threat_projection": 0.5}})
+    (flag,) = [h for h in build_job_hooks(job).hooks if h.name == "loader_starved"]
+    assert (flag.action, flag.window, flag.max_wait_frac) == ("warn", 5, 0.25)
+    assert "raise `workers` (3 now)" in flag.advice and "threat_projection 0.5" in flag.advice
+    assert "rot90" not in flag.advice
+    off = job_from_dict({"data": str(data_yaml), "red_flags": {"loader_starved": {"enabled": False}}})
+    assert "loader_starved" not in {h.name for h in build_job_hooks(off).hooks}
 
 
 def test_numbers_yaml_reads_as_text_are_numbers(tmp_path: Path, data_yaml: Path) -> None:

@@ -17,7 +17,12 @@ from xraydet.training import job_from_dict, run_training
 from xraydet.training.xray_augment import (
     XrayAugment,
     XrayDataset,
+    _cluttered,
+    _darker_than,
+    _too_close,
+    _turn_layer,
     as_xray_dataset,
+    background_level,
     project_threat,
     rot90_boxes,
     rotate90,
@@ -141,6 +146,78 @@ def test_a_threat_free_bag_is_refused_when_the_objects_leave_too_little() -> Non
     np.testing.assert_array_equal(threat_free_view(scan, np.zeros((0, 4))), scan)
 
 
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+@pytest.mark.parametrize("inner", [(6, 6, 46, 12), (0, 3, 30, 17), (9, 0, 52, 5)])
+def test_a_turned_threat_layer_keeps_its_box_on_the_threat(k: int, inner: tuple[int, int, int, int]) -> None:
+    layer = np.random.default_rng(k).uniform(size=(18, 52, 3)).astype(np.float32)  # off-centre boxes too
+    turned, turned_inner = _turn_layer(layer, inner, k)
+    np.testing.assert_array_equal(turned, np.rot90(layer, k))
+    x1, y1, x2, y2 = inner
+    threat = np.zeros(layer.shape[:2], np.uint8)
+    threat[y1:y2, x1:x2] = 1
+    th, tw = turned.shape[:2]
+    expected = xywhn_to_xyxy(box_of_mask(np.rot90(threat, k)), tw, th).round().astype(int)[0]
+    assert turned_inner == tuple(expected.tolist())
+
+
+def overlaps(new: np.ndarray, boxes: np.ndarray, limit: float) -> bool:
+    """The array form of the overlap limit: ``new`` covers more than ``limit`` of a box, or one of it."""
+    ix = np.clip(np.minimum(new[2], boxes[:, 2]) - np.maximum(new[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(new[3], boxes[:, 3]) - np.maximum(new[1], boxes[:, 1]), 0, None)
+    area_new = (new[2] - new[0]) * (new[3] - new[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return bool(np.any(ix * iy > limit * np.minimum(area_new, areas)))
+
+
+def test_the_plain_python_overlap_test_agrees_with_the_array_one() -> None:
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for _ in range(300):
+        corners = rng.uniform(0, 100, size=(int(rng.integers(0, 4)), 2, 2))  # per box: two (x, y) corners
+        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)  # x1, y1, x2, y2
+        x1, y1 = (int(v) for v in rng.integers(0, 90, 2))
+        new = (x1, y1, x1 + int(rng.integers(1, 30)), y1 + int(rng.integers(1, 30)))
+        for limit in (0.0, 0.2):
+            outcomes.append(overlaps(np.array(new, np.float32), boxes, limit))
+            assert _too_close(new, boxes.tolist(), limit) == outcomes[-1], (new, boxes, limit)
+    assert 0.2 < np.mean(outcomes) < 0.8  # both answers were tested
+
+
+@pytest.mark.parametrize("belt", [[250.0, 250.0, 250.0], [254.6, 200.0, 3.3], [1.0, 1.0, 1.0]])
+def test_the_integer_clutter_test_agrees_with_the_float_one(belt: list[float]) -> None:
+    threshold = 0.9 * np.array(belt, np.float32)  # 0.9 x 250 = 225 exactly: "<" must stay strict
+    image = np.random.default_rng(1).integers(0, 256, size=(60, 50, 3)).astype(np.uint8)
+    image[10:20] = np.ceil(threshold).astype(np.uint8) - [1, 1, 0]  # on either side of the threshold
+    image[20:30] = np.floor(threshold).astype(np.uint8)
+    for box in [(0, 0, 50, 60), (5, 8, 40, 33), (0, 15, 50, 25), (3, 3, 3, 9)]:
+        x1, y1, x2, y2 = box
+        under = image[y1:y2, x1:x2]
+        fraction = np.mean(np.all(under < threshold, axis=-1)) if under.size else None
+        for wanted in (0.0, 0.3, 0.5):
+            expected = fraction is not None and fraction >= wanted
+            assert _cluttered(image, box, _darker_than(threshold), wanted) == expected, (box, wanted)
+
+
+def test_a_given_belt_level_gives_what_the_scan_s_own_does() -> None:
+    bag, scan = bag_scene()
+    bag[30:40, 30:90] = 90  # clutter of its own, and a belt level the percentile must find
+    box = box_of_mask(scan[..., 0] < 100)
+    layer, inner = threat_layer(scan, box)
+    given = threat_layer(scan, box, belt=background_level(scan))
+    np.testing.assert_array_equal(layer, given[0])
+    assert inner == given[1]
+    for seed in range(10):
+        out, new = project_threat(bag, np.zeros((0, 4)), layer, inner, random.Random(seed))
+        out2, new2 = project_threat(
+            bag, np.zeros((0, 4)), layer, inner, random.Random(seed), belt=background_level(bag)
+        )
+        np.testing.assert_array_equal(out, out2)
+        assert (new is None and new2 is None) or np.array_equal(new, new2)
+    np.testing.assert_array_equal(
+        threat_free_view(scan, box[None]), threat_free_view(scan, box[None], belt=background_level(scan))
+    )
+
+
 # -- through Ultralytics --
 
 
@@ -245,6 +322,42 @@ def test_projection_classes_limit_what_is_projected(synth_copy: Path) -> None:
         after = dataset.get_image_and_label(index)
         new_classes.update(int(c) for c in after["cls"][before:, 0])
     assert new_classes == {0}
+
+
+def test_the_belt_level_of_each_scan_is_worked_out_once_and_is_its_own(
+    synth_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xraydet.training.xray_augment as xray_augment
+
+    dataset = xray_dataset(synth_copy, XrayAugment(threat_projection=1.0, threat_free=0.3))
+    percentile = xray_augment.background_level
+    worked_out: list[int] = []
+    given: list[tuple[np.ndarray, np.ndarray]] = []  # (scan, the belt level it came with)
+
+    def counted(image: np.ndarray) -> np.ndarray:
+        worked_out.append(1)
+        return percentile(image)
+
+    def spy(function: Any, scan_arg: int) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            given.append((args[scan_arg], kwargs["belt"]))
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(xray_augment, "background_level", counted)
+    for name in ("threat_layer", "project_threat", "threat_free_view"):
+        monkeypatch.setattr(xray_augment, name, spy(getattr(xray_augment, name), 0))
+    for epoch in range(3):
+        for index in range(len(dataset)):
+            random.seed(epoch * 100 + index)
+            dataset.get_image_and_label(index)
+    assert 0 < len(worked_out) <= len(dataset)  # once per scan at most, however often it is drawn
+    assert len(given) > 2 * len(dataset)
+    for scan, belt in given:  # each function is handed the belt level of the scan it works on
+        np.testing.assert_array_equal(belt, percentile(scan))
+    for index in range(len(dataset)):
+        np.testing.assert_array_equal(dataset.belt_level(index), percentile(dataset.load_image(index)[0]))
 
 
 def test_rectangular_batches_get_half_turns_only(synth_copy: Path) -> None:

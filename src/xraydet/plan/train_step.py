@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GATE_HOOK = "decision_gate"
-RED_FLAG_HOOKS = ("nan_loss", "oscillation", "plateau", "overfitting")
+RED_FLAG_HOOKS = ("nan_loss", "oscillation", "plateau", "overfitting", "loader_starved")
 TERMINAL = ("completed", "stopped", "timed_out", "failed")
 
 

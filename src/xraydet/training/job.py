@@ -188,6 +188,17 @@ class OverfitConfig(BaseModel):
     action: Literal["warn", "stop"] = "warn"
 
 
+class LoaderStarvedConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    window: int = Field(default=5, ge=2, description="epochs looked at (every epoch is measured)")
+    max_wait_frac: float = Field(
+        default=0.25, gt=0, le=1, description="median share of the loop spent waiting for the next batch"
+    )
+    action: Literal["warn", "stop"] = "warn"
+
+
 class NanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -204,6 +215,7 @@ class RedFlagConfig(BaseModel):
     oscillation: OscillationConfig = Field(default_factory=OscillationConfig)
     plateau: PlateauConfig = Field(default_factory=PlateauConfig)
     overfitting: OverfitConfig = Field(default_factory=OverfitConfig)
+    loader_starved: LoaderStarvedConfig = Field(default_factory=LoaderStarvedConfig)
 
 
 class XrayAugmentConfig(BaseModel):

@@ -34,6 +34,7 @@ from xraydet.training.hooks import (
     DecisionGate,
     HookBase,
     HookList,
+    LoaderStarvedFlag,
     NanLossFlag,
     OscillationFlag,
     OverfitFlag,
@@ -76,12 +77,35 @@ def build_job_hooks(job: TrainJob) -> HookList:
     if flags.overfitting.enabled:
         f = flags.overfitting
         hooks.append(OverfitFlag(f.window, f.min_val_rise, f.action))
+    if flags.loader_starved.enabled:
+        s = flags.loader_starved
+        hooks.append(LoaderStarvedFlag(s.window, s.max_wait_frac, loader_advice(job), s.action))
     if job.checkpoint_every:
         hooks.append(PeriodicCheckpoint(job.checkpoint_every))
     if job.timeout_s:
         hooks.append(Timeout(job.timeout_s))
     hooks.extend(build_hook(spec.name, spec.params) for spec in job.hooks)
     return HookList(hooks)
+
+
+def loader_advice(job: TrainJob) -> str:
+    """What a starved loader's warning tells the user to change in ``job``.
+
+    Example:
+        >>> loader_advice(TrainJob(name="x", data="d.yaml", workers=4))
+        'raise `workers` (4 now) or cache decoded images (`cache: ram`)'
+    """
+    workers = f"{job.workers} now" if job.workers is not None else "Ultralytics' default 8 now"
+    advice = f"raise `workers` ({workers}) or cache decoded images (`cache: ram`)"
+    costly = {
+        key: value
+        for key, value in job.xray_augment.model_dump().items()
+        if key in ("threat_projection", "rot90") and value
+    }
+    if costly:
+        listed = ", ".join(f"{k} {v}" for k, v in costly.items())
+        advice += f", or lower the loader's costliest X-ray augmentations (xray_augment: {listed})"
+    return advice
 
 
 def default_run_dir(job: TrainJob) -> Path:

@@ -13,7 +13,13 @@ from xraydet.training.hooks.base import (
 )
 from xraydet.training.hooks.checkpoints import PeriodicCheckpoint
 from xraydet.training.hooks.decision_gate import DecisionGate
-from xraydet.training.hooks.red_flags import NanLossFlag, OscillationFlag, OverfitFlag, PlateauFlag
+from xraydet.training.hooks.red_flags import (
+    LoaderStarvedFlag,
+    NanLossFlag,
+    OscillationFlag,
+    OverfitFlag,
+    PlateauFlag,
+)
 from xraydet.training.hooks.timeout import Timeout
 
 __all__ = [
@@ -21,6 +27,7 @@ __all__ = [
     "DecisionGate",
     "HookBase",
     "HookList",
+    "LoaderStarvedFlag",
     "NanLossFlag",
     "OscillationFlag",
     "OverfitFlag",

@@ -6,6 +6,9 @@
 - Plateau ("mAP50 stuck", "no improvement after N epochs"): no new best of the metric for ``patience`` epochs.
 - Overfitting ("train/mAP50 >> val/mAP50"): over a window, the train loss trend falls while the val loss
   trend rises by at least ``min_val_rise`` (relative).
+- A starved loader (not in the seed, found on the GPU): the training loop waits for its data loader for a
+  large share of the time, so the GPU idles and more loader workers, a RAM cache or a cheaper augmentation
+  would buy epochs.
 
 Each measurement is a pure function, unit-tested on recorded histories; the hooks fire when a condition
 becomes true (once per episode, re-armed when it clears) and log the epoch and the numbers.
@@ -259,3 +262,53 @@ class OverfitFlag(_Flag):
         )
         values_out = {"train_loss_slope": train_slope, "val_loss_slope": val_slope, "val_rel_rise": val_rise}
         return self._fire("overfitting", hit, ctx, reason, values_out)
+
+
+@register_hook
+class LoaderStarvedFlag(_Flag):
+    """The training loop waiting for its data loader: the median ``loader_wait_frac`` of the last ``window``
+    epochs is at least ``max_wait_frac``.
+
+    Every epoch is measured, validated or not. The first epoch of each training process is left out: its
+    loader workers start, and a RAM cache fills, then. It fires at most once per training process: a starved
+    loader is a property of the set-up, and the epochs right after a validation look fed (the workers filled
+    their queues meanwhile), which would otherwise clear and re-fire it every few epochs. A resume (a new
+    process, perhaps with more workers) re-arms it. ``advice`` (what to change in the job) ends the message.
+
+    Example:
+        >>> from pathlib import Path
+        >>> flag = LoaderStarvedFlag(window=2, max_wait_frac=0.25)
+        >>> ctx = TrainContext(run_dir=Path("."), epochs=9, epoch=3)
+        >>> ctx.history = [{"epoch": e, "loader_wait_frac": w} for e, w in [(1, 0.9), (2, 0.4), (3, 0.5)]]
+        >>> flag.after_fit_epoch(ctx, ctx.history[-1]).values["median_wait_frac"]
+        0.45
+    """
+
+    name = "loader_starved"
+
+    def __init__(
+        self, window: int = 5, max_wait_frac: float = 0.25, advice: str = "", action: Action = "warn"
+    ) -> None:
+        super().__init__(action)
+        self.window = window
+        self.max_wait_frac = max_wait_frac
+        self.advice = advice
+
+    def before_train(self, ctx: TrainContext) -> None:
+        self.active.pop("loader_starved", None)
+
+    def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
+        if self.active.get("loader_starved"):
+            return None
+        waits = [(e, v) for e, (v,) in _points(ctx.history, "loader_wait_frac") if e > ctx.start_epoch + 1]
+        if len(waits) < self.window:
+            return None
+        waits = waits[-self.window :]
+        median = float(np.median([v for _, v in waits]))
+        reason = (
+            f"the training loop waited for its data loader {median:.0%} of the time over epochs "
+            f"{waits[0][0]}-{waits[-1][0]} (median, threshold {self.max_wait_frac:.0%}): the GPU idles "
+            "meanwhile" + (f"; {self.advice}" if self.advice else "")
+        )
+        values = {"median_wait_frac": median, "window": self.window, "max_wait_frac": self.max_wait_frac}
+        return self._fire("loader_starved", median >= self.max_wait_frac, ctx, reason, values)
