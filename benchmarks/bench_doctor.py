@@ -1,10 +1,11 @@
 """``xraydet data doctor`` on the real OPIXray val labels and on copies of them with a planted fault.
 
 Each copy symlinks the same scans into a temp folder and rewrites only the labels: transposed (x and y
-swapped), shifted by half the box right and down, doubled in size. It also scores the first 150 val scans
-with the real labels: the sample on which the doctor's earlier mean-based rule called them mis-scaled.
+swapped), shifted by half the box right and down, doubled and halved in size. It also scores the first 150
+val scans with the real labels: the sample on which the doctor's earlier mean-based rule called them
+mis-scaled.
 Prints each perturbation's paired t statistic (perturbed minus given; negative: the given labels score
-higher) as a markdown table.
+higher) as a markdown table; a size perturbation's t is the higher of fit's and extent's, both shown.
 
 Usage:
     python benchmarks/bench_doctor.py [--data ../shared/data/opixray/data.yaml] [--max-images 300]
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from xraydet.data.dataset import load_dataset, read_label_file, write_data_yaml
-from xraydet.data.doctor import doctor
+from xraydet.data.doctor import PerturbationScore, doctor
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "opixray" / "data.yaml"
 FAULTS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
@@ -30,6 +31,7 @@ FAULTS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
         r + np.c_[r[:, 2] / 2, r[:, 3] / 2, np.zeros((len(r), 2))]
     ),
     "doubled in size": lambda r: r * [1, 1, 2, 2],
+    "halved in size": lambda r: r * [1, 1, 0.5, 0.5],
 }
 
 
@@ -50,6 +52,12 @@ def relabelled(
     return write_data_yaml(dest, ds.names, {"val": "images/val"}, ds.threats)
 
 
+def _t_cell(p: PerturbationScore) -> str:
+    """``name t`` and, for a family of several scores, each score's t (``fit/extent``)."""
+    each = "/".join(f"{t:+.1f}" for t in p.t_by_score.values())
+    return f"{p.name} {p.t_stat:+.1f}" + (f" ({each})" if len(p.t_by_score) > 1 else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,7 +74,7 @@ def main() -> None:
             data = relabelled(ns.data, Path(tmp) / str(i), fault, n)
             report = doctor(data, "val", max_images=max_images, seed=0)
             verdict = report.verdict + (f": {', '.join(report.faults)}" if report.faults else "")
-            ts = ", ".join(f"{p.name} {p.t_stat:+.1f}" for p in report.perturbations)
+            ts = ", ".join(_t_cell(p) for p in report.perturbations)
             print(f"| {name} | {verdict} | {ts} | {', '.join(report.inconclusive) or '-'} |", flush=True)
 
 

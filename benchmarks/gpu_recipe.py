@@ -289,6 +289,12 @@ def at_time(curve: list[dict[str, float]], t: float) -> float | None:
     return done[-1] if done else None
 
 
+def fitness(summary: dict[str, Any]) -> float:
+    """Ultralytics' own fitness of a job's final validation (0.1 mAP50 + 0.9 mAP50-95), the measure its
+    ``best.pt`` is chosen by, and the one that picks which job's ``best.pt`` comes back."""
+    return 0.1 * summary["map50"] + 0.9 * summary["map50_95"]
+
+
 def table(summaries: list[dict[str, Any]]) -> str:
     lines = [
         "| job | model | epochs | train s | images/s | loop images/s | data wait | val mAP50 | val mAP50-95 "
@@ -383,8 +389,7 @@ def main() -> None:
     else:
         run_concurrently(jobs, ns, data, work, device)
     summaries = write_report(jobs, spec, work, ns.out)
-    # Ultralytics' own fitness (0.1 mAP50 + 0.9 mAP50-95), the measure its best.pt is chosen by.
-    best = max(summaries, key=lambda s: 0.1 * s["map50"] + 0.9 * s["map50_95"], default=None)
+    best = max(summaries, key=fitness, default=None)
     if best and spec.get("keep_weights", True):
         weights = work / "runs" / best["name"] / "weights" / "best.pt"
         # Result files come back at most 16 MB each: split larger weights (cat best.pt.part* > best.pt).

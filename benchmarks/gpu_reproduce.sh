@@ -16,7 +16,7 @@
 #           7.5 min each (about 8 min); not run yet
 # save-every: what writing last.pt every epoch costs, yolov8s alone, 4 short runs (about 3.2 min)
 # all:     both, one after the other (default)
-# Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main) go to OUT (default $OUT, else
+# Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main, recipe, pair and imgsz) go to OUT (default $OUT, else
 # ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
 set -euo pipefail
 what="${1:-all}"

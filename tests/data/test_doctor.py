@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from xraydet.data.dataset import load_dataset, read_label_file, write_data_yaml
-from xraydet.data.doctor import ImageMaps, contrast_score, doctor, fit_score, probe_overfit
+from xraydet.data.doctor import ImageMaps, contrast_score, doctor, extent_score, fit_score, probe_overfit
 
 Fault = Callable[[np.ndarray], np.ndarray]
 TRANSPOSE: Fault = lambda r: r[:, [1, 0, 3, 2]]  # noqa: E731
 SHIFT: Fault = lambda r: r + np.c_[r[:, 2] / 2, r[:, 3] / 2, np.zeros((len(r), 2))]  # noqa: E731
 DOUBLE: Fault = lambda r: r * [1, 1, 2, 2]  # noqa: E731
+HALVE: Fault = lambda r: r * [1, 1, 0.5, 0.5]  # noqa: E731
 
 
 def perturbed_copy(
@@ -63,6 +64,18 @@ def test_contrast_and_fit_peak_on_the_true_box() -> None:
         if name in ("transposed", "shifted"):
             assert contrast_score(maps, arr)[0] < true_contrast, name
         assert fit_score(maps, arr, box)[0] < true_fit, name
+
+
+def test_extent_peaks_on_the_true_box_and_needs_a_dark_object() -> None:
+    rgb, box = _one_dark_bar()
+    maps = ImageMaps(rgb)
+    scored = extent_score(maps, np.array([box[0], [30.0, -10.0, 70.0, 110.0], [45.0, 35.0, 55.0, 65.0]]))
+    assert scored[0] == pytest.approx(1.0)  # the box is the dark bar's bounding box
+    assert scored[0] > scored[1] > 0 and scored[0] > scored[2] > 0  # x2 (clipped) and x0.5 score lower
+    empty = np.array([[120.0, 20.0, 180.0, 80.0]])  # no dark object at its centre
+    assert extent_score(maps, empty)[0] == 0.0
+    flat = ImageMaps(np.full((100, 200, 3), 128, dtype=np.uint8))
+    assert extent_score(flat, box)[0] == 0.0  # a flat image has no darkest pixels
 
 
 def test_box_outside_the_image_scores_zero() -> None:
@@ -113,6 +126,22 @@ def test_real_labels_are_not_called_mis_scaled_on_a_close_sample(opixray_yaml: P
     scale_2x = next(p for p in report.perturbations if p.name == "scale_2x")
     assert scale_2x.fit > report.given_fit and abs(scale_2x.t_stat) < 2.5
     assert report.verdict == "pass" and report.inconclusive == ["scale_2x"]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    ("fault", "wrong", "right"), [(DOUBLE, "scale_0.5x", "scale_2x"), (HALVE, "scale_2x", "scale_0.5x")]
+)
+def test_real_mis_scaled_labels_are_flagged_in_the_right_direction(
+    opixray_yaml: Path, tmp_path: Path, fault: Fault, wrong: str, right: str
+) -> None:
+    # fit alone passes doubled OPIXray labels (their half-size copy, the truth, has a lower fit)
+    report = doctor(perturbed_copy(opixray_yaml, tmp_path / "bad", fault, n=150), "val", max_images=150)
+    by_name = {p.name: p for p in report.perturbations}
+    assert report.verdict == "flagged" and report.faults == ["mis-scaled"]
+    assert by_name[wrong].decision == "flagged" and by_name[wrong].t_by_score["extent"] >= 2.5
+    assert by_name[wrong].decided_by == "extent" and by_name[wrong].t_stat >= 2.5
+    assert by_name[right].decision != "flagged"  # the copy that moves away from the truth is not preferred
 
 
 @pytest.mark.realdata

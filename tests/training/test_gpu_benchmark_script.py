@@ -124,6 +124,20 @@ def test_the_checkpoint_cost_runs_write_last_pt_every_epoch_or_every_tenth(
     assert {"se-1-a", "se-10-a"} <= {p.name for p in (work / "runs").iterdir()}
 
 
+def test_the_job_whose_weights_come_back_is_the_one_of_higher_ultralytics_fitness(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run D: pair-s-xray has the higher mAP50-95 (0.3594 vs 0.3573), pair-s-recipe the higher fitness
+    (0.1 mAP50 + 0.9 mAP50-95: 0.4053 vs 0.4050); the recipe's best.pt is the one to hand back."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from gpu_recipe import fitness
+
+    jobs = json.loads((REPO / "benchmarks" / "results" / "gpu-pair-h200.json").read_text())["jobs"]
+    assert max(jobs, key=lambda j: j["map50_95"])["name"] == "pair-s-xray"
+    assert max(jobs, key=fitness)["name"] == "pair-s-recipe"
+    assert fitness({"map50": 0.7981, "map50_95": 0.362}) == pytest.approx(0.40561)  # run C
+
+
 def _join(parts: list[Path], tmp_path: Path) -> Path:
     whole = tmp_path / "best.pt"
     whole.write_bytes(b"".join(p.read_bytes() for p in parts))

@@ -195,6 +195,21 @@ def test_a_job_warns_of_a_starved_loader_by_default_and_names_its_own_fix(data_y
     assert "loader_starved" not in {h.name for h in build_job_hooks(off).hooks}
 
 
+def test_the_starved_loader_advice_fits_the_resolved_train_arguments(data_yaml: Path) -> None:
+    """Advice is judged on what Ultralytics will get: the RAM cache the recipe's preset already sets is not
+    advised again, and on the CPU, where Ultralytics sets ``workers`` to 0, more workers are not advised."""
+    from xraydet.training.trainer import loader_advice
+
+    recipe = job_from_dict({"data": str(data_yaml), "preset": "xray-fast", "workers": 14})
+    assert loader_advice(recipe) == "raise `workers` (14 now)"
+    uncached = job_from_dict({"data": str(data_yaml), "preset": "xray-fast", "overrides": {"cache": "disk"}})
+    assert "`cache: ram`" in loader_advice(uncached)
+    assert "(Ultralytics' default 8 now)" in loader_advice(uncached)
+    cpu = job_from_dict({"data": str(data_yaml), "device": "cpu", "workers": 0})
+    assert "raise `workers`" not in loader_advice(cpu)
+    assert "`workers` has no effect" in loader_advice(cpu) and "`cache: ram`" in loader_advice(cpu)
+
+
 def test_numbers_yaml_reads_as_text_are_numbers(tmp_path: Path, data_yaml: Path) -> None:
     """YAML 1.1 reads ``1e-3`` as a string; Ultralytics would refuse it when training starts."""
     path = tmp_path / "job.yaml"

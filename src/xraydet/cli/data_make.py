@@ -189,15 +189,18 @@ def doctor_cmd(
             f"split {report.split})",
             title_justify="left",
         )
-        for col in ("labels", "judged on", "contrast", "fit", "given wins", "verdict"):
+        for col in ("labels", "judged on", "contrast", "fit", "extent", "t", "given wins", "verdict"):
             table.add_column(col, justify="left" if col in ("labels", "judged on", "verdict") else "right")
-        table.add_row("given", "", f"{report.given_contrast:.3f}", f"{report.given_fit:.3f}", "", "")
+        given = (report.given_contrast, report.given_fit, report.given_extent)
+        table.add_row("given", "", *(f"{v:.3f}" for v in given), "", "", "")
         for p in report.perturbations:
             table.add_row(
                 p.name,
-                "contrast" if p.family == "position" else "fit",
+                p.decided_by,
                 f"{p.contrast:.3f}",
                 f"{p.fit:.3f}",
+                f"{p.extent:.3f}",
+                f"{p.t_stat:+.1f}",
                 f"{p.win_rate:.0%}",
                 {
                     "flagged": "[red]beats the given: FLAG",

@@ -8,7 +8,7 @@ them. :func:`doctor` measures that on a sample of images by scoring the given bo
 * ``shift_{left,right,up,down}`` (moved by half the box size),
 * ``scale_2x`` and ``scale_0.5x`` (rescaled about the box centre).
 
-Two scores, each suited to one family of faults:
+Three scores: one judges position, two judge size.
 
 * **contrast** (position): mean attenuation and edge density inside the box minus those of a ring around it
   (the box grown by half its size on each side), each divided by the image's standard deviation. A box on an
@@ -17,12 +17,19 @@ Two scores, each suited to one family of faults:
   from a local average (a box blur over a tenth of the image). Precision is the foreground share of the box,
   recall the share of the foreground near the given box (grown by its own size on each side) that it covers.
   Contrast alone cannot judge size: a box half the size on a dense object has an even higher contrast.
+* **extent** (size): the F2 of the box against the bounding box of the *dark objects at its centre*: the
+  8-connected groups of the image's darkest ``DARK_SHARE`` of pixels (threats are metal: the darkest thing in
+  a bag) that reach into the box's centre (the box scaled by ``EXTENT_SEED``). F2 weighs a missed part of the
+  object 4x an empty margin, since labels are drawn loose around the dark core. On cluttered real scans fit
+  rewards a box twice the size (it takes in more foreground); extent does not, because the dark object at
+  its centre stays the same size. The dark threshold is relative to each image, so it adapts to the scanner.
 
-Each perturbation is judged on the per-box differences of the family's score (perturbed minus given) with a
-paired t statistic. It is **flagged** when it scores higher with ``t >= T_DECIDE``, **ok** when the given
-labels score higher with ``t <= -T_DECIDE``, and **inconclusive** in between: the scores cannot tell, and the
-report says so instead of guessing. On real OPIXray labels that is box size against a 2x larger box
-(t about -1.7): fit cannot judge size on cluttered scans, and the contact sheets are then the check.
+Each perturbation is judged on the per-box differences of each of its family's scores (perturbed minus given)
+with a paired t statistic. It is **flagged** when a score prefers it with ``t >= T_DECIDE``, **ok** when no
+score leans towards it (``t <= 0``) and one prefers the given labels with ``t <= -T_DECIDE``, and
+**inconclusive** otherwise: the scores cannot tell or disagree, and the report says so instead of guessing.
+On the first 150 OPIXray val scans that is box size against a 2x larger box: extent prefers the given box
+clearly (t -8.8) but fit leans the other way (t +0.9), and the contact sheets are then the check.
 Flagged perturbations make the labels look transposed, shifted or mis-scaled. A box twice the size also
 covers an object its label missed by half a box, so shifted labels usually flag ``scale_2x`` too: read the
 position faults first.
@@ -38,9 +45,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from xraydet.data.dataset import Dataset, label_path_for, load_dataset, read_label_file, write_data_yaml
 from xraydet.errors import ConfigError
@@ -53,6 +61,8 @@ log = logging.getLogger(__name__)
 DOCTOR_JSON = "doctor.json"
 
 Family = Literal["position", "size"]
+Score = Literal["contrast", "fit", "extent"]
+FAMILY_SCORES: dict[Family, tuple[Score, ...]] = {"position": ("contrast",), "size": ("fit", "extent")}
 
 
 def _zeros(r: np.ndarray) -> np.ndarray:
@@ -73,6 +83,9 @@ PERTURBATIONS: dict[str, tuple[Family, Callable[[np.ndarray], np.ndarray]]] = {
 
 T_CAP = 1e6  # |t| stored at most this: all per-box differences equal gives an infinite t
 T_DECIDE = 2.5  # |paired t| needed to call a perturbation better (flagged) or worse (ok) than the given
+DARK_SHARE = 0.01  # extent: the darkest share of an image's pixels that can be a (metal) object
+EXTENT_BETA = 2.0  # extent's F-beta: a missed part of the object counts beta**2 times an empty margin
+EXTENT_SEED = 0.3  # extent: dark objects count when they reach into the box scaled by this about its centre
 
 
 class PerturbationScore(BaseModel):
@@ -80,8 +93,13 @@ class PerturbationScore(BaseModel):
     family: Family
     contrast: float
     fit: float
-    win_rate: float  # share of boxes where the given label beats this perturbation on the family's score
-    t_stat: float = 0.0  # paired t of (perturbed - given) scores over the boxes: > 0 means it scores higher
+    extent: float = 0.0
+    win_rate: float  # share of boxes where the given label beats this perturbation on the deciding score
+    # paired t of (perturbed - given) deciding scores over the boxes: > 0, it scores higher
+    t_stat: float = 0.0
+    # the t of each of the family's scores, and the one that decides (see _decide)
+    t_by_score: dict[str, float] = Field(default_factory=dict)
+    decided_by: str = "contrast"
     decision: Literal["ok", "flagged", "inconclusive"] = "ok"
 
     @property
@@ -110,6 +128,7 @@ class DoctorReport(BaseModel):
     n_boxes: int
     given_contrast: float
     given_fit: float
+    given_extent: float = 0.0
     perturbations: list[PerturbationScore]
     verdict: Literal["pass", "flagged", "no-labels"]
     faults: list[str]
@@ -143,8 +162,18 @@ def _box_blur(a: np.ndarray, k: int) -> np.ndarray:
     return total / ((y2 - y1)[:, None] * (x2 - x1)[None, :])
 
 
+def _dark_objects(att: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected groups of the ``DARK_SHARE`` most attenuating pixels: a label image (0 = none) and each
+    group's bounding box ``(x1, y1, x2, y2)``, row ``i - 1`` for label ``i``."""
+    dark = (att >= np.quantile(att, 1 - DARK_SHARE)) & (att > att.min())  # a flat image has no dark object
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(dark.astype(np.uint8), connectivity=8)
+    x, y, w, h = (stats[1:, i].astype(np.float64) for i in range(4))
+    return labels, np.stack([x, y, x + w, y + h], axis=1)
+
+
 class ImageMaps:
-    """Integral images of attenuation, edge density and foreground for O(1) box statistics."""
+    """Integral images of attenuation, edge density and foreground for O(1) box statistics, and the image's
+    dark objects (see :func:`_dark_objects`)."""
 
     def __init__(self, rgb: np.ndarray) -> None:
         grey = np.asarray(rgb, dtype=np.float64).mean(axis=2) / 255.0 if rgb.ndim == 3 else rgb / 255.0
@@ -157,6 +186,7 @@ class ImageMaps:
         foreground = (att - local > att.std()).astype(np.float64)
         self.att, self.edge, self.fg = _integral(att), _integral(edge), _integral(foreground)
         self.att_sd, self.edge_sd = att.std() + 1e-6, edge.std() + 1e-6
+        self.dark_labels, self.dark_boxes = _dark_objects(att)
 
     def box_sum(self, table: np.ndarray, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sums and pixel counts of ``table``'s map over boxes (rounded outward, clipped to the image)."""
@@ -203,14 +233,54 @@ def fit_score(maps: ImageMaps, xyxy: np.ndarray, given: np.ndarray) -> np.ndarra
     )
 
 
-def score_image(rgb: np.ndarray, rows: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"given" | perturbation: (contrast, fit)}`` per box for YOLO rows ``(cx, cy, w, h)`` of one image."""
+def _dark_extent(maps: ImageMaps, box: np.ndarray) -> np.ndarray | None:
+    """Bounding box of the dark objects reaching into the centre of ``box`` (the box scaled by
+    ``EXTENT_SEED``), or None where there are none."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    qw, qh = EXTENT_SEED * (box[2] - box[0]) / 2, EXTENT_SEED * (box[3] - box[1]) / 2
+    x1, x2 = (int(np.clip(v, 0, maps.width)) for v in (np.floor(cx - qw), np.ceil(cx + qw)))
+    y1, y2 = (int(np.clip(v, 0, maps.height)) for v in (np.floor(cy - qh), np.ceil(cy + qh)))
+    ids = np.unique(maps.dark_labels[y1:y2, x1:x2])
+    ids = ids[ids > 0]
+    if len(ids) == 0:
+        return None
+    found = maps.dark_boxes[ids - 1]
+    return np.r_[found[:, :2].min(0), found[:, 2:].max(0)]
+
+
+def extent_score(maps: ImageMaps, xyxy: np.ndarray, beta: float = EXTENT_BETA) -> np.ndarray:
+    """F-beta of each box (clipped to the image) against the bounding box of the dark objects at its centre
+    (0 where there are none): recall is the share of that bounding box the box covers, precision the share of
+    the box it fills."""
+    boxes = np.clip(xyxy, 0, [maps.width, maps.height, maps.width, maps.height])
+    score = np.zeros(len(boxes))
+    for i, box in enumerate(boxes):
+        obj = _dark_extent(maps, box)
+        if obj is None:
+            continue
+        iw = max(0.0, min(box[2], obj[2]) - max(box[0], obj[0]))
+        ih = max(0.0, min(box[3], obj[3]) - max(box[1], obj[1]))
+        box_area = (box[2] - box[0]) * (box[3] - box[1])
+        obj_area = (obj[2] - obj[0]) * (obj[3] - obj[1])
+        if iw * ih == 0 or box_area <= 0:
+            continue
+        precision, recall = iw * ih / box_area, iw * ih / obj_area
+        score[i] = (1 + beta**2) * precision * recall / (beta**2 * precision + recall)
+    return score
+
+
+Scores = tuple[np.ndarray, np.ndarray, np.ndarray]  # (contrast, fit, extent) per box
+
+
+def score_image(rgb: np.ndarray, rows: np.ndarray) -> dict[str, Scores]:
+    """``{"given" | perturbation: (contrast, fit, extent)}`` per box for YOLO rows ``(cx, cy, w, h)`` of one
+    image."""
     maps = ImageMaps(rgb)
     given = xywhn_to_xyxy(rows, maps.width, maps.height)
-    out = {"given": (contrast_score(maps, given), fit_score(maps, given, given))}
+    out = {"given": (contrast_score(maps, given), fit_score(maps, given, given), extent_score(maps, given))}
     for name, (_, fn) in PERTURBATIONS.items():
         moved = xywhn_to_xyxy(fn(rows.copy()), maps.width, maps.height)
-        out[name] = (contrast_score(maps, moved), fit_score(maps, moved, given))
+        out[name] = (contrast_score(maps, moved), fit_score(maps, moved, given), extent_score(maps, moved))
     return out
 
 
@@ -228,30 +298,55 @@ def _sample(ds: Dataset, split: str, max_images: int, seed: int) -> list[Path]:
     return [labelled[i] for i in sorted(rng.choice(len(labelled), max_images, replace=False))]
 
 
-def _verdict(
-    scores: dict[str, list[tuple[np.ndarray, np.ndarray]]],
-) -> tuple[float, float, list[PerturbationScore]]:
-    contrast = {k: np.concatenate([c for c, _ in v]) for k, v in scores.items()}
-    fit = {k: np.concatenate([f for _, f in v]) for k, v in scores.items()}
+def _capped(t: float) -> float:
+    return max(-T_CAP, min(T_CAP, t))  # JSON has no infinity (identical differences)
+
+
+def _decide(ts: dict[Score, float]) -> tuple[Literal["ok", "flagged", "inconclusive"], Score]:
+    """Decision on one perturbation from the t of each of its family's scores, and the score that decides.
+
+    Flagged when any score prefers the perturbation (``t >= T_DECIDE``); ok when none leans towards it
+    (every ``t <= 0``) and one clearly prefers the given labels (``t <= -T_DECIDE``); else inconclusive.
+
+    Example:
+        >>> _decide({"fit": -2.4, "extent": -11.8}), _decide({"fit": 0.9, "extent": -8.8})
+        (('ok', 'extent'), ('inconclusive', 'fit'))
+    """
+    highest, lowest = max(ts, key=lambda s: ts[s]), min(ts, key=lambda s: ts[s])
+    if ts[highest] >= T_DECIDE:
+        return "flagged", highest
+    if ts[highest] <= 0 and ts[lowest] <= -T_DECIDE:
+        return "ok", lowest
+    return "inconclusive", highest
+
+
+def _verdict(scores: dict[str, list[Scores]]) -> tuple[dict[Score, float], list[PerturbationScore]]:
+    """The given labels' mean of each score, and each perturbation judged on its family's scores."""
+    names: tuple[Score, ...] = ("contrast", "fit", "extent")
+    tables = {
+        s: {k: np.concatenate([v[i] for v in vs]) for k, vs in scores.items()} for i, s in enumerate(names)
+    }
     results = []
     for name, (family, _) in PERTURBATIONS.items():
-        table = fit if family == "size" else contrast
-        ref, mine = table["given"], table[name]
-        t = paired_t(mine - ref)
-        decision: Literal["ok", "flagged", "inconclusive"]
-        decision = "flagged" if t >= T_DECIDE else "ok" if t <= -T_DECIDE else "inconclusive"
+        ts = {s: paired_t(tables[s][name] - tables[s]["given"]) for s in FAMILY_SCORES[family]}
+        decision, deciding = _decide(ts)
+        t = ts[deciding]
+        ref, mine = tables[deciding]["given"], tables[deciding][name]
         results.append(
             PerturbationScore(
                 name=name,
                 family=family,
-                contrast=float(contrast[name].mean()),
-                fit=float(fit[name].mean()),
+                contrast=float(tables["contrast"][name].mean()),
+                fit=float(tables["fit"][name].mean()),
+                extent=float(tables["extent"][name].mean()),
                 win_rate=float((ref > mine).mean() + 0.5 * (ref == mine).mean()),
-                t_stat=max(-T_CAP, min(T_CAP, t)),  # JSON has no infinity (identical differences)
+                t_stat=_capped(t),
+                t_by_score={s: _capped(v) for s, v in ts.items()},
+                decided_by=deciding,
                 decision=decision,
             )
         )
-    return float(contrast["given"].mean()), float(fit["given"].mean()), results
+    return {s: float(tables[s]["given"].mean()) for s in names}, results
 
 
 def paired_t(diff: np.ndarray) -> float:
@@ -334,7 +429,7 @@ def doctor(
     ds = load_dataset(dataset)
     split = split or ("val" if "val" in ds.splits else next(iter(ds.splits), "val"))
     images = _sample(ds, split, max_images, seed)
-    scores: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    scores: dict[str, list[Scores]] = {}
     n_boxes = 0
     scored: list[Path] = []
     unreadable: list[str] = []
@@ -366,7 +461,7 @@ def doctor(
             unreadable=unreadable,
         )
     else:
-        given_contrast, given_fit, perturbations = _verdict(scores)
+        given, perturbations = _verdict(scores)
         faults = _faults(perturbations)
         report = DoctorReport(
             dataset=str(dataset),
@@ -374,8 +469,9 @@ def doctor(
             names=ds.names,
             n_images=len(images),
             n_boxes=n_boxes,
-            given_contrast=given_contrast,
-            given_fit=given_fit,
+            given_contrast=given["contrast"],
+            given_fit=given["fit"],
+            given_extent=given["extent"],
             perturbations=perturbations,
             verdict="flagged" if faults else "pass",
             faults=faults,
@@ -546,7 +642,7 @@ def write_contact_sheets(
 
 
 def plot_scores(report: DoctorReport, path: Path) -> Path:
-    """Bar chart of contrast and fit for the given labels and every perturbation (flagged bars in red)."""
+    """Bar charts of contrast, fit and extent for the given labels and every perturbation (flagged in red)."""
     import io
 
     import matplotlib
@@ -557,8 +653,9 @@ def plot_scores(report: DoctorReport, path: Path) -> Path:
     from xraydet.io import atomic_write_bytes
 
     names = ["given"] + [p.name for p in report.perturbations]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, given in ((axes[0], "contrast", report.given_contrast), (axes[1], "fit", report.given_fit)):
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    panels = (("contrast", report.given_contrast), ("fit", report.given_fit), ("extent", report.given_extent))
+    for ax, (key, given) in zip(axes, panels, strict=True):
         values = [given] + [getattr(p, key) for p in report.perturbations]
         family = "position" if key == "contrast" else "size"
         colours = ["tab:green"] + [

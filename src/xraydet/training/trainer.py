@@ -91,12 +91,29 @@ def build_job_hooks(job: TrainJob) -> HookList:
 def loader_advice(job: TrainJob) -> str:
     """What a starved loader's warning tells the user to change in ``job``.
 
+    Judged on the train arguments the job resolves to (preset < job fields < overrides): a RAM cache the
+    preset already sets is not advised again, and on the CPU (or MPS), where Ultralytics loads the data in the
+    training process itself (it sets ``workers`` to 0 there), more workers are not advised.
+
     Example:
         >>> loader_advice(TrainJob(name="x", data="d.yaml", workers=4))
         'raise `workers` (4 now) or cache decoded images (`cache: ram`)'
+        >>> loader_advice(TrainJob(name="x", data="d.yaml", preset="xray-fast", workers=14))
+        'raise `workers` (14 now)'
     """
-    workers = f"{job.workers} now" if job.workers is not None else "Ultralytics' default 8 now"
-    advice = f"raise `workers` ({workers}) or cache decoded images (`cache: ram`)"
+    try:
+        args = job.train_args()
+    except ConfigError:  # a preset file that cannot be found from here: the job's own fields
+        args = {"workers": job.workers, "device": job.device, **job.overrides}
+    on_cpu = str(args.get("device") or "").strip().lower() in {"cpu", "mps"}
+    fixes = []
+    if not on_cpu:
+        workers = args.get("workers")
+        now = "Ultralytics' default 8" if workers is None else workers
+        fixes.append(f"raise `workers` ({now} now)")
+    cache = args.get("cache")
+    if not (cache is True or str(cache).strip().lower() == "ram"):
+        fixes.append("cache decoded images (`cache: ram`)")
     costly = {
         key: value
         for key, value in job.xray_augment.model_dump().items()
@@ -104,7 +121,11 @@ def loader_advice(job: TrainJob) -> str:
     }
     if costly:
         listed = ", ".join(f"{k} {v}" for k, v in costly.items())
-        advice += f", or lower the loader's costliest X-ray augmentations (xray_augment: {listed})"
+        fixes.append(f"lower the loader's costliest X-ray augmentations (xray_augment: {listed})")
+    advice = " or ".join(fixes) if len(fixes) < 3 else ", ".join(fixes[:-1]) + ", or " + fixes[-1]
+    if on_cpu:
+        note = "on the CPU Ultralytics loads the data in the training process (`workers` has no effect)"
+        advice = f"{note}: {advice}" if advice else note
     return advice
 
 

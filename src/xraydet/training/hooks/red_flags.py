@@ -7,7 +7,7 @@
 - Overfitting ("train/mAP50 >> val/mAP50"): over a window, the train loss trend falls while the val loss
   trend rises by at least ``min_val_rise`` (relative).
 - A starved loader (not in the seed, found on the GPU): the training loop waits for its data loader for a
-  large share of the time, so the GPU idles and more loader workers, a RAM cache or a cheaper augmentation
+  large share of the time, so the model idles and more loader workers, a RAM cache or a cheaper augmentation
   would buy epochs.
 
 Each measurement is a pure function, unit-tested on recorded histories; the hooks fire when a condition
@@ -269,11 +269,14 @@ class LoaderStarvedFlag(_Flag):
     """The training loop waiting for its data loader: the median ``loader_wait_frac`` of the last ``window``
     epochs is at least ``max_wait_frac``.
 
-    Every epoch is measured, validated or not. The first epoch of each training process is left out: its
-    loader workers start, and a RAM cache fills, then. It fires at most once per training process: a starved
-    loader is a property of the set-up, and the epochs right after a validation look fed (the workers filled
-    their queues meanwhile), which would otherwise clear and re-fire it every few epochs. A resume (a new
-    process, perhaps with more workers) re-arms it. ``advice`` (what to change in the job) ends the message.
+    Every epoch is measured, validated or not. The first epoch of each training attempt (after
+    ``ctx.start_epoch``) is left out: its loader workers start then. It fires at most once per attempt: a
+    starved loader is a property of the set-up, and the epochs right after a validation look fed (the workers
+    filled their queues meanwhile), which would otherwise clear and re-fire it every few epochs. Each
+    ``before_train`` re-arms it: a resume (a new process, perhaps with more workers), and also a CUDA
+    out-of-memory retry in the same process (a halved batch), which may so warn once more. Records without
+    ``loader_wait_frac`` (epochs read back from ``results.csv`` on a resume, a retry or a replay) are not
+    judged. ``advice`` (what to change in the job) ends the message.
 
     Example:
         >>> from pathlib import Path
@@ -307,7 +310,7 @@ class LoaderStarvedFlag(_Flag):
         median = float(np.median([v for _, v in waits]))
         reason = (
             f"the training loop waited for its data loader {median:.0%} of the time over epochs "
-            f"{waits[0][0]}-{waits[-1][0]} (median, threshold {self.max_wait_frac:.0%}): the GPU idles "
+            f"{waits[0][0]}-{waits[-1][0]} (median, threshold {self.max_wait_frac:.0%}): the model idles "
             "meanwhile" + (f"; {self.advice}" if self.advice else "")
         )
         values = {"median_wait_frac": median, "window": self.window, "max_wait_frac": self.max_wait_frac}
