@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -133,6 +134,11 @@ def test_tiny_training_with_every_hook_offline_records_mlflow(
     assert sorted(m.step for m in speed) == [1, 2, 3] and all(m.value > 0 for m in speed)
     # workers=0: the main process loads every batch itself, so the loop does wait for data
     assert sorted(m.step for m in wait) == [1, 2, 3] and all(0 < m.value < 1 for m in wait)
+    # the same figures in the summary's history (Ultralytics' results.csv has no column for them)
+    assert [r["train_images_per_s"] for r in result.history] == [m.value for m in sorted(speed, key=step)]
+    assert [r["loader_wait_frac"] for r in result.history] == [m.value for m in sorted(wait, key=step)]
+    steady = [r["train_images_per_s"] for r in result.history[1:]]  # epoch 1 starts the process up
+    assert result.throughput["train_images_per_s"] == pytest.approx(statistics.median(steady))
     tags = run.data.tags
     assert tags["verdict.decision_gate"] == gate_verdict.decision
     assert tags["verdict.decision_gate.epoch"] == "2"
@@ -233,6 +239,9 @@ def test_sigkill_mid_epoch_then_resume(tiny_data: Path, mlflow_home: Path, tmp_p
     steps = sorted(m.step for m in mlflow_client().get_metric_history(result.mlflow_run_id, "map50"))
     assert steps == [1, 2, 3]
     assert [v.epoch for v in result.verdicts if v.hook == "decision_gate"] == [2]
+    # epoch 1's loop figures survived the kill in state.json; epoch 2 started the resumed process up
+    assert all(r["train_images_per_s"] > 0 for r in result.history)
+    assert result.throughput["train_images_per_s"] == result.history[2]["train_images_per_s"]
 
     from ultralytics import YOLO
 
@@ -405,3 +414,7 @@ def test_resume_from_an_older_checkpoint_judges_the_retrained_epochs_again(
     assert verdict.epoch == 2 and verdict.values["map50"] == pytest.approx(again.history[1]["map50"])
     next_stamp = next(v for v in again.verdicts[gates[0] :] if v.hook == "test_stamp")
     assert (next_stamp.epoch, next_stamp.values["token"]) == (2, new)  # judged by the resumed training
+
+
+def step(metric: Any) -> int:
+    return int(metric.step)

@@ -29,6 +29,8 @@ class RunState(BaseModel):
     train_args: dict[str, Any] = Field(default_factory=dict)
     mlflow_run_id: str | None = None
     mlflow_epochs: list[int] = Field(default_factory=list)  # epochs whose metrics are in MLflow
+    # epoch -> its training-loop figures (training/throughput.py); results.csv has no column for them
+    loop_figures: dict[int, dict[str, Any]] = Field(default_factory=dict)
     wall_time_s: float = 0.0
 
     def save(self, run_dir: Path) -> None:

@@ -31,6 +31,8 @@ class RunResult(BaseModel):
     best_metrics: dict[str, float] = Field(default_factory=dict)
     best_epoch: int | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
+    # median training-loop images/s and loader wait over the run (each process's first epoch left out)
+    throughput: dict[str, float] = Field(default_factory=dict)
     verdicts: list[Verdict] = Field(default_factory=list)
     retries: list[dict[str, Any]] = Field(default_factory=list)  # OOM retries, NaN restarts (`cause`)
     resumes: list[dict[str, Any]] = Field(default_factory=list)  # each resume: from checkpoint, epoch, epochs

@@ -15,8 +15,12 @@ Example:
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
+
+FIGURES = ("train_images_per_s", "loader_wait_frac")
 
 
 @dataclass
@@ -57,3 +61,26 @@ class LoopClock:
             "train_images_per_s": self.images / self.loop_s,
             "loader_wait_frac": min(self.wait_s / self.loop_s, 1.0),
         }
+
+
+def run_figures(epochs: dict[int, dict[str, Any]], kept: set[int] | None = None) -> dict[str, float]:
+    """A run's loop speed and loader wait: the median of each figure over its epochs.
+
+    ``epochs`` maps an epoch to its figures, with ``start_up: True`` on the first epoch of each training
+    process (its workers start then, so it is left out unless it is all there is); ``kept`` limits the epochs
+    (those still in results.csv after a rewind).
+
+    Example:
+        >>> run_figures({1: {"train_images_per_s": 40.0, "loader_wait_frac": 0.5, "start_up": True},
+        ...              2: {"train_images_per_s": 100.0, "loader_wait_frac": 0.1},
+        ...              3: {"train_images_per_s": 120.0, "loader_wait_frac": 0.2}})
+        {'train_images_per_s': 110.0, 'loader_wait_frac': 0.15000000000000002}
+    """
+    rows = [f for e, f in sorted(epochs.items()) if kept is None or e in kept]
+    steady = [f for f in rows if not f.get("start_up")] or rows
+    out = {}
+    for key in FIGURES:
+        values = [float(f[key]) for f in steady if key in f]
+        if values:
+            out[key] = statistics.median(values)
+    return out

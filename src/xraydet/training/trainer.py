@@ -49,6 +49,7 @@ from xraydet.training.job import TrainJob
 from xraydet.training.mlflow_logger import MlflowRunLogger
 from xraydet.training.state import RunState
 from xraydet.training.summary import RunResult, best_record, metrics_of, write_run_result
+from xraydet.training.throughput import FIGURES, run_figures
 from xraydet.training.ultralytics_bridge import TrainOutcome, UltralyticsBridge
 from xraydet.training.validation_cadence import StaleNanRecovery
 
@@ -214,6 +215,10 @@ def execute(
             state.train_args["batch"] = ctx.batch_size
         state.hooks = hooks.state_dict()
         state.verdicts.extend(verdicts)
+        figures = {k: record[k] for k in FIGURES if k in record}
+        if figures:
+            start_up = state.epoch == ctx.start_epoch + 1
+            state.loop_figures[state.epoch] = {**figures, **({"start_up": True} if start_up else {})}
         _log_epoch(mlflow, state, record)
         mlflow.log_verdicts(verdicts)
         state.save(run_dir)
@@ -459,6 +464,9 @@ def _result(
     run_dir: Path, state: RunState, status: str, reason: str | None, epochs: int, run_id: str
 ) -> RunResult:
     history = read_results_csv(run_dir / "results.csv")
+    for record in history:  # the loop figures of each epoch, which Ultralytics' results.csv lacks
+        figures = state.loop_figures.get(int(record["epoch"]), {})
+        record.update({k: v for k, v in figures.items() if k in FIGURES})
     best = best_record(history)
     last_validated = next((r for r in reversed(history) if is_validated(r)), None)
     weights = run_dir / "weights"
@@ -474,6 +482,7 @@ def _result(
         best_metrics=metrics_of(best) if best else {},
         best_epoch=int(best["epoch"]) if best else None,
         history=history,
+        throughput=run_figures(state.loop_figures, {int(r["epoch"]) for r in history}),
         verdicts=state.verdicts,
         retries=state.retries,
         resumes=state.resumes,
