@@ -18,6 +18,7 @@ import pytest
 
 from xraydet.plan import load_plan, plan_status, resume_plan, run_plan
 from xraydet.plan.state import fingerprint
+from xraydet.training import load_run_result
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -105,6 +106,9 @@ def test_cpu_demo_end_to_end(tmp_path: Path, xraydet_home: Path) -> None:
     # the report: both phases side by side, one plot, the gate table, what was deployed
     report = json.loads((state_dir / "report" / "report.json").read_text())
     assert [r["phase"] for r in report["phases"]] == ["phase1", "phase2"]
+    for row in report["phases"]:  # each phase's training-loop speed, from its run's summary
+        run = load_run_result(state.records[row["phase"]].outputs["run_dir"])
+        assert row["images_per_s"] == run.throughput["train_images_per_s"] > 0
     assert Path(report["curve_png"]).stat().st_size > 10_000
     markdown = (state_dir / "report" / "report.md").read_text()
     assert (

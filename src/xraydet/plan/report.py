@@ -22,6 +22,7 @@ PHASE_COLUMNS = (
     "final mAP50",
     "final mAP50-95",
     "wall time",
+    "images/s",
     "cost",
 )
 
@@ -52,6 +53,7 @@ def phase_rows(state: PlanState) -> list[dict[str, Any]]:
                 "data": out.get("data"),
                 "next": rec.transition.goto if rec.transition else None,
                 "wall_time_s": rec.wall_time_s,
+                "images_per_s": (out.get("throughput") or {}).get("train_images_per_s"),
                 "cost": rec.cost,
                 "history": rec.details.get("history", []),
             }
@@ -154,7 +156,7 @@ def render_markdown(report: dict[str, Any], curve: Path | None) -> str:
                 f"| {r['epochs_completed']}/{r['epochs_planned']} | {r['decision'] or '-'} "
                 f"| {_f(r['best_map50'])} "
                 f"| {_f(final.get('map50'))} | {_f(final.get('map50_95'))} | {r['wall_time_s']:.0f}s "
-                f"| {r['cost']:.2f} | {r['next'] or '-'} |"
+                f"| {_f(r['images_per_s'], '.0f')} | {r['cost']:.2f} | {r['next'] or '-'} |"
             )
     else:
         lines.append("No phase has run yet.")
@@ -214,7 +216,7 @@ def write_report(plan: Plan, state: PlanState, state_dir: Path) -> Path:
     return atomic_write_text(folder / "report.md", render_markdown(report, curve))
 
 
-def _f(value: Any) -> str:
+def _f(value: Any, spec: str = ".3f") -> str:
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{value:{spec}}"
     return "-" if value is None else str(value)

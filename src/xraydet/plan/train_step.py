@@ -150,6 +150,7 @@ def outcome_of(result: RunResult, job: Any) -> dict[str, Any]:
         "model": job.model,
         "data": str(job.data),
         "training_wall_time_s": result.wall_time_s,
+        "throughput": dict(result.throughput),
     }
 
 
