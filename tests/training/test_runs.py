@@ -178,6 +178,7 @@ def test_gate_stop_from_the_cli(tiny_data: Path, mlflow_home: Path, tmp_path: Pa
     out = CliRunner().invoke(app, ["train", str(job_file), "--set", "epochs=3", "--run-dir", str(run_dir)])
     assert out.exit_code == 0, out.output
     result = load_run_result(run_dir)
+    assert "training loop" in out.output and result.throughput["train_images_per_s"] > 0
     map50 = result.history[0]["map50"]
     assert map50 < 0.99
     expected = "stop" if map50 < 0.30 else "warn"

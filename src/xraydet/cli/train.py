@@ -101,4 +101,9 @@ def _print_result(result: object) -> None:
         table.add_row("NaN restart" if retry.get("cause") == "nan" else "OOM retry", what)
     table.add_row("MLflow run", str(result.mlflow_run_id or "-"))
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
+    speed = result.throughput
+    if "train_images_per_s" in speed:
+        wait = speed.get("loader_wait_frac")
+        waited = f", waiting for data {wait:.0%} of the loop" if wait is not None else ""
+        table.add_row("training loop", f"{speed['train_images_per_s']:.0f} images/s (median){waited}")
     console.print(table)
