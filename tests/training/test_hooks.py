@@ -363,13 +363,30 @@ def test_timeout_stops_at_the_deadline_and_before_an_epoch_that_would_not_fit() 
     hook.before_epoch(ctx)
     ctx.elapsed_s = 30.0
     assert hook.after_batch(ctx) is None
-    assert hook.after_fit_epoch(ctx, {"epoch": 1}) is None  # 30 s used, next ~30 s fits
+    assert hook.after_fit_epoch(ctx, {"epoch": 1, "map50": 0.1}) is None  # 30 s used, next ~30 s fits
     ctx.epoch, ctx.elapsed_s = 2, 30.0
     hook.before_epoch(ctx)
     ctx.elapsed_s = 75.0  # this epoch took 45 s; mean 37.5 s; 75 + 37.5 > 100
-    verdict = hook.after_fit_epoch(ctx, {"epoch": 2})
+    verdict = hook.after_fit_epoch(ctx, {"epoch": 2, "map50": 0.2})
     assert verdict is not None and verdict.decision == "stop" and verdict.status == "timed_out"
     assert verdict.values["timeout_s"] == 100
+
+
+def test_timeout_never_ends_a_run_at_an_epochs_end_on_an_unvalidated_epoch() -> None:
+    """val_every > 1: needs_validation said the next epoch fits, but the checkpoint after it ran long."""
+    hook = Timeout(timeout_s=10)
+    ctx = TrainContext(run_dir=Path("."), epochs=10, epoch=1)
+    hook.before_train(ctx)
+    hook.before_epoch(ctx)
+    ctx.elapsed_s = 4.0
+    assert not hook.needs_validation(ctx)  # 4 + 1.25 x 4 < 10: not asked to validate epoch 1
+    ctx.elapsed_s = 6.5  # the checkpoint took 2.5 s: 6.5 + mean 6.5 > 10
+    assert hook.after_fit_epoch(ctx, {"epoch": 1, "train_loss": 3.0}) is None  # goes on, unvalidated
+    ctx.epoch = 2
+    hook.before_epoch(ctx)
+    ctx.elapsed_s = 10.2
+    verdict = hook.after_batch(ctx)  # the deadline ends epoch 2, which Ultralytics validates on a stop
+    assert verdict is not None and verdict.epoch == 2 and verdict.status == "timed_out"
 
 
 def test_timeout_hard_deadline_inside_an_epoch() -> None:

@@ -3,6 +3,9 @@
 Two checks: at the end of an epoch, stop if the next epoch would not finish in time (mean epoch time so far);
 after a batch, stop if the deadline has passed (the epoch is cut short, validated and checkpointed by
 Ultralytics, and the resumed run continues with the next epoch). The run's status becomes ``timed_out``.
+With ``val_every`` > 1 the run only ends at an epoch's end on a validated epoch: ``needs_validation`` asks
+for one when the next epoch looks too long; should the checkpoint in between push the estimate over anyway,
+the run goes on and the after-batch deadline ends the next epoch, which Ultralytics then validates.
 The deadline counts from the start of each training process, so a resumed run gets a fresh budget, as a
 re-submitted job would; a CUDA out-of-memory retry inside the process does not (it keeps the deadline).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xraydet.training.history import is_validated
 from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
 
 
@@ -51,7 +55,7 @@ class Timeout(HookBase):
         if self._fired or ctx.epoch >= ctx.epochs:
             return None
         mean = sum(self.epoch_times) / len(self.epoch_times)
-        if ctx.elapsed_s + mean <= self.timeout_s:
+        if ctx.elapsed_s + mean <= self.timeout_s or not is_validated(record):
             return None
         return self._stop(
             ctx,
