@@ -356,11 +356,17 @@ def test_periodic_checkpoint_copies_last_every_n_epochs(tmp_path: Path) -> None:
     assert not list(weights.glob(".*partial"))
 
 
-def test_timeout_stops_at_the_deadline_and_before_an_epoch_that_would_not_fit() -> None:
-    hook = Timeout(timeout_s=100)
-    ctx = TrainContext(run_dir=Path("."), epochs=10, epoch=1)
+def started_timeout(timeout_s: float, epochs: int) -> tuple[Timeout, TrainContext]:
+    """A timeout hook at the start of epoch 1 of a fresh training process."""
+    hook = Timeout(timeout_s=timeout_s)
+    ctx = TrainContext(run_dir=Path("."), epochs=epochs, epoch=1)
     hook.before_train(ctx)
     hook.before_epoch(ctx)
+    return hook, ctx
+
+
+def test_timeout_stops_at_the_deadline_and_before_an_epoch_that_would_not_fit() -> None:
+    hook, ctx = started_timeout(100, epochs=10)
     ctx.elapsed_s = 30.0
     assert hook.after_batch(ctx) is None
     assert hook.after_fit_epoch(ctx, {"epoch": 1, "map50": 0.1}) is None  # 30 s used, next ~30 s fits
@@ -374,10 +380,7 @@ def test_timeout_stops_at_the_deadline_and_before_an_epoch_that_would_not_fit() 
 
 def test_timeout_never_ends_a_run_at_an_epochs_end_on_an_unvalidated_epoch() -> None:
     """val_every > 1: needs_validation said the next epoch fits, but the checkpoint after it ran long."""
-    hook = Timeout(timeout_s=10)
-    ctx = TrainContext(run_dir=Path("."), epochs=10, epoch=1)
-    hook.before_train(ctx)
-    hook.before_epoch(ctx)
+    hook, ctx = started_timeout(10, epochs=10)
     ctx.elapsed_s = 4.0
     assert not hook.needs_validation(ctx)  # 4 + 1.25 x 4 < 10: not asked to validate epoch 1
     ctx.elapsed_s = 6.5  # the checkpoint took 2.5 s: 6.5 + mean 6.5 > 10
@@ -390,9 +393,7 @@ def test_timeout_never_ends_a_run_at_an_epochs_end_on_an_unvalidated_epoch() -> 
 
 
 def test_timeout_hard_deadline_inside_an_epoch() -> None:
-    hook = Timeout(timeout_s=10)
-    ctx = TrainContext(run_dir=Path("."), epochs=3, epoch=1)
-    hook.before_train(ctx)
+    hook, ctx = started_timeout(10, epochs=3)
     ctx.elapsed_s = 10.5
     verdict = hook.after_batch(ctx)
     assert verdict is not None and verdict.status == "timed_out" and not verdict.immediate
