@@ -57,3 +57,4 @@ def test_the_gpu_scripts_recipe_run_trains_exactly_the_shipped_job() -> None:
     }
     assert measured["model"] == raw["model"]
     assert measured["args"] == shipped
+    assert raw["checkpoint_every"] == 0  # the script makes no epochNNN.pt copies either
