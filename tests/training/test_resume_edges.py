@@ -44,6 +44,11 @@ def stop_gate(epoch: int) -> dict[str, Any]:
     return {"decision_epoch": epoch, "continue_above": 1.0, "stop_below": 1.0}  # every value < 1.0: stop
 
 
+def loop_figures(call: int, epoch: int) -> dict[str, float]:
+    """The scripted training-loop figures of ``epoch`` in the ``call``-th training call."""
+    return {"train_images_per_s": 100.0 * epoch + call, "loader_wait_frac": 0.1}
+
+
 def map50(call: int, epoch: int) -> float:
     """The scripted mAP50 of ``epoch`` in the ``call``-th training call of a test."""
     return round(0.1 * epoch + 0.01 * call, 4)
@@ -102,7 +107,7 @@ class ScriptedBridge(UltralyticsBridge):
                 self.hooks.call("after_save", ctx)
                 if script.fail_at == (call, epoch):
                     raise RuntimeError(f"scripted failure in epoch {epoch}")
-                record = normalize_row(row)
+                record = {**normalize_row(row), **loop_figures(call, epoch)}  # as the bridge's records
                 ctx.history.append(record)
                 outcome.epochs_done = epoch
                 seen["epochs"].append(epoch)
@@ -243,11 +248,14 @@ def test_a_rewind_forgets_the_later_epochs_and_relogs_only_them(
     # The state the retraining starts from (saved before it) holds nothing of the epochs after the checkpoint.
     assert resumed["state"]["epoch"] == kept
     assert resumed["state"]["mlflow_epochs"] == list(range(1, kept + 1))
+    assert sorted(map(int, resumed["state"]["loop_figures"])) == list(range(1, kept + 1))
     assert hook_epochs(resumed["state"]["verdicts"], "test_stamp") == list(range(1, kept + 1))
     # Each epoch judged once: the kept ones by the first training, the others by the retraining.
     assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
     assert hook_epochs(again.verdicts, "decision_gate") == [2]
     assert [r["map50"] for r in again.history] == [map50(0 if e <= kept else 1, e) for e in (1, 2, 3)]
+    speeds = [loop_figures(0 if e <= kept else 1, e)["train_images_per_s"] for e in (1, 2, 3)]
+    assert [r["train_images_per_s"] for r in again.history] == speeds
     # MLflow: the kept epochs once; a retrained epoch once more (MLflow cannot drop the old value).
     assert map50_in_mlflow(again.mlflow_run_id) == {
         e: [map50(0, e)] if e <= kept else [map50(0, e), map50(1, e)] for e in (1, 2, 3)

@@ -63,12 +63,11 @@ class LoopClock:
         }
 
 
-def run_figures(epochs: dict[int, dict[str, Any]], kept: set[int] | None = None) -> dict[str, float]:
+def run_figures(epochs: dict[int, dict[str, Any]]) -> dict[str, float]:
     """A run's loop speed and loader wait: the median of each figure over its epochs.
 
     ``epochs`` maps an epoch to its figures, with ``start_up: True`` on the first epoch of each training
-    process (its workers start then, so it is left out unless it is all there is); ``kept`` limits the epochs
-    (those still in results.csv after a rewind).
+    process (its workers start then, so it is left out unless it is all there is).
 
     Example:
         >>> run_figures({1: {"train_images_per_s": 40.0, "loader_wait_frac": 0.5, "start_up": True},
@@ -76,7 +75,7 @@ def run_figures(epochs: dict[int, dict[str, Any]], kept: set[int] | None = None)
         ...              3: {"train_images_per_s": 120.0, "loader_wait_frac": 0.2}})
         {'train_images_per_s': 110.0, 'loader_wait_frac': 0.15000000000000002}
     """
-    rows = [f for e, f in sorted(epochs.items()) if kept is None or e in kept]
+    rows = [f for _, f in sorted(epochs.items())]
     steady = [f for f in rows if not f.get("start_up")] or rows
     out = {}
     for key in FIGURES:

@@ -403,6 +403,7 @@ def rewind_hooks(job: TrainJob, run_dir: Path, state: RunState, epoch: int) -> N
     )
     state.verdicts = [v for v in state.verdicts if v.epoch <= epoch]
     state.mlflow_epochs = [e for e in state.mlflow_epochs if e <= epoch]
+    state.loop_figures = {e: f for e, f in state.loop_figures.items() if e <= epoch}
     hooks = build_job_hooks(job)
     ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), replay=True)
     for record in read_results_csv(run_dir / "results.csv"):
@@ -482,7 +483,7 @@ def _result(
         best_metrics=metrics_of(best) if best else {},
         best_epoch=int(best["epoch"]) if best else None,
         history=history,
-        throughput=run_figures(state.loop_figures, {int(r["epoch"]) for r in history}),
+        throughput=run_figures(state.loop_figures),
         verdicts=state.verdicts,
         retries=state.retries,
         resumes=state.resumes,
