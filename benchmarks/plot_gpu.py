@@ -5,7 +5,6 @@ python benchmarks/plot_gpu.py            # writes docs/benchmarks/gpu-curves.png
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from pathlib import Path
@@ -14,6 +13,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from xraydet.training.history import is_validated, read_results_csv
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -61,11 +62,10 @@ def plot_pair(path: Path) -> Path:
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110, sharex=True)
     for name, label in (("pair-s-recipe", "recipe"), ("pair-s-xray", "recipe + X-ray augmentations")):
-        with (RESULTS / "gpu-pair-h200" / f"{name}.csv").open() as f:
-            rows = [r for r in csv.DictReader(f) if r["metrics/mAP50-95(B)"] != "nan"]
-        epochs = [int(r["epoch"]) for r in rows]
-        for ax, key in zip(axes, ("metrics/mAP50-95(B)", "val/box_loss"), strict=True):
-            ax.plot(epochs, [float(r[key]) for r in rows], marker="o", markersize=3, label=label)
+        rows = [r for r in read_results_csv(RESULTS / "gpu-pair-h200" / f"{name}.csv") if is_validated(r)]
+        epochs = [r["epoch"] for r in rows]
+        for ax, key in zip(axes, ("map50_95", "val_box_loss"), strict=True):
+            ax.plot(epochs, [r[key] for r in rows], marker="o", markersize=3, label=label)
     axes[0].set(xlabel="epoch", ylabel="dev-val mAP50-95", ylim=(0, 0.45))
     axes[1].set(xlabel="epoch", ylabel="dev-val box loss")
     for ax in axes:
