@@ -2,7 +2,7 @@
 # Reproduce issue 7's GPU measurements (docs/benchmarks/gpu.md) with one command.
 #
 #   ../shared/gpu/stage.sh .gpu --data          # on the dev machine, once: Ultralytics wheels + OPIXray dev set
-#   bash benchmarks/gpu_reproduce.sh [profile|main|recipe|ablation|pair|imgsz|save-every|all] [OUT]   # on the GPU machine, from the repo root
+#   bash benchmarks/gpu_reproduce.sh [profile|main|recipe|ablation|pair|imgsz|save-every|loader|loader-640|all] [OUT]   # on the GPU machine, from the repo root
 #
 # profile:  plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 3.5 min on an H100)
 # main:     run C, ONE run of yolov8m from scratch alone, seed 0, 8 min of training (about 8.5 min)
@@ -15,6 +15,8 @@
 # imgsz:    the recipe at imgsz 416 (run D's pair-s-recipe again) vs 640, 2 yolov8s jobs sharing the GPU for
 #           7.5 min each (about 8 min); not run yet
 # save-every: what writing last.pt every epoch costs, yolov8s alone, 4 short runs (about 3.2 min)
+# loader:  does the loader keep up with the X-ray augmentations: 3 yolov8s jobs alone, 5 epochs each (about 2 min)
+# loader-640: throughput at imgsz 640: yolov8s with and without the X-ray augmentations, yolov8n, yolov8m (about 2.5 min)
 # all:     both, one after the other (default)
 # Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main, recipe, pair and imgsz) go to OUT (default $OUT, else
 # ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
@@ -41,9 +43,11 @@ case "$what" in
     pair) run benchmarks/gpu_ablation_pair.yaml "$out" ;;
     imgsz) run benchmarks/gpu_imgsz_pair.yaml "$out" ;;
     save-every) run benchmarks/gpu_save_every.yaml "$out" ;;
+    loader) run benchmarks/gpu_loader.yaml "$out" ;;
+    loader-640) run benchmarks/gpu_loader_640.yaml "$out" ;;
     all)
         run benchmarks/gpu_throughput.yaml "$out/profile"
         run benchmarks/gpu_main.yaml "$out/main" --only main-m-b128
         ;;
-    *) echo "usage: $0 [profile|main|recipe|ablation|pair|imgsz|save-every|all] [OUT]" >&2; exit 2 ;;
+    *) echo "usage: $0 [profile|main|recipe|ablation|pair|imgsz|save-every|loader|loader-640|all] [OUT]" >&2; exit 2 ;;
 esac
