@@ -2,24 +2,27 @@
 # Reproduce issue 7's GPU measurements (docs/benchmarks/gpu.md) with one command.
 #
 #   ../shared/gpu/stage.sh .gpu --data          # on the dev machine, once: Ultralytics wheels + OPIXray dev set
-#   bash benchmarks/gpu_reproduce.sh [profile|main|recipe|ablation|pair|imgsz|save-every|loader|loader-640|all] [OUT]   # on the GPU machine, from the repo root
+#   bash benchmarks/gpu_reproduce.sh MODE [OUT]   # on the GPU machine, from the repo root; MODE is one of:
 #
 # profile:  plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 3.5 min on an H100)
 # main:     run C, ONE run of yolov8m from scratch alone, seed 0, 8 min of training (about 8.5 min)
-# recipe:   the shipped recipe (examples/jobs/xray-fast-gpu.yaml) as ONE run alone: yolov8s, save_every 10,
-#           8 min of training (about 8.5 min); not run yet
+# recipe:   the shipped recipe (examples/jobs/xray-fast-gpu.yaml) as ONE run alone: yolov8s at imgsz 640,
+#           save_every 10, 8 min of training (about 8.5 min); not run yet
 # ablation: quarter turns, threat projection (alone and together) and threat-free bags, 5 yolov8s jobs
 #           sharing the GPU for 7.2 min of training each (about 8.5 min); not part of `all`
 # pair:     the recipe vs the recipe with all three X-ray augmentations, 2 yolov8s jobs sharing the GPU for
-#           7.5 min each (about 8 min); the best mAP50 row; keeps the best.pt of the higher fitness
+#           7.5 min each (about 8 min); run D; keeps the best.pt of the higher fitness
 # imgsz:    the recipe at imgsz 416 (run D's pair-s-recipe again) vs 640, 2 yolov8s jobs sharing the GPU for
-#           7.5 min each (about 8 min); not run yet
+#           7.5 min each (about 8 min); run E, 640 won
+# pair-640: as pair, at imgsz 640: the recipe (run E's 640 job again) vs the recipe with the X-ray
+#           augmentations (about 8 min); not run yet
 # save-every: what writing last.pt every epoch costs, yolov8s alone, 4 short runs (about 3.2 min)
-# loader:  does the loader keep up with the X-ray augmentations: 3 yolov8s jobs alone, 5 epochs each (about 2 min)
-# loader-640: throughput at imgsz 640: yolov8s with and without the X-ray augmentations, yolov8n, yolov8m (about 2.5 min)
+# loader:   does the loader keep up with the X-ray augmentations: 3 yolov8s jobs alone, 5 epochs each (about 1 min)
+# loader-640: throughput at imgsz 640: yolov8s with and without the X-ray augmentations, yolov8n, yolov8m,
+#           each alone, 4 epochs (about 2.5 min)
 # all:     both, one after the other (default)
-# Results (summary.json, table.md, logs.tar.gz, best.pt.part* for main, recipe, pair and imgsz) go to OUT (default $OUT, else
-# ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
+# Results (summary.json, table.md, logs.tar.gz, curves/, best.pt.part* for main, recipe and the pairs) go to OUT
+# (default $OUT, else ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
 set -euo pipefail
 what="${1:-all}"
 out="${2:-${OUT:-gpu-results}}"
@@ -42,6 +45,7 @@ case "$what" in
     ablation) run benchmarks/gpu_ablation.yaml "$out" ;;
     pair) run benchmarks/gpu_ablation_pair.yaml "$out" ;;
     imgsz) run benchmarks/gpu_imgsz_pair.yaml "$out" ;;
+    pair-640) run benchmarks/gpu_xray_pair_640.yaml "$out" ;;
     save-every) run benchmarks/gpu_save_every.yaml "$out" ;;
     loader) run benchmarks/gpu_loader.yaml "$out" ;;
     loader-640) run benchmarks/gpu_loader_640.yaml "$out" ;;
@@ -49,5 +53,5 @@ case "$what" in
         run benchmarks/gpu_throughput.yaml "$out/profile"
         run benchmarks/gpu_main.yaml "$out/main" --only main-m-b128
         ;;
-    *) echo "usage: $0 [profile|main|recipe|ablation|pair|imgsz|save-every|loader|loader-640|all] [OUT]" >&2; exit 2 ;;
+    *) echo "usage: $0 [profile|main|recipe|ablation|pair|imgsz|save-every|pair-640|loader|loader-640|all] [OUT]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 """Plot the GPU time-to-accuracy curves and the throughput profile from benchmarks/results/*.json.
 
-python benchmarks/plot_gpu.py            # writes docs/benchmarks/gpu-curves.png and gpu-throughput.png
+python benchmarks/plot_gpu.py   # writes docs/benchmarks/gpu-{curves,throughput,pair-epochs,imgsz-epochs}.png
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DOCS = REPO / "docs" / "benchmarks"
 CURVES = [  # (file, job, label)
+    ("gpu-imgsz-h200.json", "imgsz-s-640", "yolov8s, batch 128, imgsz 640, 2 jobs sharing (H200)"),
+    ("gpu-imgsz-h200.json", "imgsz-s-416", "yolov8s, batch 128, 2 jobs sharing (H200), run D repeated"),
     ("gpu-main-h100.json", "main-m-b128", "yolov8m, batch 128, alone (H100)"),
     ("gpu-pair-h200.json", "pair-s-recipe", "yolov8s, batch 128, 2 jobs sharing (H200)"),
     ("gpu-pair-h200.json", "pair-s-xray", "yolov8s, batch 128, + X-ray augmentations, 2 jobs sharing (H200)"),
@@ -34,7 +36,7 @@ def job(file: str, name: str) -> dict:
 
 
 def plot_curves(path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110, sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), dpi=110, sharex=True)
     for file, name, label in CURVES:
         curve = job(file, name)["curve"]
         minutes = [p["time"] / 60 for p in curve]
@@ -47,22 +49,23 @@ def plot_curves(path: Path) -> Path:
         top = 1.0 if key == "mAP50" else 0.5
         ax.set(xlabel="training time (min)", ylabel=f"dev-val {key}", ylim=(0, top))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("OPIXray dev set, from scratch, imgsz 416: validation during training", fontsize=10)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, frameon=False)
+    fig.suptitle("OPIXray dev set, from scratch, imgsz 416 unless noted: validation in training", fontsize=10)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def plot_pair(path: Path) -> Path:
-    """The pair ablation by epoch: mAP50-95 and validation box loss of the recipe and the X-ray augmented job.
+def plot_pair(path: Path, folder: str, jobs: tuple[tuple[str, str], ...], title: str) -> Path:
+    """A pair ablation by epoch: mAP50-95 and validation box loss of its two jobs.
 
-    Read from each job's results.csv (benchmarks/results/gpu-pair-h200/), which has the losses too.
+    Read from each job's results.csv (``benchmarks/results/<folder>/<job>.csv``), which has the losses too.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110, sharex=True)
-    for name, label in (("pair-s-recipe", "recipe"), ("pair-s-xray", "recipe + X-ray augmentations")):
-        rows = [r for r in read_results_csv(RESULTS / "gpu-pair-h200" / f"{name}.csv") if is_validated(r)]
+    for name, label in jobs:
+        rows = [r for r in read_results_csv(RESULTS / folder / f"{name}.csv") if is_validated(r)]
         epochs = [r["epoch"] for r in rows]
         for ax, key in zip(axes, ("map50_95", "val_box_loss"), strict=True):
             ax.plot(epochs, [r[key] for r in rows], marker="o", markersize=3, label=label)
@@ -71,10 +74,7 @@ def plot_pair(path: Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
-        "yolov8s, 2 jobs sharing one H200 for 7.5 min each: the same budget, different epoch counts",
-        fontsize=10,
-    )
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -110,4 +110,20 @@ def plot_throughput(path: Path) -> Path:
 if __name__ == "__main__":
     print(plot_curves(DOCS / "gpu-curves.png"))
     print(plot_throughput(DOCS / "gpu-throughput.png"))
-    print(plot_pair(DOCS / "gpu-pair-epochs.png"))
+    same_budget = "2 jobs sharing one H200 for 7.5 min each: the same budget, different epoch counts"
+    print(
+        plot_pair(
+            DOCS / "gpu-pair-epochs.png",
+            "gpu-pair-h200",
+            (("pair-s-recipe", "recipe"), ("pair-s-xray", "recipe + X-ray augmentations")),
+            f"Run D, yolov8s, {same_budget}",
+        )
+    )
+    print(
+        plot_pair(
+            DOCS / "gpu-imgsz-epochs.png",
+            "gpu-imgsz-h200",
+            (("imgsz-s-416", "recipe, imgsz 416"), ("imgsz-s-640", "recipe, imgsz 640")),
+            f"Run E, yolov8s, {same_budget}",
+        )
+    )

@@ -29,7 +29,7 @@ def test_the_plan_trains_the_measured_recipe() -> None:
         "yolov8s.yaml",
         "xray-fast",
         10,
-        416,
+        640,
     )
     assert job["overrides"]["time"] * 60 <= 9  # the budget: one run of at most 9 minutes
     assert (REPO / "plans" / "xray-fast-gpu.yaml").resolve() == bundled_plans()["xray-fast-gpu"].resolve()

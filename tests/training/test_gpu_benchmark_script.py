@@ -110,6 +110,39 @@ def test_the_imgsz_pair_repeats_run_ds_recipe_and_changes_only_the_input_size(
     assert list(out.glob("best.pt.part*"))
 
 
+def test_the_640_pair_repeats_run_es_winner_and_adds_only_the_x_ray_augmentations(
+    synth_yaml: Path, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load((REPO / "benchmarks" / "gpu_xray_pair_640.yaml").read_text())
+    imgsz = yaml.safe_load((REPO / "benchmarks" / "gpu_imgsz_pair.yaml").read_text())
+    args = {j["name"]: j["args"] for j in spec["jobs"]}
+    assert args["pair640-s-recipe"] == next(j["args"] for j in imgsz["jobs"] if j["name"] == "imgsz-s-640")
+    augment = {"rot90": 0.5, "threat_projection": 0.5, "threat_free": 0.1}
+    assert args["pair640-s-xray"] == {**args["pair640-s-recipe"], **augment}
+    out = tmp_path / "out"
+    summary = run_script("gpu_xray_pair_640.yaml", synth_yaml, out, "pair640-s-recipe", "pair640-s-xray")
+    jobs = {j["name"]: j for j in summary["jobs"]}
+    assert jobs["pair640-s-xray"]["train_dataset"] == "XrayDataset"
+    assert jobs["pair640-s-recipe"]["train_dataset"] != "XrayDataset"
+    assert list(out.glob("best.pt.part*"))
+
+
+def test_the_loader_checks_differ_from_the_recipe_only_in_workers_and_augmentation(
+    synth_yaml: Path, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load((REPO / "benchmarks" / "gpu_loader.yaml").read_text())
+    assert spec["sequential"] is True  # each job alone: the loader wait is the job's own
+    recipe, *augmented = spec["jobs"]
+    augment = {"rot90": 0.5, "threat_projection": 0.5, "threat_free": 0.1}
+    assert [j["args"] for j in augmented] == [
+        {**recipe["args"], **augment, "workers": workers} for workers in (7, 14)
+    ]
+    out = tmp_path / "out"
+    summary = run_script("gpu_loader.yaml", synth_yaml, out, *(j["name"] for j in spec["jobs"]))
+    assert all(0.0 <= j["data_wait_frac"] < 1.0 for j in summary["jobs"])
+    assert not list(out.glob("best.pt.part*"))  # throughput only: no weights come back
+
+
 def test_the_checkpoint_cost_runs_write_last_pt_every_epoch_or_every_tenth(
     synth_yaml: Path, tmp_path: Path
 ) -> None:
