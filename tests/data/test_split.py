@@ -143,3 +143,15 @@ def test_refuses_a_split_without_val_images(source: Path, tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"--test 0.005: gives no test image"):
         split_dataset(source, tmp_path / "tiny-test", val=0.2, test=0.005)
     assert not (tmp_path / "v0").exists() and not (tmp_path / "tiny").exists()
+
+
+def test_an_image_listed_by_two_splits_is_placed_once(yolo_set, tmp_path: Path) -> None:
+    """A data.yaml whose train and val name the same folder (common in small sets) pools each image once:
+    otherwise one copy can land in train and the other in val, the leak the split exists to prevent."""
+    data_yaml = yolo_set("same", ["knife"], {"train": {f"a{i}": ["0 0.5 0.5 0.2 0.2"] for i in range(20)}})
+    data_yaml.write_text("train: images/train\nval: images/train\nnames: [knife]\n")
+    result = split_dataset(data_yaml, tmp_path / "out", val=0.2, seed=0)
+    assert result.counts == {"train": 16, "val": 4}
+    manifest = json.loads((tmp_path / "out" / "split.json").read_text())["files"]
+    sources = [f["source"] for f in manifest]
+    assert len(sources) == len(set(sources)) == 20

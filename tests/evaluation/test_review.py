@@ -221,3 +221,14 @@ def test_review_page_in_headless_chromium(review_server: str, label_report_dir: 
             browser.close()
     counts = VerdictStore.open(label_report_dir / "review").counts()
     assert counts == {"reviewed": 3, "correct": 2, "wrong": 0, "missed_threat": 1}
+
+
+def test_a_report_or_predictions_file_that_is_not_utf8_is_named(label_report_dir: Path):
+    from xraydet.evaluation.review.server import read_records
+
+    (label_report_dir / "predictions.jsonl").write_bytes(b'{"id": "\xff"}\n')
+    with pytest.raises(XrayDetError, match=r"predictions\.jsonl: not UTF-8"):
+        read_records(label_report_dir)
+    (label_report_dir / "report.json").write_bytes(b'{"report_id": "\xff"}')
+    with pytest.raises(XrayDetError, match=r"report\.json: not a valid evaluation report"):
+        load_report(label_report_dir)

@@ -105,6 +105,15 @@ def test_bad_inputs(labelled_folder: Path, tmp_path: Path):
         evaluate(LabelPredictor(labelled_folder), labelled_folder, split="test")
 
 
+def test_a_truncated_image_in_the_split_is_named_not_a_traceback(labelled_folder: Path):
+    """PIL says only "Truncated File Read" (an OSError): the error must name the scan."""
+    predictor = LabelPredictor(labelled_folder)  # it reads the scans now, while they are whole
+    scan = labelled_folder.parent / "images" / "val" / "b.png"
+    scan.write_bytes(scan.read_bytes()[:200])
+    with pytest.raises(XrayDetError, match=r"b\.png: not a readable image"):
+        evaluate(predictor, labelled_folder, latency_samples=1, plots=False)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_real_report_has_every_metric(real_report_dir: Path, tiny_model: Path):

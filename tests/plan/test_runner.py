@@ -7,13 +7,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
+from xraydet.io import atomic_write_text
 from xraydet.plan import PlanError, parse_plan, plan_status, resume_plan, run_plan
-from xraydet.plan.runner import PlanEvent
+from xraydet.plan.runner import PlanEvent, load_snapshot
+from xraydet.plan.steps import StepContext, StepResult, register_step_kind, unregister_step_kind
 
 pytestmark = pytest.mark.usefixtures("test_kinds")
 
@@ -252,3 +256,182 @@ def test_one_process_per_state_dir(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     (tmp_path / "lock").write_text(dead.stdout)  # left behind by a killed process: taken over
     assert resume_plan(tmp_path).status == "finished"
+
+
+def test_rules_read_only_steps_on_this_walk(tmp_path: Path) -> None:
+    """A rule reading another step sees only what this walk reached: a step skipped on this path, or one not
+    reached yet, is missing, even when an earlier run left it done. Otherwise running a finished plan again
+    replays a different path than the one it took."""
+    plan = parse_plan(
+        {
+            "name": "ahead",
+            "data": [
+                {
+                    "id": "first",
+                    "kind": "score",
+                    "value": 0.5,
+                    "transitions": [
+                        {"when": {"step": "extra", "metric": "final.map50", "op": "exists"}, "goto": "last"}
+                    ],
+                },
+                {
+                    "id": "extra",
+                    "kind": "score",
+                    "value": 0.7,
+                    "transitions": [  # naming its own step reads its own outcome
+                        {
+                            "when": {"step": "extra", "metric": "final.map50", "op": "<", "value": 0.5},
+                            "goto": "fail",
+                        }
+                    ],
+                },
+                {"id": "last", "kind": "score", "value": 1.0},
+            ],
+        }
+    )
+    state = run_plan(plan, tmp_path)
+    assert state.trail == ["first", "extra", "last"]
+    assert state.records["extra"].transition.reads == {"extra.final.map50": 0.7}  # type: ignore[union-attr]
+    assert state.records["first"].transition.reads == {"extra.final.map50": "missing"}  # type: ignore[union-attr]
+
+    state = run_plan(plan, tmp_path)  # finished: replays the same path, runs nothing
+    assert state.trail == ["first", "extra", "last"]
+    assert state.records["first"].transition.reads == {"extra.final.map50": "missing"}  # type: ignore[union-attr]
+    assert len(calls(tmp_path)) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"name: fake\ndata: [{id: p1\n", r"not valid YAML at line \d+"),
+        (b"name: caf\xe9\n", r"not UTF-8 text \(byte 9\) at line 1"),
+        (b"- a\n- list\n", r"not a plan mapping"),
+        (b"", r"not a plan mapping"),
+    ],
+    ids=["truncated-yaml", "not-utf8", "a-list", "empty"],
+)
+def test_a_damaged_snapshot_names_the_file_and_what_to_do(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    """plan.yaml is xraydet's own copy of the plan: damaged, it is a PlanError saying so, not a traceback."""
+    run_plan(plan_of(0.5, 0.5), tmp_path)
+    (tmp_path / "plan.yaml").write_bytes(content)
+    message = rf"plan\.yaml is damaged \({problem}.*restore it .* or remove {tmp_path}"
+    with pytest.raises(PlanError, match=message):
+        resume_plan(tmp_path)
+    with pytest.raises(PlanError, match=message):  # what `plan status` reads
+        load_snapshot(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"plan_name": "caf\xe9"', b"\xff\xfe{}", b"[]"], ids=["not-utf8", "bom", "list"]
+)
+def test_a_damaged_state_file_is_a_plan_error(tmp_path: Path, content: bytes) -> None:
+    run_plan(plan_of(0.5, 0.5), tmp_path)
+    (tmp_path / "state.json").write_bytes(content)
+    with pytest.raises(PlanError, match=r"state\.json is damaged"):
+        resume_plan(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["0\n", "-1\n", f"-{os.getpgrp()}\n", "garbage\n", "", "99999999999999999999\n"],
+    ids=["pid-0", "pid-minus-1", "own-process-group", "garbage", "empty", "beyond-c-int"],
+)
+def test_a_lock_without_a_real_pid_is_stale(tmp_path: Path, content: str) -> None:
+    """os.kill(0 or -n, 0) probes a process group (-1: every process), so it succeeds: no holder, though."""
+    run_plan(plan_of(0.5, 0.5), tmp_path)
+    (tmp_path / "lock").write_text(content)
+    assert resume_plan(tmp_path).status == "finished"
+    assert not (tmp_path / "lock").exists()
+
+
+class _SwitchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+
+
+class _DataParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = ""
+
+
+@pytest.fixture
+def branch_kinds() -> Iterator[None]:
+    """``t-switch`` reports a file's word; ``t-make-data`` writes a data.yaml; ``t-use-data`` resolves one."""
+
+    def switch(ctx: StepContext, params: _SwitchParams) -> StepResult:
+        return StepResult(outcome={"switch": ctx.resolve_path(params.file).read_text().strip()})
+
+    def make_data(ctx: StepContext, params: _DataParams) -> StepResult:
+        out = atomic_write_text(ctx.work_dir / "data.yaml", f"made by {ctx.step.id}\n")
+        return StepResult(outputs={"data_yaml": out}, files={"data_yaml": out})
+
+    def use_data(ctx: StepContext, params: _DataParams) -> StepResult:
+        return StepResult(outcome={"data": str(ctx.resolve_data(params.dataset))})
+
+    register_step_kind("t-switch", _SwitchParams)(switch)
+    register_step_kind("t-make-data", _DataParams)(make_data)
+    register_step_kind("t-use-data", _DataParams)(use_data)
+    yield
+    for name in ("t-switch", "t-make-data", "t-use-data"):
+        unregister_step_kind(name)
+
+
+@pytest.mark.usefixtures("branch_kinds", "xraydet_home")
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("consumer", r"'@extra' refers to step 'extra', which has not run yet on this path of the plan"),
+        ("gate", r"the gate needs step 'extra' to have run on this path of the plan"),
+        ("deploy", r"deploy needs steps 'extra' and 'checked' to have run on this path of the plan"),
+    ],
+    ids=["at-step-reference", "gate", "deploy"],
+)
+def test_steps_use_only_records_made_on_this_walk(tmp_path: Path, target: str, message: str) -> None:
+    """A step this walk jumped over is not there for `@step`, the gate or deploy, even when an earlier session
+    left it done: a resume on the other branch fails as a fresh run of that branch does, instead of using the
+    earlier branch's stale data set, report or weights."""
+    plan = parse_plan(
+        {
+            "name": "branches",
+            "data": [
+                {
+                    "id": "first",
+                    "kind": "t-switch",
+                    "file": "switch.txt",
+                    "transitions": [
+                        {"when": {"metric": "switch", "op": "==", "value": "off"}, "goto": target}
+                    ],
+                },
+                {"id": "extra", "kind": "t-make-data"},
+                {"id": "checked", "kind": "score", "value": 0.5},
+                {
+                    "id": "consumer",
+                    "kind": "t-use-data",
+                    "dataset": "@extra",
+                    "transitions": [{"goto": "end"}],
+                },
+            ],
+            "gate": {"evaluation": "extra"},
+            "deploy": {"evaluation": "extra", "gate": "checked"},
+        }
+    )
+    switch = tmp_path / "switch.txt"
+    switch.write_text("on\n")
+    state = run_plan(plan, tmp_path / "state", base_dir=tmp_path)
+    assert state.trail == ["first", "extra", "checked", "consumer"] and state.status == "finished"
+    made = state.records["extra"].outputs["data_yaml"]
+    assert state.records["consumer"].outcome == {"data": made}
+    state = resume_plan(tmp_path / "state", redo=["consumer"])  # a step reused on this walk is there to use
+    assert state.records["extra"].reused and state.records["consumer"].outcome == {"data": made}
+
+    switch.write_text("off\n")
+    with pytest.raises(PlanError, match=message) as fresh:
+        run_plan(plan, tmp_path / "fresh", base_dir=tmp_path)
+    with pytest.raises(PlanError, match=message) as resumed:
+        resume_plan(tmp_path / "state", redo=["first"])
+    assert str(resumed.value) == str(fresh.value)
+    assert plan_status(tmp_path / "state").trail == ["first"]

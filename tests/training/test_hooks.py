@@ -202,6 +202,22 @@ def test_plateau_flag(values: list[float], patience: int, fires_at: list[int]) -
     assert [v.epoch for v in verdicts] == fires_at
 
 
+@pytest.mark.parametrize(
+    ("values", "fires_at"),
+    [
+        ([5.0, 4.0, 3.0, 2.0, 1.5, 1.2], []),  # a falling loss improves every epoch
+        ([5.0, 4.0, 4.0, 4.1, 4.2, 3.0], [5]),  # stuck at 4.0 from epoch 2, a new (lower) best at 6
+    ],
+)
+def test_plateau_on_a_loss_counts_the_lowest_value_as_the_best(
+    values: list[float], fires_at: list[int]
+) -> None:
+    verdicts = feed(PlateauFlag(metric="val_loss", patience=3, min_delta=0.0), series("val_loss", values))
+    assert [v.epoch for v in verdicts] == fires_at
+    for v in verdicts:
+        assert (v.values["best"], v.values["best_epoch"]) == (4.0, 2)
+
+
 def test_plateau_fires_on_the_real_stuck_run() -> None:
     history = read_results_csv(REAL_20)
     assert max(r["map50"] for r in history) == 0.0  # the recorded run never found an object
@@ -430,6 +446,54 @@ def test_registry_checks_parameter_types_against_the_constructor() -> None:
         ("plateau", {"action": "explode"}, r"parameter 'action': Input should be 'warn' or 'stop'"),
         ("decision_gate", {"on_stop": "halt"}, r"parameter 'on_stop': Input should be 'stop' or 'warn'"),
         ("timeout", {"timeout_s": True}, r"parameter 'timeout_s': Input should be a valid number"),
+        # the ranges of the job's settings (red_flags.*, gate.*, timeout_s, checkpoint_every)
+        ("plateau", {"patience": 0}, r"parameter 'patience': Input should be greater than or equal to 1"),
+        (
+            "plateau",
+            {"min_delta": -0.1},
+            r"parameter 'min_delta': Input should be greater than or equal to 0",
+        ),
+        ("oscillation", {"window": 2}, r"parameter 'window': Input should be greater than or equal to 3"),
+        (
+            "oscillation",
+            {"min_sign_change_ratio": 1.5},
+            r"parameter 'min_sign_change_ratio': Input should be less than or equal to 1",
+        ),
+        (
+            "oscillation",
+            {"min_rel_amplitude": -1.0},
+            r"parameter 'min_rel_amplitude': Input should be greater than or equal to 0",
+        ),
+        ("overfitting", {"window": 2}, r"parameter 'window': Input should be greater than or equal to 3"),
+        (
+            "overfitting",
+            {"min_val_rise": -0.5},
+            r"parameter 'min_val_rise': Input should be greater than or equal to 0",
+        ),
+        ("loader_starved", {"window": 1}, r"parameter 'window': Input should be greater than or equal to 2"),
+        (
+            "loader_starved",
+            {"max_wait_frac": 0.0},
+            r"parameter 'max_wait_frac': Input should be greater than 0",
+        ),
+        (
+            "loader_starved",
+            {"max_wait_frac": 1.5},
+            r"parameter 'max_wait_frac': Input should be less than or equal to 1",
+        ),
+        ("timeout", {"timeout_s": -5}, r"parameter 'timeout_s': Input should be greater than 0"),
+        ("timeout", {"timeout_s": 0}, r"parameter 'timeout_s': Input should be greater than 0"),
+        ("checkpoints", {"every": -1}, r"parameter 'every': Input should be greater than or equal to 0"),
+        (
+            "decision_gate",
+            {"decision_epoch": 0},
+            r"parameter 'decision_epoch': Input should be greater than or equal to 1",
+        ),
+        (
+            "decision_gate",
+            {"metric": "val_loss"},
+            r"parameter 'metric'.*'val_loss' is not a metric where higher is better",
+        ),
     ],
 )
 def test_extra_hooks_are_held_to_the_rules_of_the_same_settings_in_the_job(
@@ -438,6 +502,13 @@ def test_extra_hooks_are_held_to_the_rules_of_the_same_settings_in_the_job(
     """``hooks: [{name: plateau, params: ...}]`` is checked as strictly as ``red_flags.plateau``."""
     with pytest.raises(ConfigError, match=message):
         build_hook(name, params)
+
+
+def test_an_extra_gate_is_held_to_the_order_of_its_thresholds() -> None:
+    """As ``gate.stop_below`` must not exceed ``gate.continue_above`` (a constructor rule: two parameters)."""
+    with pytest.raises(ValueError, match=r"stop_below \(0.5\) must not exceed continue_above \(0.4\)"):
+        build_hook("decision_gate", {"stop_below": 0.5})
+    assert build_hook("decision_gate", {"stop_below": 0.4}).stop_below == 0.4  # type: ignore[attr-defined]
 
 
 def test_hook_list_refuses_duplicate_names() -> None:

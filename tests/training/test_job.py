@@ -139,6 +139,22 @@ def test_seed_job_keys_with_string_values(tmp_path: Path, data_yaml: Path) -> No
             {"hooks": [{"name": "test_picky", "params": {"every": 0}}]},
             r"key 'hooks\[0\].params': ValueError: every must be >= 1",
         ),
+        (  # with the built-in plateau off, an extra one is held to red_flags.plateau's ranges
+            {
+                "red_flags": {"plateau": {"enabled": False}},
+                "hooks": [{"name": "plateau", "params": {"patience": 0}}],
+            },
+            r"key 'hooks\[0\].params': hook 'plateau': parameter 'patience': Input should be greater than or "
+            r"equal to 1",
+        ),
+        (
+            {"timeout_s": None, "hooks": [{"name": "timeout", "params": {"timeout_s": -5}}]},
+            r"key 'hooks\[0\].params': hook 'timeout': parameter 'timeout_s': Input should be greater than 0",
+        ),
+        (
+            {"gate": {"enabled": False}, "hooks": [{"name": "decision_gate", "params": {"stop_below": 0.5}}]},
+            r"key 'hooks\[0\].params': ValueError: stop_below \(0.5\) must not exceed continue_above",
+        ),
         (
             {"hooks": [{"name": "plateau"}]},
             r"key 'hooks\[0\].name': the job already has a hook named 'plateau'",
@@ -149,7 +165,14 @@ def test_seed_job_keys_with_string_values(tmp_path: Path, data_yaml: Path) -> No
             r"key 'red_flags.loader_starved.max_wait_frac'.*greater than 0",
         ),
         ({"gate": {"decison_epoch": 5}}, r"key 'gate.decison_epoch'"),
+        (
+            {"gate": {"metric": "val_loss"}},  # higher is better at the gate: a loss would stop the learners
+            r"key 'gate.metric'.*'val_loss' is not a metric where higher is better.*map50, map50_95",
+        ),
         ({"overrides": {"batch": 4}}, r"'batch' is a job field"),
+        ({"overrides": ["lr0"]}, r"key 'overrides': expected a mapping.*got list"),
+        ({"overrides": 5}, r"key 'overrides': expected a mapping.*got int"),
+        ({"overrides": "lr0=0.1"}, r"key 'overrides': expected a mapping.*got str"),
         ({"overrides": {"lr_0": 4}}, r"unknown Ultralytics train argument 'lr_0'"),
         ({"model": "yolov8x.pt"}, r"'yolov8x.pt' is not a local file.*never downloads.*'yolov8x.yaml'"),
         ({"model": "not-a-model.yaml"}, r"neither a local file nor an Ultralytics model config"),

@@ -27,7 +27,7 @@ from xraydet.errors import XrayDetError
 from xraydet.training import job_from_dict, load_run_result, resume_training, run_training
 from xraydet.training import trainer as trainer_module
 from xraydet.training.history import normalize_row, read_results_csv
-from xraydet.training.hooks import Verdict
+from xraydet.training.hooks import HookBase, TrainContext, Verdict, register_hook
 from xraydet.training.state import RunState
 from xraydet.training.trainer import stop_verdict_on_record
 from xraydet.training.ultralytics_bridge import TrainOutcome, UltralyticsBridge
@@ -324,7 +324,7 @@ def test_a_checkpoint_as_new_as_the_state_keeps_the_hooks_memory(
     with caplog.at_level(logging.WARNING, logger="xraydet"):
         again = resume_training(run_dir)
 
-    assert again.status == "completed" and "older than the hook state" not in caplog.text
+    assert again.status == "completed" and "older than the run's record" not in caplog.text
     resumed = script.calls[-1]
     assert (resumed["start"], resumed["epochs"]) == (2, [3])
     assert resumed["state"]["hooks"] == killed["hooks"]  # the hooks go on with their own memory
@@ -523,6 +523,157 @@ def test_a_run_killed_while_writing_its_last_checkpoint_trains_the_last_epoch_ag
     assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
 
 
+# --- a kill while Ultralytics writes best.pt (in place, right after last.pt, with the same bytes) ---
+
+
+def torn_best(run_dir: Path, source: str) -> bytes:
+    """Write ``weights/best.pt`` as a kill during its write leaves it: a third of ``source``'s bytes (the
+    checkpoint Ultralytics was writing to best.pt too). Returns the whole bytes."""
+    whole = (run_dir / "weights" / source).read_bytes()
+    (run_dir / "weights" / "best.pt").write_bytes(whole[: len(whole) // 3])
+    return whole
+
+
+def make_best(run_dir: Path, epoch: int) -> None:
+    """Make ``epoch`` the best validated epoch of results.csv (highest mAP50-95)."""
+    path = run_dir / "results.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if int(row["epoch"]) == epoch:
+            row["metrics/mAP50-95(B)"] = "0.9"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@register_hook
+class TearBest(HookBase):
+    """Writes a torn ``weights/best.pt`` after ``epoch``'s checkpoint (as a best.pt write cut short would)."""
+
+    name = "test_tear_best"
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def after_save(self, ctx: TrainContext) -> None:
+        if ctx.epoch == self.epoch:
+            torn_best(ctx.run_dir, "last.pt")
+
+
+def test_a_run_that_ends_with_a_torn_best_pt_restores_it_from_a_checkpoint_of_its_epoch(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """No resume: the run's own end finds best.pt unloadable; its summary never points at the torn file."""
+    run_dir = tmp_path / "run"
+    result = run_training(
+        job(data, hooks=[{"name": "test_stamp"}, {"name": "test_tear_best", "params": {"epoch": 3}}]), run_dir
+    )
+
+    assert (result.status, result.best_epoch) == ("completed", 3)
+    assert result.best_weights == run_dir / "weights" / "best.pt"
+    assert result.best_weights.read_bytes() == (run_dir / "weights" / "resume.pt").read_bytes()
+
+
+def test_a_best_pt_torn_at_the_last_epoch_is_restored_from_last_pt_when_the_run_is_finished(
+    script: Script, data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed while writing best.pt in its last epoch, before the summary: last.pt holds that epoch, so the
+    summary's best.pt is a copy of it, never the torn file."""
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    killed_after(run_dir, script.snapshot(0, 3), rows=3, checkpoint=3)
+    whole = torn_best(run_dir, "last.pt")
+
+    with caplog.at_level(logging.WARNING, logger="xraydet"):
+        again = resume_training(run_dir)
+
+    assert again.status == "completed" and len(script.calls) == 1  # only finished
+    assert (again.best_epoch, again.best_weights) == (3, run_dir / "weights" / "best.pt")
+    assert (run_dir / "weights" / "best.pt").read_bytes() == whole
+    assert "restored from last.pt" in caplog.text
+    assert not list((run_dir / "weights").glob(".best.pt.*"))  # written through a temp file
+
+
+def test_a_best_pt_torn_in_an_earlier_epoch_is_restored_before_the_resume_trains_on(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """Killed while writing epoch 2's best.pt: last.pt holds epoch 2 until training goes on and overwrites it;
+    epoch 3 is no better, so best.pt must be epoch 2's, restored before the resume."""
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    killed_after(run_dir, script.snapshot(0, 2), rows=2, checkpoint=2)
+    (run_dir / "weights" / "epoch002.pt").unlink()  # no periodic copy: last.pt is the only one of epoch 2
+    make_best(run_dir, 2)
+    whole = torn_best(run_dir, "last.pt")
+
+    again = resume_training(run_dir)
+
+    assert again.status == "completed" and script.calls[-1]["epochs"] == [3]
+    assert (again.best_epoch, again.best_weights) == (2, run_dir / "weights" / "best.pt")
+    assert (run_dir / "weights" / "best.pt").read_bytes() == whole
+
+
+def test_a_torn_best_pt_no_checkpoint_holds_is_refused_naming_what_is_lost_and_intact(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """Torn while final_eval stripped it (last.pt stripped already, resume.pt of epoch 3), its epoch (2) in no
+    intact checkpoint: finishing the run raises instead of writing a summary that points at the torn file;
+    the extension the message advises sets the torn file aside and trains on."""
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    make_best(run_dir, 2)
+    (run_dir / "weights" / "epoch002.pt").unlink()
+    torn_best(run_dir, "epoch001.pt")
+    for summary in (run_dir / "summary.json", run_dir / "weights" / "summary.json"):
+        summary.unlink()
+
+    with pytest.raises(XrayDetError) as caught:
+        resume_training(run_dir)
+
+    message = str(caught.value)
+    assert f"{run_dir / 'weights' / 'best.pt'} is torn" in message
+    assert "lost: the weights of its best epoch (2)" in message
+    assert "intact: weights/resume.pt (epoch 3)" in message
+    assert f"`xraydet train --resume {run_dir} --epochs N` (N above 3)" in message
+    assert not (run_dir / "summary.json").exists() and len(script.calls) == 1
+
+    extended = resume_training(run_dir, epochs=4)
+
+    assert extended.status == "completed" and script.calls[-1]["epochs"] == [4]
+    assert extended.best_weights is None and (run_dir / "weights" / "best.pt.torn").is_file()
+
+
+# --- the command line ---
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--run-dir", "elsewhere"], ["job.yaml"], ["--set", "epochs=5"]],
+    ids=["run-dir", "job-file", "set"],
+)
+def test_resume_refuses_the_options_of_a_new_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str]
+) -> None:
+    """A resume continues the run in its own folder with its own job.yaml: ``--run-dir`` (like a job file or
+    ``--set``) would be silently ignored, so it is refused before anything is resumed."""
+    from typer.testing import CliRunner
+
+    import xraydet.training
+    from xraydet.cli.main import app
+
+    resumed: list[Path] = []
+    monkeypatch.setattr(xraydet.training, "resume_training", lambda run, epochs=None: resumed.append(run))
+    monkeypatch.chdir(tmp_path)
+
+    result = CliRunner().invoke(app, ["train", "--resume", "run", *extra])
+
+    assert isinstance(result.exception, XrayDetError), result.output
+    option = {"--run-dir": "--run-dir", "--set": "--set"}.get(extra[0], "job file")
+    assert option in str(result.exception) and resumed == []
+
+
 # --- the same against Ultralytics (tiny CPU trainings) ---
 
 
@@ -583,3 +734,27 @@ def test_real_timeout_in_the_last_epoch_killed_before_the_summary(
 
     assert (again.status, again.stop_reason) == (first.status, first.stop_reason)
     assert again.history == first.history and load_run_result(run_dir) == again
+
+
+@pytest.mark.slow
+def test_real_best_pt_torn_before_the_summary_is_restored_from_its_epochs_checkpoint(
+    tiny_data: Path, mlflow_home: Path, tmp_path: Path
+) -> None:
+    """Against Ultralytics' own checkpoints (their best fitness checked too): a best.pt torn by a kill before
+    the summary is replaced by the intact checkpoint of its epoch, which YOLO loads."""
+    from ultralytics import YOLO
+
+    body = tiny_job(tiny_data, epochs=2, gate={"enabled": False}, red_flags=NO_FLAGS)
+    run_dir = tmp_path / "run"
+    first = run_training(job_from_dict(body), run_dir)
+    assert first.status == "completed" and first.best_weights is not None, first.stop_reason
+    (run_dir / "summary.json").unlink()
+    best = run_dir / "weights" / "best.pt"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 3])
+
+    again = resume_training(run_dir)
+
+    assert (again.status, again.best_weights, again.best_epoch) == ("completed", best, first.best_epoch)
+    held = torch.load(best, map_location="cpu", weights_only=False)
+    assert held["epoch"] + 1 == first.best_epoch and held["best_fitness"] == held["train_metrics"]["fitness"]
+    YOLO(str(best))

@@ -44,6 +44,11 @@ def train(
     if resume is not None:
         if job_file is not None or set_:
             raise ConfigError("--resume continues a run with its own job.yaml; drop the job file and --set")
+        if run_dir is not None:
+            raise ConfigError(
+                f"--resume continues the run in its own folder ({resume}); drop --run-dir, which only names "
+                "the folder of a new run"
+            )
         result = resume_training(resume, epochs=epochs)
     else:
         if job_file is None:

@@ -174,9 +174,14 @@ def split_dataset(
     if out.exists() and not overwrite:
         raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
     ds = load_dataset(source)
-    pool: list[tuple[str, Path]] = sorted(
-        {(split, img) for split in ds.splits for img in ds.images(split)}, key=lambda t: (str(t[1]), t[0])
-    )
+    pool: list[tuple[str, Path]] = []
+    seen: set[Path] = set()  # an image two splits list (train and val naming one folder) is pooled once
+    for src_split, img in sorted(
+        {(s, i) for s in ds.splits for i in ds.images(s)}, key=lambda t: (str(t[1]), t[0])
+    ):
+        if img.resolve() not in seen:
+            seen.add(img.resolve())
+            pool.append((src_split, img))
     rows = [
         read_label_file(label_path_for(img)) if label_path_for(img).exists() else np.zeros((0, 5))
         for _, img in pool

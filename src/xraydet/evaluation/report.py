@@ -131,7 +131,7 @@ def load_report(path: str | Path) -> EvalReport:
         )
     try:
         return EvalReport.model_validate(json.loads(file.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, ValidationError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as err:
         raise XrayDetError(f"{file}: not a valid evaluation report ({err})") from err
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xraydet.errors import XrayDetError
 from xraydet.structures import Detections
 from xraydet.ultralytics_env import pil_open
 
@@ -34,6 +35,15 @@ class Predictor(ABC):
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as an RGB ``uint8`` array (grey and RGBA scans are converted)."""
-    with pil_open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    """Read an image file as an RGB ``uint8`` array (grey and RGBA scans are converted).
+
+    A missing file raises ``FileNotFoundError``; one PIL cannot read (not an image, truncated, corrupt) an
+    :class:`~xraydet.errors.XrayDetError` naming it, since PIL's own errors often do not.
+    """
+    try:
+        with pil_open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (FileNotFoundError, MemoryError):
+        raise
+    except Exception as err:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error ...
+        raise XrayDetError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err

@@ -263,9 +263,9 @@ def run_gate(ctx: StepContext, params: GateParams) -> StepResult:
     from xraydet.evaluation.gate import check_gate
     from xraydet.io import atomic_write_json
 
-    evaluation = ctx.state.records.get(params.evaluation)
-    if evaluation is None or evaluation.status != "done":
-        raise StepFailed(f"the gate needs step '{params.evaluation}' to have run")
+    evaluation = ctx.record_on_this_walk(params.evaluation)
+    if evaluation is None:
+        raise StepFailed(f"the gate needs step '{params.evaluation}' to have run on this path of the plan")
     policy = gate_policy(ctx, params)
     review_dir = ctx.resolve_path(params.review_dir) if params.review_dir else None
     result = check_gate(Path(evaluation.outputs["report_dir"]), policy, review_dir=review_dir)
@@ -324,9 +324,12 @@ def run_deploy(ctx: StepContext, params: DeployParams) -> StepResult:
     from xraydet.registry import champion, promote, register_model
     from xraydet.registry.store import report_tags, set_version_tags
 
-    evaluation, gate = ctx.state.records.get(params.evaluation), ctx.state.records.get(params.gate)
-    if evaluation is None or evaluation.status != "done" or gate is None or gate.status != "done":
-        raise StepFailed(f"deploy needs steps '{params.evaluation}' and '{params.gate}' to have run")
+    evaluation, gate = ctx.record_on_this_walk(params.evaluation), ctx.record_on_this_walk(params.gate)
+    if evaluation is None or gate is None:
+        raise StepFailed(
+            f"deploy needs steps '{params.evaluation}' and '{params.gate}' to have run on this path of "
+            "the plan"
+        )
     retry = ctx.previous is not None and ctx.previous.status != "done" and ctx.previous.outputs.get("version")
     weights = Path(evaluation.outputs["weights"])
     if retry:  # a retry after an interruption does not register the same model twice

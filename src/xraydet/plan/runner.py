@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from xraydet.io import atomic_write_text, atomic_write_yaml
+from xraydet.io import TextDecodeError, atomic_write_text, atomic_write_yaml, decode_text
 from xraydet.plan.schema import Plan, PlanError, PlannedStep, parse_plan
 from xraydet.plan.state import (
     PLAN_SNAPSHOT,
@@ -136,7 +136,29 @@ def load_snapshot(state_dir: Path, base_dir: str | Path | None = None) -> Plan:
         )
     if base_dir is None and (state_dir / STATE_FILE).is_file():
         base_dir = load_state(state_dir).base_dir
-    return parse_plan(yaml.safe_load(path.read_text(encoding="utf-8")), path, base_dir=base_dir)
+    try:
+        raw = yaml.safe_load(decode_text(path.read_bytes(), path))
+    except TextDecodeError as err:
+        raise _damaged_snapshot(state_dir, f"not UTF-8 text (byte {err.offset}) at line {err.line}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise _damaged_snapshot(state_dir, f"not valid YAML{line}: {getattr(err, 'problem', err)}") from err
+    if not isinstance(raw, dict):
+        raise _damaged_snapshot(state_dir, "not a plan mapping")
+    return parse_plan(raw, path, base_dir=base_dir)
+
+
+def _damaged_snapshot(state_dir: Path, problem: str) -> PlanError:
+    """A snapshot xraydet wrote that no longer reads: say which file and how to get going again."""
+    return PlanError(
+        [
+            f"{PLAN_SNAPSHOT} is damaged ({problem}); it is xraydet's own copy of the plan this state dir "
+            f"runs: restore it from a backup, or remove {state_dir} and start again with "
+            "`xraydet plan run PLAN`"
+        ],
+        state_dir,
+    )
 
 
 def _walk(
@@ -161,9 +183,11 @@ def _lock(state_dir: Path) -> Iterator[None]:
     if lock.is_file():
         try:
             pid = int(lock.read_text(encoding="utf-8").strip())
+            if pid <= 0:  # never a holder's: os.kill reads 0 as our process group, -1 as every process
+                raise ProcessLookupError(pid)
             os.kill(pid, 0)
             alive = pid != os.getpid()
-        except (ValueError, ProcessLookupError):
+        except (ValueError, OverflowError, ProcessLookupError):  # garbage, a pid beyond C's int, gone
             alive = False
         except PermissionError:  # the process exists but belongs to someone else
             alive = True
@@ -204,7 +228,10 @@ def _walk_locked(
                 stale = True
                 record = _execute(plan, step, state, state_dir, emit)
             fallthrough = steps[position + 1].id if position + 1 < len(steps) else END
-            others = {k: r.outcome for k, r in state.records.items() if r.status == "done"}
+            # only steps this walk reached: a record an earlier run left done, on a path not taken now (or
+            # not reached yet), would make the replay decide differently from the run it replays
+            walked = [*state.trail, step.id]
+            others = {k: state.records[k].outcome for k in walked if state.records[k].status == "done"}
             decision = decide(step.transitions, record.outcome, others, fallthrough)
             record.transition = decision
             state.trail.append(step.id)

@@ -101,7 +101,7 @@ def load_state(state_dir: str | Path) -> PlanState:
             [f"no plan state here ({STATE_FILE} missing); start one with `xraydet plan run PLAN`"], state_dir
         )
     try:
-        return PlanState.model_validate_json(path.read_text(encoding="utf-8"))
+        return PlanState.model_validate_json(path.read_bytes())  # bytes: bad UTF-8 is a ValidationError too
     except ValidationError as err:
         raise PlanError([f"{STATE_FILE} is damaged: {err.errors()[0]['msg']}"], state_dir) from err
 

@@ -171,17 +171,29 @@ class StepContext:
         name = ref[1:]
         if name in self.plan.datasets:
             return self.resolve_path(self.plan.datasets[name])
-        record = self.state.records.get(name)
-        if record is None or record.status != "done":
-            raise StepFailed(f"{self.step.where}: '{ref}' refers to step '{name}', which has not run yet")
+        record = self.record_on_this_walk(name)
+        if record is None:
+            raise StepFailed(
+                f"{self.step.where}: '{ref}' refers to step '{name}', which has not run yet on this path "
+                "of the plan"
+            )
         produced = record.outputs.get("data_yaml") or record.outputs.get("dataset")
         if not produced:
             raise StepFailed(f"{self.step.where}: step '{name}' produced no data set to use as '{ref}'")
         return Path(produced)
 
     def outcome(self, step_id: str) -> dict[str, Any]:
-        record = self.state.records.get(step_id)
+        record = self.record_on_this_walk(step_id)
         return record.outcome if record else {}
+
+    def record_on_this_walk(self, step_id: str) -> StepRecord | None:
+        """``step_id``'s record if it finished on the current walk, else None.
+
+        A record an earlier session left done on a path this walk did not take (or has not reached yet) is
+        not used: a resume must do what a fresh run of the same path does, never pick up a stale output.
+        """
+        record = self.state.records.get(step_id)
+        return record if step_id in self.trail and record is not None and record.status == "done" else None
 
     def done_on_this_walk(self, kind: str) -> list[StepRecord]:
         """Finished records of ``kind`` reached on the current path through the plan, in order."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from xraydet.config import read_utf8_text
+from xraydet.config import read_yaml_mapping
 from xraydet.errors import ConfigError, XrayDetError
 from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
 from xraydet.training.history import is_validated
@@ -79,12 +79,10 @@ def build_job(ctx: StepContext, params: TrainParams) -> Any:
 
     raw = dict(params.job)
     if params.job_file:
-        import yaml
-
         path = ctx.resolve_path(params.job_file)
         if not path.is_file():
             raise ConfigError(f"{ctx.step.where}.job_file: {path} not found")
-        base = yaml.safe_load(read_utf8_text(path)) or {}
+        base = read_yaml_mapping(path, "job", example="model: yolov8n.yaml")  # errors name the file (line)
         raw = {**base, **raw}
     if isinstance(raw.get("data"), str):
         raw["data"] = str(ctx.resolve_data(raw["data"]))

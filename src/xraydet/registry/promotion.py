@@ -1,7 +1,7 @@
 """Whether a candidate may replace the champion: pure decisions on evaluation reports and gate results.
 
-Nothing here touches MLflow or the disk. :func:`xraydet.registry.store.promote` evaluates the candidate and
-the champion on the same images, then asks :func:`decide` what to do.
+Nothing here touches MLflow or the disk. :func:`xraydet.registry.lifecycle.promote` evaluates the candidate
+and the champion on the same images, then asks :func:`decide` what to do.
 
 The rules:
 

@@ -73,17 +73,38 @@ class ApiClient:
             raise ApiError(
                 f"{self.api_url}/health answered {resp.status_code} with non-JSON content"
             ) from err
+        if not isinstance(body, dict):
+            raise ApiError(
+                f"{self.api_url}/health answered {resp.status_code} with JSON that is not an object: "
+                f"{body!r:.200}; is this an xraydet API?"
+            )
         if body.get("status") != "healthy" or not body.get("model_loaded"):
             raise ApiError(f"API at {self.api_url} is up but not ready: {body}")
         return dict(body)
 
     def models(self) -> dict[str, Any] | None:
-        """``/v1/models``'s current model, or None for an API without that route (the seed's)."""
-        resp = self.client.get("/v1/models")
+        """``/v1/models``'s current model, or None for an API without that route (the seed's).
+
+        Raises:
+            ApiError: the API is unreachable or answered an error or something that is not a models body.
+        """
+        try:
+            resp = self.client.get("/v1/models")
+        except httpx.HTTPError as err:
+            raise ApiError(f"{self.api_url}/v1/models: request failed ({err})") from err
         if resp.status_code == 404:
             return None
-        resp.raise_for_status()
-        return resp.json().get("current")
+        if resp.status_code != 200:
+            raise ApiError(f"{self.api_url}/v1/models answered {resp.status_code}: {resp.text[:300]}")
+        try:
+            body = resp.json()
+        except ValueError as err:
+            raise ApiError(
+                f"{self.api_url}/v1/models answered 200 but not JSON: {resp.text[:200]!r}"
+            ) from err
+        if not isinstance(body, dict):
+            raise ApiError(f"{self.api_url}/v1/models answered 200 but not a JSON object: {body!r:.200}")
+        return body.get("current")
 
     def detect(
         self,
@@ -150,14 +171,14 @@ def _sample(images: list[Path], max_samples: int | None, seed: int) -> list[Path
     return sorted(random.Random(seed).sample(images, max_samples))
 
 
-def _first_label(image: Path) -> int | None:
+def _label_classes(image: Path) -> list[int]:
+    """The class ids of ``image``'s label lines, in file order (empty when it has no labels)."""
     from xraydet.data.dataset import label_path_for, read_label_file
 
     label = label_path_for(image)
     if not label.exists():
-        return None
-    rows = read_label_file(label)
-    return int(rows[0, 0]) if len(rows) else None
+        return []
+    return [int(c) for c in read_label_file(label)[:, 0]]
 
 
 def _is_threat(item: dict[str, Any], threat_names: set[str]) -> bool:
@@ -203,10 +224,12 @@ def run_api_test(
         ApiError: the API is down or has no model (checked before any image is sent).
     """
     from xraydet.data.dataset import load_dataset
+    from xraydet.evaluation.runner import negative_images
 
     ds = load_dataset(dataset)
     images = _sample(ds.images(split), max_samples, seed)
-    neg_images = load_dataset(negatives).images("val") if negatives is not None else []
+    # every image of the folder, whatever its layout, exactly as `xraydet eval --negatives` counts them
+    neg_images = negative_images([negatives]) if negatives is not None else []
     threat_names = {t.lower() for t in (ds.threats or ds.names)}
     errors: list[dict[str, str]] = []
     top_counts: Counter[str] = Counter()
@@ -226,11 +249,13 @@ def run_api_test(
             top = max(items, key=lambda it: it.get("confidence", 0.0)) if items else None
             if top is not None:
                 top_counts[str(top.get("name"))] += 1
-            first = _first_label(image)
-            if first is None:
+            classes = _label_classes(image)
+            if not classes:
                 continue
+            first = classes[0]
             true_name = ds.names[first] if first < len(ds.names) else str(first)
-            n_threat_images += ds.names[first].lower() in threat_names if first < len(ds.names) else 0
+            # any threat label counts, not only the first line's (an image may list a bottle before a knife)
+            n_threat_images += any(c < len(ds.names) and ds.names[c].lower() in threat_names for c in classes)
             per_total[true_name] += 1
             per_correct[true_name] += top is not None and top.get("name") == true_name
         for _, body in _detect_each(api, neg_images, conf, "threat-free images", errors, progress):

@@ -11,6 +11,11 @@ extension, ``batch`` for an OOM retry, ``save_dir``/``project``/``name`` for the
 Ultralytics resume from that copy. Its learning-rate schedule is a function of (epoch, epochs), so the
 remaining epochs follow the schedule of a run planned for the new total, as if it had been planned so from the
 start.
+
+``best.pt`` is written in place too (right after ``last.pt``, with the same bytes, in each epoch that matches
+the best fitness; again when ``final_eval`` strips it), so a kill can tear it. :func:`check_best_weights`
+loads it once when a run ends (and before a resume trains on) and restores a torn one from an intact
+checkpoint of the same epoch.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xraydet.errors import XrayDetError
 from xraydet.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 PREPARED = ".resume/from.pt"
+BEST = "best.pt"
+TORN = "best.pt.torn"  # a torn best.pt set aside by a resume that trains on
 
 
 @dataclass(frozen=True)
@@ -57,20 +65,104 @@ def checkpoint_info(path: Path) -> CheckpointInfo | None:
 
 def find_resume_checkpoint(run_dir: Path) -> CheckpointInfo | None:
     """The usable checkpoint of ``run_dir`` with the most epochs (``last.pt`` first on ties)."""
-    weights = Path(run_dir) / "weights"
-    candidates = [
-        weights / "last.pt",
-        weights / "resume.pt",
-        *sorted(weights.glob("epoch*.pt"), reverse=True),
-    ]
     best: CheckpointInfo | None = None
-    for path in candidates:
-        if not path.is_file():
-            continue
+    for path in _candidates(Path(run_dir) / "weights"):
         info = checkpoint_info(path)
         if info is not None and (best is None or info.epochs_done > best.epochs_done):
             best = info
     return best
+
+
+def _candidates(weights: Path) -> list[Path]:
+    """The checkpoints of ``weights/`` that may hold a resumable epoch, ``last.pt`` first."""
+    paths = [weights / "last.pt", weights / "resume.pt", *sorted(weights.glob("epoch*.pt"), reverse=True)]
+    return [path for path in paths if path.is_file()]
+
+
+def check_best_weights(run_dir: Path, best_epoch: int | None, *, set_aside: bool = False) -> Path | None:
+    """``weights/best.pt`` if it loads (None if there is none); a torn one is restored or refused.
+
+    A ``best.pt`` that does not load (a kill while Ultralytics wrote it) is replaced, atomically, by a copy of
+    an intact checkpoint (``last.pt``, ``resume.pt``, ``epochNNN.pt``) of ``best_epoch``, the best validated
+    epoch of ``results.csv``: Ultralytics wrote the same bytes to both. Such a copy keeps the optimizer state.
+
+    Raises:
+        XrayDetError: ``best.pt`` is torn and no intact checkpoint holds ``best_epoch``. With ``set_aside``
+            (a resume that trains on, which writes a new ``best.pt`` at the first epoch as good as the lost
+            one) it is renamed to ``best.pt.torn`` instead and None is returned.
+    """
+    run_dir = Path(run_dir)
+    best = run_dir / "weights" / BEST
+    if not best.is_file():
+        return None
+    try:
+        loaded = _load(best)
+    except Exception as err:  # a torn file raises anything from EOFError to pickle errors
+        error = f"{type(err).__name__}: {str(err).split('. ')[0][:160]}"
+    else:
+        if isinstance(loaded, dict):
+            return best
+        error = f"not a checkpoint ({type(loaded).__name__})"
+    source = _checkpoint_of_epoch(best.parent, best_epoch)
+    if source is not None:
+        atomic_write_bytes(best, source.read_bytes())
+        log.warning(
+            "%s was torn (%s): restored from %s, which holds the same epoch (%s)",
+            best,
+            error,
+            source.name,
+            best_epoch,
+        )
+        return best
+    if set_aside:
+        best.replace(best.with_name(TORN))
+        log.warning(
+            "%s was torn (%s) and no checkpoint holds its epoch (%s): set aside as %s; training on writes a "
+            "new best.pt at the first epoch at least as good",
+            best,
+            error,
+            best_epoch,
+            TORN,
+        )
+        return None
+    raise XrayDetError(_torn_best_message(run_dir, best, error, best_epoch))
+
+
+def _checkpoint_of_epoch(weights: Path, epoch: int | None) -> Path | None:
+    """An intact checkpoint of ``weights/`` written after ``epoch`` epochs whose bytes Ultralytics also
+    wrote to best.pt (its fitness was the best so far), if any."""
+    if epoch is None:
+        return None
+    for path in _candidates(weights):
+        info = checkpoint_info(path)
+        if info is None or info.epochs_done != epoch:
+            continue
+        ckpt = _load(path)
+        fitness = (ckpt.get("train_metrics") or {}).get("fitness")
+        if fitness is not None and ckpt.get("best_fitness") is not None and fitness != ckpt["best_fitness"]:
+            continue  # not a best epoch after all (results.csv rounds its figures)
+        return path
+    return None
+
+
+def _torn_best_message(run_dir: Path, best: Path, error: str, best_epoch: int | None) -> str:
+    newest = find_resume_checkpoint(run_dir)
+    lost = f"the weights of its best epoch ({best_epoch})" if best_epoch else "the weights of its best epoch"
+    head = (
+        f"{best} is torn ({error}), likely by a kill while Ultralytics wrote it; lost: {lost}, which no "
+        "intact checkpoint in weights/ holds"
+    )
+    if newest is None:
+        return (
+            f"{head}; no other checkpoint is intact either (last.pt, resume.pt, epochNNN.pt missing, torn or "
+            "stripped): start a new run"
+        )
+    return (
+        f"{head}; intact: weights/{newest.path.name} (epoch {newest.epochs_done}). Use its weights instead "
+        f"of best.pt, or train on with `xraydet train --resume {run_dir} --epochs N` (N above "
+        f"{newest.epochs_done}), which sets the torn file aside as weights/{TORN} and writes a new best.pt "
+        "at the first epoch at least as good as the lost one"
+    )
 
 
 def prepare_resume_checkpoint(

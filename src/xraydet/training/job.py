@@ -33,7 +33,7 @@ from pydantic import (
 
 from xraydet.config import number_from_text, read_yaml_mapping
 from xraydet.errors import ConfigError
-from xraydet.training.history import check_record_key
+from xraydet.training.history import METRIC_KEYS, check_record_key
 
 SEED_KEYS = {
     "MODEL_NAME": "model",
@@ -144,6 +144,18 @@ class GateConfig(BaseModel):
         return 100 if epochs >= 200 else max(1, math.ceil(epochs / 2))
 
     _metric = field_validator("metric")(known_metrics_when_on)
+
+    @field_validator("metric")
+    @classmethod
+    def _higher_is_better(cls, value: str, info: ValidationInfo) -> str:
+        # the gate continues above one threshold and stops below the other: on a loss it would stop the
+        # runs that learn and keep the ones that do not
+        if info.data.get("enabled", True) and value not in METRIC_KEYS:
+            raise ValueError(
+                f"'{value}' is not a metric where higher is better; the gate continues at or above "
+                f"continue_above and stops below stop_below, so use one of {', '.join(METRIC_KEYS)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> GateConfig:
@@ -387,7 +399,13 @@ def _split_ultralytics_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
     ours = set(TrainJob.model_fields)
     valid = ultralytics_train_keys()
     out: dict[str, Any] = {}
-    overrides = dict(raw.get("overrides") or {})
+    given = raw.get("overrides") or {}
+    if not isinstance(given, dict):
+        raise ConfigError(
+            f"{where}: key 'overrides': expected a mapping of Ultralytics train arguments (e.g. "
+            f"'overrides: {{lr0: 0.001}}'), got {type(given).__name__}"
+        )
+    overrides = dict(given)
     for key, value in raw.items():
         if key in ours:
             out[key] = value

@@ -11,7 +11,9 @@ used, or verdicts of an epoch that never ended) makes the hooks forget the epoch
 ``action: stop``; not a timeout) stays stopped on a plain resume: it is finished as ``stopped`` without
 training. Pass ``epochs`` to train on anyway. A run killed after its last epoch's checkpoint but before its
 summary (in Ultralytics' final validation, say) is only finished: its summary is written, with the status it
-would have ended with.
+would have ended with. A ``best.pt`` torn by the kill is restored from an intact checkpoint of its epoch; if
+none holds it, finishing raises, and a resume that trains on sets it aside (see
+:func:`~xraydet.training.checkpoint_files.check_best_weights`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ import yaml
 
 from xraydet.errors import XrayDetError
 from xraydet.io import atomic_write_yaml
-from xraydet.training.checkpoint_files import find_resume_checkpoint, prepare_resume_checkpoint
+from xraydet.training.checkpoint_files import (
+    check_best_weights,
+    find_resume_checkpoint,
+    prepare_resume_checkpoint,
+)
 from xraydet.training.history import read_results_csv, truncate_results_csv
 from xraydet.training.job import job_from_dict
 from xraydet.training.state import RunState
-from xraydet.training.summary import RunResult, load_run_result
+from xraydet.training.summary import RunResult, best_record, load_run_result
 from xraydet.training.trainer import execute, judged_epoch, rewind_hooks, stop_verdict_on_record
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,9 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
             "%s already has all %d epochs; nothing to resume (pass epochs to extend it)", run_dir, planned
         )
         return load_run_result(run_dir)
+    # before training on moves last.pt past it: the checkpoint a torn best.pt is restored from
+    best = best_record(trained)
+    check_best_weights(run_dir, int(best["epoch"]) if best else None, set_aside=True)
     raw["epochs"] = planned
     job = job_from_dict(raw, where=str(job_file))
     if epochs is not None:  # the run now aims at the new total; a later plain resume keeps it

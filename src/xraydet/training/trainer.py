@@ -26,9 +26,13 @@ from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
 
-from xraydet.errors import ConfigError
+from xraydet.errors import ConfigError, XrayDetError
 from xraydet.io import atomic_write_yaml
-from xraydet.training.checkpoint_files import find_resume_checkpoint, prepare_resume_checkpoint
+from xraydet.training.checkpoint_files import (
+    check_best_weights,
+    find_resume_checkpoint,
+    prepare_resume_checkpoint,
+)
 from xraydet.training.history import is_validated, read_results_csv, truncate_results_csv
 from xraydet.training.hooks import (
     DecisionGate,
@@ -145,7 +149,9 @@ def run_training(job: TrainJob, run_dir: Path | None = None) -> RunResult:
     """Train ``job`` into ``run_dir`` (a new folder under ``runs/train/`` by default) and return its result.
 
     Input errors raise :class:`~xraydet.errors.ConfigError` before anything starts; failures during training
-    are returned as ``status="failed"`` with the reason (the summary is written either way).
+    are returned as ``status="failed"`` with the reason (the summary is written either way). A ``best.pt``
+    that does not load at the end is restored from a checkpoint of its epoch, or raises
+    :class:`~xraydet.errors.XrayDetError` (no summary then; see :func:`check_best_weights`).
 
     Example:
         >>> result = run_training(load_job("examples/jobs/smoke.yaml"))  # doctest: +SKIP
@@ -268,7 +274,12 @@ def execute(
         state.wall_time_s += time.monotonic() - t0
         state.hooks = hooks.state_dict()
         state.save(run_dir)
-        result = _result(run_dir, state, status, reason, ctx.epochs, mlflow.run_id)
+        try:
+            result = _result(run_dir, state, status, reason, ctx.epochs, mlflow.run_id)
+        except XrayDetError as err:  # a torn best.pt nothing restores: no summary points at it
+            mlflow.set_tags({"xraydet.stop_reason": str(err)})
+            mlflow.finish("failed")
+            raise
         for record in result.history:  # epochs replayed after a kill or redone after an OOM retry
             if record["epoch"] not in state.mlflow_epochs:
                 _log_epoch(mlflow, state, record)
@@ -477,7 +488,7 @@ def _result(
         stop_reason=reason,
         epochs_completed=int(history[-1]["epoch"]) if history else 0,
         epochs_planned=epochs,
-        best_weights=weights / "best.pt" if (weights / "best.pt").is_file() else None,
+        best_weights=check_best_weights(run_dir, int(best["epoch"]) if best else None),
         last_weights=weights / "last.pt" if (weights / "last.pt").is_file() else None,
         final_metrics=metrics_of(last_validated) if last_validated else {},
         best_metrics=metrics_of(best) if best else {},

@@ -36,8 +36,12 @@ def read_records(report_dir: Path) -> list[dict[str, Any]]:
     path = report_dir / PREDICTIONS_JSONL
     if not path.is_file():
         raise XrayDetError(f"{path}: missing; re-run `xraydet eval ... --out {report_dir}`")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise XrayDetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 records.append(json.loads(line))

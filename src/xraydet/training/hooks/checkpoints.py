@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from xraydet.training.hooks.base import HookBase, TrainContext, register_hook
 
@@ -29,7 +31,7 @@ class PeriodicCheckpoint(HookBase):
 
     name = "checkpoints"
 
-    def __init__(self, every: int = 10) -> None:
+    def __init__(self, every: Annotated[int, Field(ge=0)] = 10) -> None:
         self.every = every
         self.saved: list[str] = []
 

@@ -10,9 +10,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from xraydet.training.history import RecordKey, is_validated
+from pydantic import AfterValidator, Field
+
+from xraydet.training.history import METRIC_KEYS, RecordKey, is_validated
 from xraydet.training.hooks.base import Decision, HookBase, TrainContext, Verdict, register_hook
 
 
@@ -30,6 +32,15 @@ def decide(value: float, continue_above: float, stop_below: float) -> tuple[Deci
     return "warn", f"{stop_below} <= {value:.4f} < {continue_above}: continue, may still reach the target"
 
 
+def _higher_is_better(metric: str) -> str:
+    if metric not in METRIC_KEYS:
+        raise ValueError(
+            f"'{metric}' is not a metric where higher is better; the gate continues at or above "
+            f"continue_above and stops below stop_below, so use one of {', '.join(METRIC_KEYS)}"
+        )
+    return metric
+
+
 @register_hook
 class DecisionGate(HookBase):
     """Fires once, at ``decision_epoch`` (1-based), on ``metric`` of that epoch's validation."""
@@ -38,12 +49,14 @@ class DecisionGate(HookBase):
 
     def __init__(
         self,
-        decision_epoch: int = 100,
+        decision_epoch: Annotated[int, Field(ge=1)] = 100,
         continue_above: float = 0.40,
         stop_below: float = 0.30,
-        metric: RecordKey = "map50",
+        metric: Annotated[RecordKey, AfterValidator(_higher_is_better)] = "map50",
         on_stop: Literal["stop", "warn"] = "stop",
     ) -> None:
+        if stop_below > continue_above:  # as gate.stop_below / gate.continue_above in a job
+            raise ValueError(f"stop_below ({stop_below}) must not exceed continue_above ({continue_above})")
         self.decision_epoch = decision_epoch
         self.continue_above = continue_above
         self.stop_below = stop_below

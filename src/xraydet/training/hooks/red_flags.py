@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from xraydet.training.history import RecordKey, is_validated
 from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
@@ -152,9 +153,9 @@ class OscillationFlag(_Flag):
     def __init__(
         self,
         metrics: Sequence[RecordKey] = ("map50", "val_loss"),
-        window: int = 10,
-        min_sign_change_ratio: float = 0.6,
-        min_rel_amplitude: float = 0.05,
+        window: Annotated[int, Field(ge=3)] = 10,
+        min_sign_change_ratio: Annotated[float, Field(ge=0, le=1)] = 0.6,
+        min_rel_amplitude: Annotated[float, Field(ge=0)] = 0.05,
         action: Action = "warn",
     ) -> None:
         super().__init__(action)
@@ -193,15 +194,16 @@ class OscillationFlag(_Flag):
 
 @register_hook
 class PlateauFlag(_Flag):
-    """No new best of ``metric`` (by more than ``min_delta``) for ``patience`` epochs."""
+    """No new best of ``metric`` (by more than ``min_delta``) for ``patience`` epochs; for a loss
+    (``*_loss``) the best is the lowest value."""
 
     name = "plateau"
 
     def __init__(
         self,
         metric: RecordKey = "map50",
-        patience: int = 20,
-        min_delta: float = 0.001,
+        patience: Annotated[int, Field(ge=1)] = 20,
+        min_delta: Annotated[float, Field(ge=0)] = 0.001,
         action: Action = "warn",
     ) -> None:
         super().__init__(action)
@@ -216,7 +218,10 @@ class PlateauFlag(_Flag):
         if len(points) <= self.patience:
             return None
         values = [v for _, (v,) in points]
-        stale = epochs_since_best(values, self.min_delta)  # in validations
+        lower_is_better = self.metric.endswith("_loss")
+        stale = epochs_since_best(  # in validations
+            [-v for v in values] if lower_is_better else values, self.min_delta
+        )
         best_epoch, best = points[len(points) - 1 - stale][0], values[len(values) - 1 - stale]
         reason = (
             f"{self.metric} has not improved for {stale} validations since epoch {best_epoch} "
@@ -239,7 +244,12 @@ class OverfitFlag(_Flag):
 
     name = "overfitting"
 
-    def __init__(self, window: int = 10, min_val_rise: float = 0.02, action: Action = "warn") -> None:
+    def __init__(
+        self,
+        window: Annotated[int, Field(ge=3)] = 10,
+        min_val_rise: Annotated[float, Field(ge=0)] = 0.02,
+        action: Action = "warn",
+    ) -> None:
         super().__init__(action)
         self.window = window
         self.min_val_rise = min_val_rise
@@ -290,7 +300,11 @@ class LoaderStarvedFlag(_Flag):
     name = "loader_starved"
 
     def __init__(
-        self, window: int = 5, max_wait_frac: float = 0.25, advice: str = "", action: Action = "warn"
+        self,
+        window: Annotated[int, Field(ge=2)] = 5,
+        max_wait_frac: Annotated[float, Field(gt=0, le=1)] = 0.25,
+        advice: str = "",
+        action: Action = "warn",
     ) -> None:
         super().__init__(action)
         self.window = window

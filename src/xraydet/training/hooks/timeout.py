@@ -12,7 +12,9 @@ re-submitted job would; a CUDA out-of-memory retry inside the process does not (
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from xraydet.training.history import is_validated
 from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
@@ -22,7 +24,7 @@ from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, registe
 class Timeout(HookBase):
     name = "timeout"
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: Annotated[float, Field(gt=0)]) -> None:
         self.timeout_s = float(timeout_s)
         self.epoch_times: list[float] = []
         self._epoch_start = 0.0
