@@ -67,17 +67,7 @@ class ApiClient:
             raise ApiError(
                 f"API at {self.api_url} is not reachable ({err}); is `xraydet serve` running?"
             ) from err
-        try:
-            body = resp.json()
-        except ValueError as err:
-            raise ApiError(
-                f"{self.api_url}/health answered {resp.status_code} with non-JSON content"
-            ) from err
-        if not isinstance(body, dict):
-            raise ApiError(
-                f"{self.api_url}/health answered {resp.status_code} with JSON that is not an object: "
-                f"{body!r:.200}; is this an xraydet API?"
-            )
+        body = self._json_object(resp, "/health")
         if body.get("status") != "healthy" or not body.get("model_loaded"):
             raise ApiError(f"API at {self.api_url} is up but not ready: {body}")
         return dict(body)
@@ -96,15 +86,18 @@ class ApiClient:
             return None
         if resp.status_code != 200:
             raise ApiError(f"{self.api_url}/v1/models answered {resp.status_code}: {resp.text[:300]}")
+        return self._json_object(resp, "/v1/models").get("current")
+
+    def _json_object(self, resp: httpx.Response, route: str) -> dict[str, Any]:
+        """``resp``'s body as a JSON object, or :class:`ApiError` naming the route and what came instead."""
+        where = f"{self.api_url}{route} answered {resp.status_code}"
         try:
             body = resp.json()
         except ValueError as err:
-            raise ApiError(
-                f"{self.api_url}/v1/models answered 200 but not JSON: {resp.text[:200]!r}"
-            ) from err
+            raise ApiError(f"{where} with non-JSON content: {resp.text[:200]!r}") from err
         if not isinstance(body, dict):
-            raise ApiError(f"{self.api_url}/v1/models answered 200 but not a JSON object: {body!r:.200}")
-        return body.get("current")
+            raise ApiError(f"{where} with JSON that is not an object: {body!r:.200}; is this an xraydet API?")
+        return body
 
     def detect(
         self,
