@@ -354,6 +354,28 @@ def test_nan_flag_on_epoch_losses_and_warn_mode() -> None:
     assert "train_loss" in verdicts[0].reason
 
 
+def test_nan_flag_warns_once_per_episode_and_re_arms_after_a_finite_epoch() -> None:
+    """With ``warn``, a run Ultralytics recovers from may blow up again: that second episode warns too, but
+    the NaN batches of one episode warn once, and an epoch with a NaN batch does not end it."""
+    flag, nan = NanLossFlag(action="warn"), math.nan
+    ctx = TrainContext(run_dir=Path("."), epochs=9)
+    # epoch: (batch losses, the epoch's train_loss)
+    epochs = {1: ([2.0, 1.9], 1.95), 2: ([1.8, nan, nan], nan), 3: ([nan, 1.7], nan), 4: ([1.6, nan], 1.6),
+              5: ([nan, 1.5], 1.5), 6: ([1.5, 1.4], 1.45), 7: ([nan, nan], nan), 8: ([1.3], 1.3)}  # fmt: skip
+    verdicts: list[Verdict] = []
+    for epoch, (batches, train_loss) in epochs.items():
+        ctx.epoch = epoch
+        for i, loss in enumerate(batches):
+            ctx.batch_index, ctx.loss = i, loss
+            verdicts += HookList([flag]).call("after_batch", ctx)
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": 2.0}
+        ctx.history.append(record)
+        verdicts += HookList([flag]).call("after_fit_epoch", ctx, record)
+    fired = [(v.epoch, v.values.get("batch"), v.decision) for v in verdicts]
+    assert fired == [(2, 1, "warn"), (7, 0, "warn")]  # batch 1 of epoch 2, batch 0 of epoch 7
+    assert not flag.active["nan"]  # epoch 8 ended the second episode
+
+
 # --- checkpoints, timeout ---
 
 

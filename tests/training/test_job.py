@@ -279,6 +279,19 @@ def test_set_overrides_parse_yaml_and_reach_into_sections(tmp_path: Path, data_y
         apply_sets({}, ["epochs"])
 
 
+def test_set_reads_bare_numeric_text_as_a_number_and_quoted_text_as_text(
+    tmp_path: Path, data_yaml: Path
+) -> None:
+    """YAML 1.1 reads ``1e-3`` as text: typed bare it is a number; quoted, any value stays text, so a text
+    field can be given ``2026`` or ``1e3``, which bare would be numbers (and refused as names)."""
+    path = write_job(tmp_path, {"data": "data.yaml"})
+    job = load_job(path, ["lr0=1e-3", "epochs=1e1", "name='2026'", 'experiment="1e3"'])
+    assert (job.overrides["lr0"], job.epochs, job.name, job.experiment) == (0.001, 10, "2026", "1e3")
+    with pytest.raises(ConfigError, match=r"key 'name': Input should be a valid string"):
+        load_job(path, ["name=2026"])
+    assert apply_sets({}, ["x=1e3", "y='1e3'", "z=007"]) == {"x": 1000.0, "y": "1e3", "z": 7}
+
+
 @pytest.mark.parametrize(
     ("epochs", "explicit", "expected"),
     [(200, None, 100), (300, None, 100), (199, None, 100), (100, None, 50), (3, None, 2), (2, None, 1),

@@ -422,7 +422,15 @@ def _split_ultralytics_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides (values parsed as YAML; dotted keys reach into sections)."""
+    """Apply ``key=value`` overrides (values parsed as YAML; dotted keys reach into sections).
+
+    Unquoted numeric text is a number (``lr0=1e-3``, which YAML 1.1 reads as text); quoted text stays text
+    (``name='2026'``, in a shell ``--set "name='2026'"``), as in YAML.
+
+    Example:
+        >>> apply_sets({}, ["lr0=1e-3", "name='2026'", "gate.metric=map50"])
+        {'lr0': 0.001, 'name': '2026', 'gate': {'metric': 'map50'}}
+    """
     out = dict(raw)
     for item in sets:
         key, sep, text = item.partition("=")
@@ -432,7 +440,8 @@ def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {key}: value is not valid YAML: {err}") from err
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as text; a user typing it means a number
+        quoted = text.strip()[:1] in ("'", '"')
+        if isinstance(value, str) and not quoted:  # YAML 1.1 reads 1e-3 as text; typed bare, it is a number
             value = number_from_text(value)
         node = out
         parts = key.strip().split(".")

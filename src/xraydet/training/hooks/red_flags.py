@@ -11,7 +11,8 @@
   would buy epochs.
 
 Each measurement is a pure function, unit-tested on recorded histories; the hooks fire when a condition
-becomes true (once per episode, re-armed when it clears) and log the epoch and the numbers.
+becomes true (once per episode, re-armed when it clears: the NaN flag by an epoch whose losses are all
+finite, the loader flag only by a new training attempt) and log the epoch and the numbers.
 
 The metric flags judge validated epochs only: with ``val_every`` N > 1, ``window`` and ``patience`` count
 validations (N epochs apart), and their messages name the epochs the numbers came from.
@@ -119,21 +120,30 @@ class _Flag(HookBase):
 
 @register_hook
 class NanLossFlag(_Flag):
-    """A NaN or infinite loss, in a batch or in an epoch's train/val losses: stops at once by default."""
+    """A NaN or infinite loss, in a batch or in an epoch's train/val losses: stops at once by default.
+
+    With ``action="warn"`` it warns once per episode: the first NaN batch or epoch warns, and an epoch with
+    no NaN batch whose losses are all finite (Ultralytics recovered) re-arms it.
+    """
 
     name = "nan_loss"
 
     def __init__(self, action: Action = "stop") -> None:
         super().__init__(action)
+        self._nan_batch_epoch: int | None = None  # the last epoch with a NaN batch
 
     def after_batch(self, ctx: TrainContext) -> Verdict | None:
         if ctx.loss is None or math.isfinite(ctx.loss):
             return None
+        self._nan_batch_epoch = ctx.epoch
         return self._nan_verdict(ctx, {"loss": ctx.loss, "batch": ctx.batch_index}, "training loss")
 
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
-        bad = {k: v for k, v in record.items() if k.endswith("_loss") and not math.isfinite(float(v))}
+        losses = {k: v for k, v in record.items() if k.endswith("_loss")}
+        bad = {k: v for k, v in losses.items() if not math.isfinite(float(v))}
         if not bad:
+            if losses and self._nan_batch_epoch != ctx.epoch:
+                self.active["nan"] = False  # a finite epoch ends the episode
             return None
         return self._nan_verdict(ctx, bad, ", ".join(sorted(bad)))
 
