@@ -33,7 +33,8 @@ from pydantic import (
 
 from xraydet.config import number_from_text, read_yaml_mapping
 from xraydet.errors import ConfigError
-from xraydet.training.history import METRIC_KEYS, check_record_key
+from xraydet.training.history import check_record_key
+from xraydet.training.hooks.decision_gate import check_gate_metric, check_gate_thresholds
 
 SEED_KEYS = {
     "MODEL_NAME": "model",
@@ -147,22 +148,13 @@ class GateConfig(BaseModel):
 
     @field_validator("metric")
     @classmethod
-    def _higher_is_better(cls, value: str, info: ValidationInfo) -> str:
-        # the gate continues above one threshold and stops below the other: on a loss it would stop the
-        # runs that learn and keep the ones that do not
-        if info.data.get("enabled", True) and value not in METRIC_KEYS:
-            raise ValueError(
-                f"'{value}' is not a metric where higher is better; the gate continues at or above "
-                f"continue_above and stops below stop_below, so use one of {', '.join(METRIC_KEYS)}"
-            )
-        return value
+    def _judgeable(cls, value: str, info: ValidationInfo) -> str:
+        return check_gate_metric(value) if info.data.get("enabled", True) else value
 
     @model_validator(mode="after")
     def _ordered(self) -> GateConfig:
-        if self.enabled and self.stop_below > self.continue_above:  # also when one of them is the default
-            raise ValueError(
-                f"stop_below ({self.stop_below}) must not exceed continue_above ({self.continue_above})"
-            )
+        if self.enabled:  # also when one of them is the default
+            check_gate_thresholds(self.stop_below, self.continue_above)
         return self
 
 

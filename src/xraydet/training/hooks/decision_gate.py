@@ -32,13 +32,24 @@ def decide(value: float, continue_above: float, stop_below: float) -> tuple[Deci
     return "warn", f"{stop_below} <= {value:.4f} < {continue_above}: continue, may still reach the target"
 
 
-def _higher_is_better(metric: str) -> str:
+def check_gate_metric(metric: str) -> str:
+    """``metric`` if the gate can judge it (higher is better: a headline metric, not a loss), else ValueError.
+
+    The gate continues above one threshold and stops below the other: on a loss it would stop the runs that
+    learn and keep the ones that do not.
+    """
     if metric not in METRIC_KEYS:
         raise ValueError(
             f"'{metric}' is not a metric where higher is better; the gate continues at or above "
             f"continue_above and stops below stop_below, so use one of {', '.join(METRIC_KEYS)}"
         )
     return metric
+
+
+def check_gate_thresholds(stop_below: float, continue_above: float) -> None:
+    """ValueError if ``stop_below`` exceeds ``continue_above`` (the warn band between them inverted)."""
+    if stop_below > continue_above:
+        raise ValueError(f"stop_below ({stop_below}) must not exceed continue_above ({continue_above})")
 
 
 @register_hook
@@ -52,11 +63,10 @@ class DecisionGate(HookBase):
         decision_epoch: Annotated[int, Field(ge=1)] = 100,
         continue_above: float = 0.40,
         stop_below: float = 0.30,
-        metric: Annotated[RecordKey, AfterValidator(_higher_is_better)] = "map50",
+        metric: Annotated[RecordKey, AfterValidator(check_gate_metric)] = "map50",
         on_stop: Literal["stop", "warn"] = "stop",
     ) -> None:
-        if stop_below > continue_above:  # as gate.stop_below / gate.continue_above in a job
-            raise ValueError(f"stop_below ({stop_below}) must not exceed continue_above ({continue_above})")
+        check_gate_thresholds(stop_below, continue_above)  # as gate.stop_below / gate.continue_above in a job
         self.decision_epoch = decision_epoch
         self.continue_above = continue_above
         self.stop_below = stop_below
