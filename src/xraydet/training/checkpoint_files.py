@@ -41,6 +41,9 @@ class CheckpointInfo:
     path: Path
     epochs_done: int  # 1-based: the checkpoint was written after this many epochs
     epochs_planned: int
+    # its epoch had the best fitness so far, so Ultralytics wrote the same bytes to best.pt (True when the
+    # checkpoint does not say: results.csv's best epoch decides then)
+    holds_best: bool = True
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -60,7 +63,9 @@ def checkpoint_info(path: Path) -> CheckpointInfo | None:
     if epoch is None or epoch < 0 or ckpt.get("optimizer") is None:
         return None
     planned = int((ckpt.get("train_args") or {}).get("epochs", 0))
-    return CheckpointInfo(path=path, epochs_done=int(epoch) + 1, epochs_planned=planned)
+    fitness, best = (ckpt.get("train_metrics") or {}).get("fitness"), ckpt.get("best_fitness")
+    holds_best = fitness is None or best is None or fitness == best
+    return CheckpointInfo(path, epochs_done=int(epoch) + 1, epochs_planned=planned, holds_best=holds_best)
 
 
 def find_resume_checkpoint(run_dir: Path) -> CheckpointInfo | None:
@@ -135,13 +140,9 @@ def _checkpoint_of_epoch(weights: Path, epoch: int | None) -> Path | None:
         return None
     for path in _candidates(weights):
         info = checkpoint_info(path)
-        if info is None or info.epochs_done != epoch:
-            continue
-        ckpt = _load(path)
-        fitness = (ckpt.get("train_metrics") or {}).get("fitness")
-        if fitness is not None and ckpt.get("best_fitness") is not None and fitness != ckpt["best_fitness"]:
-            continue  # not a best epoch after all (results.csv rounds its figures)
-        return path
+        # holds_best: results.csv rounds its figures, so its best epoch may not be Ultralytics' best after all
+        if info is not None and info.epochs_done == epoch and info.holds_best:
+            return path
     return None
 
 
