@@ -227,7 +227,7 @@ def test_a_report_or_predictions_file_that_is_not_utf8_is_named(label_report_dir
     from xraydet.evaluation.review.server import read_records
 
     (label_report_dir / "predictions.jsonl").write_bytes(b'{"id": "\xff"}\n')
-    with pytest.raises(XrayDetError, match=r"predictions\.jsonl: not UTF-8"):
+    with pytest.raises(XrayDetError, match=r"predictions\.jsonl:1: not UTF-8 text: byte 0xff"):
         read_records(label_report_dir)
     (label_report_dir / "report.json").write_bytes(b'{"report_id": "\xff"}')
     with pytest.raises(XrayDetError, match=r"report\.json: not a valid evaluation report"):

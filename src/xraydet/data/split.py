@@ -179,8 +179,8 @@ def split_dataset(
     for src_split, img in sorted(
         {(s, i) for s in ds.splits for i in ds.images(s)}, key=lambda t: (str(t[1]), t[0])
     ):
-        if img.resolve() not in seen:
-            seen.add(img.resolve())
+        if (resolved := img.resolve()) not in seen:
+            seen.add(resolved)
             pool.append((src_split, img))
     rows = [
         read_label_file(label_path_for(img)) if label_path_for(img).exists() else np.zeros((0, 5))

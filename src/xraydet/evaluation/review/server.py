@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from xraydet.errors import XrayDetError
 from xraydet.evaluation.report import PREDICTIONS_JSONL, load_report
 from xraydet.evaluation.review.store import VerdictStore, sample_items
+from xraydet.io import decode_text
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -36,12 +37,9 @@ def read_records(report_dir: Path) -> list[dict[str, Any]]:
     path = report_dir / PREDICTIONS_JSONL
     if not path.is_file():
         raise XrayDetError(f"{path}: missing; re-run `xraydet eval ... --out {report_dir}`")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise XrayDetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # decode_text: bytes that are not UTF-8 raise an XrayDetError naming the file, line and byte
+    for number, line in enumerate(decode_text(path.read_bytes(), path).splitlines(), start=1):
         if line.strip():
             try:
                 records.append(json.loads(line))
