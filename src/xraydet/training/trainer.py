@@ -480,6 +480,7 @@ def _result(
         figures = state.loop_figures.get(int(record["epoch"]), {})
         record.update({k: v for k, v in figures.items() if k in FIGURES})
     best = best_record(history)
+    best_epoch = int(best["epoch"]) if best else None
     last_validated = next((r for r in reversed(history) if is_validated(r)), None)
     weights = run_dir / "weights"
     return RunResult(
@@ -488,11 +489,11 @@ def _result(
         stop_reason=reason,
         epochs_completed=int(history[-1]["epoch"]) if history else 0,
         epochs_planned=epochs,
-        best_weights=check_best_weights(run_dir, int(best["epoch"]) if best else None),
+        best_weights=check_best_weights(run_dir, best_epoch),
         last_weights=weights / "last.pt" if (weights / "last.pt").is_file() else None,
         final_metrics=metrics_of(last_validated) if last_validated else {},
         best_metrics=metrics_of(best) if best else {},
-        best_epoch=int(best["epoch"]) if best else None,
+        best_epoch=best_epoch,
         history=history,
         throughput=run_figures(state.loop_figures),
         verdicts=state.verdicts,
