@@ -96,13 +96,19 @@ def test_the_pair_ablation_keeps_the_better_jobs_weights(synth_yaml: Path, tmp_p
     assert ckpt["model"].yaml["yaml_file"].endswith("yolov8s.yaml")
 
 
+XRAY_AUGMENT = {"rot90": 0.5, "threat_projection": 0.5, "threat_free": 0.1}  # the pairs' augmented jobs
+
+
+def job_args(jobs: str) -> dict[str, dict]:
+    """Each job's Ultralytics arguments in a benchmarks/ jobs file, by job name."""
+    return {j["name"]: j["args"] for j in yaml.safe_load((REPO / "benchmarks" / jobs).read_text())["jobs"]}
+
+
 def test_the_imgsz_pair_repeats_run_ds_recipe_and_changes_only_the_input_size(
     synth_yaml: Path, tmp_path: Path
 ) -> None:
-    spec = yaml.safe_load((REPO / "benchmarks" / "gpu_imgsz_pair.yaml").read_text())
-    pair = yaml.safe_load((REPO / "benchmarks" / "gpu_ablation_pair.yaml").read_text())
-    args = {j["name"]: j["args"] for j in spec["jobs"]}
-    assert args["imgsz-s-416"] == next(j["args"] for j in pair["jobs"] if j["name"] == "pair-s-recipe")
+    args = job_args("gpu_imgsz_pair.yaml")
+    assert args["imgsz-s-416"] == job_args("gpu_ablation_pair.yaml")["pair-s-recipe"]
     assert args["imgsz-s-640"] == {**args["imgsz-s-416"], "imgsz": 640}
     out = tmp_path / "out"
     summary = run_script("gpu_imgsz_pair.yaml", synth_yaml, out, "imgsz-s-416", "imgsz-s-640")
@@ -113,12 +119,9 @@ def test_the_imgsz_pair_repeats_run_ds_recipe_and_changes_only_the_input_size(
 def test_the_640_pair_repeats_run_es_winner_and_adds_only_the_x_ray_augmentations(
     synth_yaml: Path, tmp_path: Path
 ) -> None:
-    spec = yaml.safe_load((REPO / "benchmarks" / "gpu_xray_pair_640.yaml").read_text())
-    imgsz = yaml.safe_load((REPO / "benchmarks" / "gpu_imgsz_pair.yaml").read_text())
-    args = {j["name"]: j["args"] for j in spec["jobs"]}
-    assert args["pair640-s-recipe"] == next(j["args"] for j in imgsz["jobs"] if j["name"] == "imgsz-s-640")
-    augment = {"rot90": 0.5, "threat_projection": 0.5, "threat_free": 0.1}
-    assert args["pair640-s-xray"] == {**args["pair640-s-recipe"], **augment}
+    args = job_args("gpu_xray_pair_640.yaml")
+    assert args["pair640-s-recipe"] == job_args("gpu_imgsz_pair.yaml")["imgsz-s-640"]
+    assert args["pair640-s-xray"] == {**args["pair640-s-recipe"], **XRAY_AUGMENT}
     out = tmp_path / "out"
     summary = run_script("gpu_xray_pair_640.yaml", synth_yaml, out, "pair640-s-recipe", "pair640-s-xray")
     jobs = {j["name"]: j for j in summary["jobs"]}
@@ -133,9 +136,8 @@ def test_the_loader_checks_differ_from_the_recipe_only_in_workers_and_augmentati
     spec = yaml.safe_load((REPO / "benchmarks" / "gpu_loader.yaml").read_text())
     assert spec["sequential"] is True  # each job alone: the loader wait is the job's own
     recipe, *augmented = spec["jobs"]
-    augment = {"rot90": 0.5, "threat_projection": 0.5, "threat_free": 0.1}
     assert [j["args"] for j in augmented] == [
-        {**recipe["args"], **augment, "workers": workers} for workers in (7, 14)
+        {**recipe["args"], **XRAY_AUGMENT, "workers": workers} for workers in (7, 14)
     ]
     out = tmp_path / "out"
     summary = run_script("gpu_loader.yaml", synth_yaml, out, *(j["name"] for j in spec["jobs"]))
