@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from xraydet.cli import plan as plan_cli
 from xraydet.cli.plan import register
-from xraydet.plan import PlanError, parse_plan, run_plan
+from xraydet.plan import PlanError, parse_plan, plan_status, run_plan
 
 app = typer.Typer()
 register(app)
@@ -80,3 +80,20 @@ def test_status_and_resume_show_every_step(tmp_path: Path) -> None:
     resumed = runner.invoke(app, ["plan", "resume", str(tmp_path)])
     assert resumed.exit_code == 0, resumed.output
     assert "first: already done (outputs intact)" in resumed.output
+
+
+def test_status_shows_the_doctor_steps_key_numbers(
+    synth_yaml: Path, tmp_path: Path, xraydet_home: Path
+) -> None:
+    plan = parse_plan(
+        {"name": "doctor-only", "data": [{"id": "doctor-main", "kind": "doctor", "dataset": str(synth_yaml)}]}
+    )
+    run_plan(plan, tmp_path)
+    record = plan_status(tmp_path).records["doctor-main"]
+    values = record.decisions[0]["values"]  # what the doctor measured, as the decision log shows it
+    status = runner.invoke(app, ["plan", "status", str(tmp_path)])
+    assert status.exit_code == 0, status.output
+    row = next(line for line in status.output.splitlines() if line.startswith("│ doctor-main"))
+    assert record.outcome["verdict"] in row
+    assert f"{values['images']} images" in row and f"{values['boxes']} boxes" in row
+    assert f"contrast {values['given_contrast']:.3f}" in row

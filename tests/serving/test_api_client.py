@@ -117,6 +117,24 @@ def test_the_api_names_the_sha256_of_the_weights_it_serves(live_server: LiveServ
     remote.close()
 
 
+def test_an_http_predictor_keeps_its_url_whole_in_the_evaluation_report(
+    live_server: LiveServer, opixray_yaml: Path, tmp_path: Path
+) -> None:
+    from xraydet.evaluation import evaluate
+    from xraydet.evaluation.report import REPORT_MD, load_report
+    from xraydet.inference.http_backend import HttpPredictor
+
+    remote = HttpPredictor(live_server.url)
+    assert remote.source == live_server.url
+    out = tmp_path / "report"
+    evaluate(remote, opixray_yaml, out_dir=out, max_images=2, latency_samples=1, plots=False)
+    remote.close()
+    assert load_report(out).model == live_server.url
+    markdown = (out / REPORT_MD).read_text()
+    assert f"# Evaluation of `{live_server.url}`" in markdown
+    assert f"- model: `{live_server.url}`" in markdown
+
+
 def test_an_evaluation_through_the_api_is_tied_to_the_served_model_and_refused_if_it_changes(
     server_factory, onnx_model: Path, second_onnx_model: Path, opixray_yaml: Path, tmp_path: Path
 ) -> None:

@@ -109,7 +109,7 @@ def eval_run(
         )
     b, s, lat = report.box, report.screening, report.latency
     table = Table(
-        title=f"{Path(report.model).name}: {report.n_images} + {report.n_negative_images} threat-free images"
+        title=f"{report.model_name}: {report.n_images} + {report.n_negative_images} threat-free images"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -120,6 +120,11 @@ class EvalReport(BaseModel):
     plots: list[str] = Field(default_factory=list)
     wall_time_s: float = 0.0
 
+    @property
+    def model_name(self) -> str:
+        """A short label: the weights file's name, or a deployment URL whole (``Path`` mangles URLs)."""
+        return self.model if self.model.startswith(("http://", "https://")) else Path(self.model).name
+
 
 def load_report(path: str | Path) -> EvalReport:
     """Read ``report.json`` from a report folder (or the file itself); errors name the file."""
@@ -152,7 +157,7 @@ def render_markdown(report: EvalReport) -> str:
     """The report as Markdown: headline numbers first, then per-class tables, the sweep and latency."""
     b, s, w, lat = report.box, report.screening, report.sweep, report.latency
     lines = [
-        f"# Evaluation of `{Path(report.model).name}`",
+        f"# Evaluation of `{report.model_name}`",
         "",
         f"- model: `{report.model}` ({report.backend}, imgsz {report.imgsz})"
         + (f", sha256 `{report.model_sha256[:12]}`" if report.model_sha256 else ""),

@@ -16,13 +16,14 @@ from xraydet.ultralytics_env import pil_open
 class Predictor(ABC):
     """A loaded detector. Images are ``HxWx3`` RGB ``uint8`` arrays; boxes come back in their pixels.
 
-    Subclasses set ``names`` (class names by id), ``backend`` (a short word) and ``imgsz``.
+    Subclasses set ``names`` (class names by id), ``backend`` (a short word), ``imgsz`` and ``source`` (the
+    weights file, or the URL of a served model).
     """
 
     names: list[str]
     backend: str
     imgsz: int
-    source: Path
+    source: Path | str
 
     @abstractmethod
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -37,7 +36,7 @@ class HttpPredictor(Predictor):
         self.imgsz = int(info["imgsz"])
         self.version = str(info["version"])
         self.sha256: str | None = info.get("sha256")
-        self.source = Path(api_url)
+        self.source = api_url  # a URL, kept whole: Path() would fold its '//'
 
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
         buf = io.BytesIO()

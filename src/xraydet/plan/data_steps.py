@@ -156,7 +156,13 @@ def run_doctor(ctx: StepContext, params: DoctorParams) -> StepResult:
     return StepResult(
         outputs={"dataset": str(source), "report": path},
         files={"report": path},
-        outcome={"verdict": report.verdict, "faults": len(report.faults)},
+        outcome={
+            "verdict": report.verdict,
+            "faults": len(report.faults),
+            "images": report.n_images,
+            "boxes": report.n_boxes,
+            "given_contrast": values["given_contrast"],
+        },
         decisions=[
             {
                 "what": f"label sanity (doctor) of {source.name}",

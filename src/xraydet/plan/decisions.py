@@ -199,6 +199,12 @@ def headline(record: StepRecord) -> str:
         parts.append(f"{out['action']} v{out.get('version')} ({champion})")
     elif record.kind == "check" and "errors" in out:
         parts.append(f"{out.get('images')} images, {out['errors']} errors, {out.get('warnings')} warnings")
+    elif record.kind == "doctor" and "verdict" in out:
+        parts.append(str(out["verdict"]) + (f" ({out['faults']} faults)" if out.get("faults") else ""))
+        if "images" in out:  # state written before the doctor recorded its counts has only the verdict
+            parts.append(
+                f"{out['images']} images, {out['boxes']} boxes, contrast {out['given_contrast']:.3f}"
+            )
     elif record.kind == "synth" and "n_train" in out:
         parts.append(f"{out['n_train']} train / {out['n_val']} val at {out['imgsz']} px")
     elif record.kind in ("merge", "convert") and "classes" in out:

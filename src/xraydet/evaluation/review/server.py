@@ -74,7 +74,7 @@ def create_review_app(report_dir: str | Path, n: int = 100, seed: int = 0) -> Fa
         verdicts, counts = store.snapshot()  # verdict POSTs run in other threads
         return {
             "report_id": report.report_id,
-            "model": Path(report.model).name,
+            "model": report.model_name,
             "conf": report.conf,
             "threats": report.threats,
             "items": [
