@@ -87,6 +87,7 @@ class EpochClock:
         self.time_budget_ends, self.guard_nan_recovery = cadence.time_budget_ends, cadence.guard_nan_recovery
         self._epoch_start = 0.0
         self.saved_epochs: list[int] = []  # epochs whose last.pt was written
+        self.compiled = False  # whether torch.compile wrapped the model (Ultralytics falls back silently)
 
     def attach(self, model: Any) -> None:
         for event in (
@@ -101,6 +102,7 @@ class EpochClock:
             model.add_callback(event, getattr(self, event))
 
     def on_pretrain_routine_end(self, trainer: Any) -> None:
+        self.compiled = hasattr(trainer.model, "_orig_mod")  # torch.compile's OptimizedModule
         self.guard_nan_recovery(trainer, lambda: self.saved_epochs[-1] if self.saved_epochs else None)
 
     def on_train_epoch_start(self, trainer: Any) -> None:
@@ -221,6 +223,7 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
         "xray_augment": dataclasses.asdict(augment),
         **clock.steady(),
         "checkpoints_written": len(clock.saved_epochs),
+        "compiled": clock.compiled,
         "epoch_timing": clock.epochs,
         "curve": [
             {

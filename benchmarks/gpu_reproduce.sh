@@ -20,6 +20,9 @@
 # loader:   does the loader keep up with the X-ray augmentations: 3 yolov8s jobs alone, 5 epochs each (about 1 min)
 # loader-640: throughput at imgsz 640: yolov8s with and without the X-ray augmentations, yolov8n, yolov8m,
 #           each alone, 4 epochs (about 2.5 min)
+# compile:  does torch.compile speed up the recipe at 640: recipe-s as it is and compiled, each alone, 8 epochs
+#           (about 3 min); not run yet
+# recipe-compile: as recipe, with torch.compile (about 8.5 min); for when `compile` shows it pays; not run yet
 # all:     both, one after the other (default)
 # Results (summary.json, table.md, logs.tar.gz, curves/, best.pt.part* for main, recipe and the pairs) go to OUT
 # (default $OUT, else ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
@@ -42,6 +45,8 @@ case "$what" in
     profile) run benchmarks/gpu_throughput.yaml "$out" ;;
     main) run benchmarks/gpu_main.yaml "$out" --only main-m-b128 ;;
     recipe) run benchmarks/gpu_main.yaml "$out" --only recipe-s ;;
+    recipe-compile) run benchmarks/gpu_main.yaml "$out" --only recipe-s-compile ;;
+    compile) run benchmarks/gpu_compile.yaml "$out" ;;
     ablation) run benchmarks/gpu_ablation.yaml "$out" ;;
     pair) run benchmarks/gpu_ablation_pair.yaml "$out" ;;
     imgsz) run benchmarks/gpu_imgsz_pair.yaml "$out" ;;
@@ -53,5 +58,5 @@ case "$what" in
         run benchmarks/gpu_throughput.yaml "$out/profile"
         run benchmarks/gpu_main.yaml "$out/main" --only main-m-b128
         ;;
-    *) echo "usage: $0 [profile|main|recipe|ablation|pair|imgsz|save-every|pair-640|loader|loader-640|all] [OUT]" >&2; exit 2 ;;
+    *) echo "usage: $0 [profile|main|recipe|ablation|pair|imgsz|save-every|pair-640|loader|loader-640|compile|recipe-compile|all] [OUT]" >&2; exit 2 ;;
 esac

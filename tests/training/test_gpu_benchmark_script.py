@@ -145,6 +145,26 @@ def test_the_loader_checks_differ_from_the_recipe_only_in_workers_and_augmentati
     assert not list(out.glob("best.pt.part*"))  # throughput only: no weights come back
 
 
+def test_the_compile_check_compiles_the_recipe_and_changes_nothing_else(
+    synth_yaml: Path, tmp_path: Path
+) -> None:
+    args = job_args("gpu_compile.yaml")
+    main = job_args("gpu_main.yaml")
+    assert args["cmp-s-compile"] == {**args["cmp-s-recipe"], "compile": True}
+    assert main["recipe-s-compile"] == {**main["recipe-s"], "compile": True}
+    run_length = {"time", "epochs", "close_mosaic", "val_every"}  # a short profile, not a timed run
+    assert {k: v for k, v in args["cmp-s-recipe"].items() if k not in run_length} == {
+        k: v for k, v in main["recipe-s"].items() if k not in run_length
+    }
+    out = tmp_path / "out"
+    summary = run_script("gpu_compile.yaml", synth_yaml, out, "cmp-s-recipe", "cmp-s-compile")
+    jobs = {j["name"]: j for j in summary["jobs"]}
+    assert jobs["cmp-s-compile"]["compiled"] is True  # Ultralytics would go on uncompiled without a compiler
+    assert jobs["cmp-s-recipe"]["compiled"] is False
+    assert all(len(j["epoch_timing"]) == 2 for j in jobs.values())
+    assert not list(out.glob("best.pt.part*"))  # throughput only: no weights come back
+
+
 def test_the_checkpoint_cost_runs_write_last_pt_every_epoch_or_every_tenth(
     synth_yaml: Path, tmp_path: Path
 ) -> None:
