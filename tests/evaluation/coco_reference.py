@@ -13,7 +13,8 @@ from xraydet.evaluation.evaluator import Sample
 
 
 def coco_ap(samples: list[Sample], n_classes: int) -> dict[str, object]:
-    """mAP50, mAP50-95 and per-class AP50 (None for classes without labels) computed by pycocotools."""
+    """mAP50, mAP75, mAP50-95, per-class AP50 and per-class AP at each IoU threshold (None for classes without
+    labels) computed by pycocotools."""
     images, anns, dets = [], [], []
     for i, s in enumerate(samples):
         images.append({"id": i + 1, "width": s.width, "height": s.height})
@@ -47,7 +48,13 @@ def coco_ap(samples: list[Sample], n_classes: int) -> dict[str, object]:
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         if not dets:
-            return {"map50": 0.0, "map50_95": 0.0, "per_class_ap50": {}}
+            return {
+                "map50": 0.0,
+                "map75": 0.0,
+                "map50_95": 0.0,
+                "per_class_ap50": {},
+                "per_class_ap_by_iou": {},
+            }
         dt = gt.loadRes(dets)
         ev = COCOeval(gt, dt, "bbox")
         ev.params.maxDets = [1, 10, 300]
@@ -58,12 +65,16 @@ def coco_ap(samples: list[Sample], n_classes: int) -> dict[str, object]:
     def mean_ap(p: np.ndarray) -> float:
         return float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
 
-    per_class = {}
+    per_class, by_iou = {}, {}
     for k in range(n_classes):
         p = precision[0, :, k, 0, 2]
         per_class[k] = None if (p <= -1).all() else float(np.mean(p))
+        by_iou[k] = None if (p <= -1).all() else [float(np.mean(precision[t, :, k, 0, 2])) for t in range(10)]
+    assert np.allclose(ev.params.iouThrs[5], 0.75)
     return {
         "map50": mean_ap(precision[0, :, :, 0, 2]),
+        "map75": mean_ap(precision[5, :, :, 0, 2]),
+        "per_class_ap_by_iou": by_iou,
         "map50_95": mean_ap(precision[:, :, :, 0, 2]),
         "per_class_ap50": per_class,
     }

@@ -104,6 +104,53 @@ def test_known_answers(samples, map50, map50_95, per_class):
         )
 
 
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """IoU of two xyxy boxes, worked out here rather than by the code under test."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_ap_by_iou_threshold_tells_tight_boxes_from_loose_ones():
+    """A knife box shifted by 1.3 px (IoU 8.7/11.3 = 0.77) and a gun box shifted by 1.6 px (IoU 8.4/11.6 =
+    0.72), each the only box of its class: AP is 1 at every threshold the IoU reaches and 0 above it. The
+    IoUs straddle 0.75 and sit inside the neighbouring steps, so AP at 0.70 or 0.80 taken for AP75 would
+    give a mAP75 of 1 or 0, not 0.5."""
+    knife, gun = (0.0, 0.0, 10.0, 10.0), (50.0, 50.0, 60.0, 60.0)
+    knife_pred, gun_pred = (1.3, 0.0, 11.3, 10.0), (51.6, 50.0, 61.6, 60.0)
+    iou_knife, iou_gun = _iou(knife, knife_pred), _iou(gun, gun_pred)
+    assert iou_knife == pytest.approx(8.7 / 11.3) and iou_gun == pytest.approx(8.4 / 11.6)
+    thresholds = [0.5 + 0.05 * k for k in range(10)]
+    # neither IoU sits on a threshold, so float steps cannot flip a hit
+    assert min(abs(iou - t) for iou in (iou_knife, iou_gun) for t in thresholds) > 0.01
+    box = run_box([sample(gt((0, knife), (1, gun)), pred((0, knife_pred, 0.9), (1, gun_pred, 0.8)))])
+
+    assert box["iou_thresholds"] == pytest.approx(thresholds)
+    expected = {
+        "knife": [1.0 if iou_knife >= t else 0.0 for t in thresholds],  # hits at 0.50 ... 0.75
+        "gun": [1.0 if iou_gun >= t else 0.0 for t in thresholds],  # hits at 0.50 ... 0.70
+    }
+    assert expected["knife"][5] == 1.0 and expected["gun"][5] == 0.0  # 0.75 separates the two
+    by_iou = box["per_class_ap_by_iou"]
+    assert by_iou == {
+        "knife": pytest.approx(expected["knife"]),
+        "gun": pytest.approx(expected["gun"]),
+        "bottle": None,
+    }
+    for aps in (by_iou["knife"], by_iou["gun"]):
+        assert len(aps) == 10 and aps == sorted(aps, reverse=True)
+    assert box["map75"] == pytest.approx((1.0 + 0.0) / 2)
+    assert box["map50"] == pytest.approx(1.0)
+    assert box["map50_95"] == pytest.approx((sum(expected["knife"]) + sum(expected["gun"])) / 20)
+    assert box["per_class_ap50_95"]["knife"] == pytest.approx(sum(expected["knife"]) / 10)
+
+
+def test_map75_without_labels_is_zero_and_classes_without_labels_have_no_ap_by_iou():
+    box = run_box([sample(gt(), pred((0, BOX, 0.9)))])
+    assert box["map75"] == 0.0 and box["per_class_ap_by_iou"] == {n: None for n in NAMES}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_known_answers_agree_with_pycocotools(case):
     _, samples, map50, map50_95, _ = case
@@ -179,10 +226,15 @@ def test_random_cases_match_pycocotools(seed):
     ours, ref = run_box(samples), coco_ap(samples, len(NAMES))
     assert ours["map50"] == pytest.approx(ref["map50"], abs=1e-6)
     assert ours["map50_95"] == pytest.approx(ref["map50_95"], abs=1e-6)
+    assert ours["map75"] == pytest.approx(ref["map75"], abs=1e-6)
     for k, name in enumerate(NAMES):
         expected = ref["per_class_ap50"][k]
         assert ours["per_class_ap50"][name] == (
             None if expected is None else pytest.approx(expected, abs=1e-6)
+        )
+        by_iou = ref["per_class_ap_by_iou"][k]
+        assert ours["per_class_ap_by_iou"][name] == (
+            None if by_iou is None else pytest.approx(by_iou, abs=1e-6)
         )
 
 

@@ -71,7 +71,7 @@ def test_eval_command_writes_a_report(
     report = load_report(out)
     assert (report.conf, report.n_images, report.n_negative_images) == (0.3, 12, 12)
     assert report.sweep.target_detection == 0.9
-    assert "mAP50" in result.output and "false-alarm rate" in result.output
+    assert "mAP75" in result.output and "false-alarm rate" in result.output
     assert {"report.json", "report.md", "predictions.jsonl"} <= {p.name for p in out.iterdir()}
 
 

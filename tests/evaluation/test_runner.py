@@ -13,16 +13,27 @@ from tests.evaluation.cases import NAMES, LabelPredictor
 
 from xraydet.errors import XrayDetError
 from xraydet.evaluation import evaluate
-from xraydet.evaluation.report import load_report
+from xraydet.evaluation.plots import plot_ap_by_iou
+from xraydet.evaluation.report import load_report, render_markdown
 from xraydet.evaluation.runner import class_mapping, select_images
 from xraydet.structures import box_iou
 
-PLOTS = {"pr_curves.png", "confusion_matrix.png", "detection_vs_false_alarm.png", "sample_predictions.png"}
+PLOTS = {
+    "pr_curves.png",
+    "ap_by_iou.png",
+    "confusion_matrix.png",
+    "detection_vs_false_alarm.png",
+    "sample_predictions.png",
+}
 
 
 def test_perfect_predictor_scores_perfectly(label_report_dir: Path):
     r = load_report(label_report_dir)
     assert r.box.map50 == pytest.approx(1.0) and r.box.map50_95 == pytest.approx(1.0)
+    assert r.box.map75 == pytest.approx(1.0) and r.box.iou_thresholds == pytest.approx(
+        [0.5 + 0.05 * k for k in range(10)]
+    )
+    assert r.box.per_class_ap_by_iou == {n: pytest.approx([1.0] * 10) for n in NAMES}
     assert r.box.per_class_ap50 == {
         "knife": pytest.approx(1.0),
         "gun": pytest.approx(1.0),
@@ -35,7 +46,50 @@ def test_perfect_predictor_scores_perfectly(label_report_dir: Path):
     assert r.sweep.recommended is not None and r.sweep.recommended.false_alarm_rate == 0.0
     assert r.latency.n_images == 3 and r.latency.p50_ms <= r.latency.p95_ms
     assert set(r.plots) == PLOTS and all((label_report_dir / p).is_file() for p in PLOTS)
-    assert "seed accuracy (top-1 box class = first label)" in (label_report_dir / "report.md").read_text()
+    md = (label_report_dir / "report.md").read_text()
+    assert "seed accuracy (top-1 box class = first label)" in md
+    assert "| mAP75 | 1.000 |" in md and "## Localization" in md and "`ap_by_iou.png`" in md
+    assert "| knife | 1.000 | 1.000 | 1.000 | 0.000 (0%) |" in md  # AP50, AP75, AP90, drop
+
+
+def _localization_table(md: str) -> list[str]:
+    section = md.split("## Localization", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| ")]
+
+
+def test_localization_section_reads_ap_at_0_5_0_75_and_0_9(label_report_dir: Path):
+    r = load_report(label_report_dir)
+    loose = [0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.3, 0.2, 0.1, 0.0]  # AP50 0.9, AP75 0.45, AP90 0.1
+    r.box.per_class_ap_by_iou = {"knife": loose, "gun": [1.0] * 10, "bottle": None}
+    rows = _localization_table(render_markdown(r))
+    assert rows[0] == "| class | AP50 | AP75 | AP90 | drop AP50 -> AP75 |"
+    assert rows[1:] == [
+        "| knife | 0.900 | 0.450 | 0.100 | 0.450 (50%) |",
+        "| gun | 1.000 | 1.000 | 1.000 | 0.000 (0%) |",
+        "| bottle | n/a | n/a | n/a | n/a |",
+        "| mean (labelled classes) | 0.950 | 0.725 | 0.550 | 0.225 (24%) |",
+    ]
+    plot = plot_ap_by_iou(r.box, label_report_dir / "loose.png")
+    with Image.open(plot) as im:
+        assert im.format == "PNG" and im.width > 100
+
+
+def test_a_report_written_before_ap_by_iou_still_loads(label_report_dir: Path):
+    """report.json from before map75 / per_class_ap_by_iou / iou_thresholds: it loads, says so in Markdown,
+    and its plot of AP by IoU is empty rather than an error."""
+    file = label_report_dir / "report.json"
+    data = json.loads(file.read_text())
+    for key in ("map75", "per_class_ap_by_iou", "iou_thresholds"):
+        del data["box"][key]
+    data["plots"].remove("ap_by_iou.png")
+    file.write_text(json.dumps(data))
+    r = load_report(label_report_dir)
+    assert r.box.map75 is None and r.box.per_class_ap_by_iou == {} and r.box.iou_thresholds == []
+    assert r.box.ap_at("knife", 0.75) is None and r.box.mean_ap_by_iou() == []
+    assert r.box.map50 == pytest.approx(1.0)
+    md = render_markdown(r)
+    assert "| mAP75 | n/a |" in md and "AP by IoU threshold is not in this report" in md
+    assert plot_ap_by_iou(r.box, label_report_dir / "old.png").is_file()
 
 
 def test_missed_threat_and_false_alarm(labelled_folder: Path, tmp_path: Path):

@@ -62,6 +62,10 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1%}"
 
 
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 @eval_app.command("run")
 def eval_run(
     model: str = typer.Argument(
@@ -114,7 +118,7 @@ def eval_run(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in [
-        ("mAP50 / mAP50-95", f"{b.map50:.3f} / {b.map50_95:.3f}"),
+        ("mAP50 / mAP75 / mAP50-95", f"{b.map50:.3f} / {_num(b.map75)} / {b.map50_95:.3f}"),
         (f"precision / recall @ {report.conf}", f"{b.precision:.3f} / {b.recall:.3f}"),
         ("threat detection rate", f"{_pct(s.threat_detection_rate)} ({s.threats_found}/{s.n_threat_bags})"),
         ("any threat box in the bag", _pct(s.threat_detection_rate_any)),

@@ -1,4 +1,5 @@
-"""Box metrics the COCO way: mAP50, mAP50-95 (101-point interpolation), per-class AP, P/R at a threshold.
+"""Box metrics the COCO way: mAP50, mAP75, mAP50-95 (101-point interpolation), per-class AP at each IoU
+threshold, P/R at a threshold.
 
 mAP ranks *all* predictions kept at the low evaluation confidence (0.001). Computing it only from boxes above
 the operating threshold truncates the precision-recall curve and understates AP (a known Ultralytics
@@ -21,6 +22,19 @@ from xraydet.structures import Detections, box_iou
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 CONFUSION_IOU = 0.5
+
+
+def iou_index(iou: float, thresholds: np.ndarray | list[float] = IOU_THRESHOLDS) -> int:
+    """Position of the IoU threshold ``iou`` in ``thresholds`` (compared to 1e-6: they are float steps).
+
+    Example:
+        >>> iou_index(0.5), iou_index(0.75), iou_index(0.9)
+        (0, 5, 8)
+    """
+    hits = np.flatnonzero(np.isclose(np.asarray(thresholds, dtype=float), iou, rtol=0.0, atol=1e-6))
+    if not len(hits):
+        raise ValueError(f"IoU threshold {iou} is not one of {[round(float(t), 2) for t in thresholds]}")
+    return int(hits[0])
 
 
 def match_class(
@@ -162,7 +176,9 @@ class BoxEvaluator(DatasetEvaluator):
 
     def evaluate(self) -> dict[str, dict[str, Any]]:
         ap50: dict[str, float | None] = {}
+        ap75: dict[str, float | None] = {}
         ap50_95: dict[str, float | None] = {}
+        ap_by_iou: dict[str, list[float] | None] = {}
         prec: dict[str, float | None] = {}
         rec: dict[str, float | None] = {}
         curves: dict[str, list[float]] = {}
@@ -177,19 +193,24 @@ class BoxEvaluator(DatasetEvaluator):
             n_above, n_tp = int(above.sum()), int(tp[0, above].sum())
             prec[name] = n_tp / n_above if n_above else (None if self._n_gt[c] == 0 else 0.0)
             if self._n_gt[c] == 0:
-                ap50[name] = ap50_95[name] = rec[name] = None
+                ap50[name] = ap75[name] = ap50_95[name] = ap_by_iou[name] = rec[name] = None
                 continue
             ap, curve = average_precision(tp, scores, int(self._n_gt[c]))
             ap50[name], ap50_95[name] = float(ap[0]), float(ap.mean())
+            ap75[name] = float(ap[iou_index(0.75)])
+            ap_by_iou[name] = [round(float(v), 6) for v in ap]
             rec[name] = n_tp / int(self._n_gt[c])
             curves[name] = [round(float(v), 6) for v in curve[0]]
         labelled = [n for c, n in enumerate(self.names) if self._n_gt[c] > 0]
         return {
             "box": {
                 "map50": _mean([ap50[n] for n in labelled]),  # type: ignore[misc]
+                "map75": _mean([ap75[n] for n in labelled]),  # type: ignore[misc]
                 "map50_95": _mean([ap50_95[n] for n in labelled]),  # type: ignore[misc]
                 "per_class_ap50": ap50,
                 "per_class_ap50_95": ap50_95,
+                "per_class_ap_by_iou": ap_by_iou,
+                "iou_thresholds": [round(float(t), 2) for t in IOU_THRESHOLDS],
                 "precision": _mean([prec[n] for n in labelled]),  # type: ignore[misc]
                 "recall": _mean([rec[n] for n in labelled]),  # type: ignore[misc]
                 "per_class_precision": prec,

@@ -27,6 +27,7 @@ class ComparisonRow(BaseModel):
     n_images: int
     n_negative_images: int
     map50: float
+    map75: float | None = None
     map50_95: float
     precision: float
     recall: float
@@ -51,6 +52,7 @@ class ComparisonRow(BaseModel):
             n_images=report.n_images,
             n_negative_images=report.n_negative_images,
             map50=report.box.map50,
+            map75=report.box.map75,
             map50_95=report.box.map50_95,
             precision=report.box.precision,
             recall=report.box.recall,
@@ -98,6 +100,7 @@ def render_comparison(cmp: Comparison) -> str:
         "model",
         "backend",
         "mAP50",
+        "mAP75",
         "mAP50-95",
         "seed accuracy",
         "threat detection",
@@ -130,6 +133,7 @@ def render_comparison(cmp: Comparison) -> str:
             f"`{r.model}`",
             r.backend,
             map50,
+            _num(r.map75),
             _num(r.map50_95),
             _pct(r.accuracy),
             _pct(r.threat_detection_rate),

@@ -1,4 +1,5 @@
-"""PNG figures of a report: PR curve per class, confusion matrix, detection vs false alarms, sample scans.
+"""PNG figures of a report: PR curve and AP by IoU threshold per class, confusion matrix, detection vs false
+alarms, sample scans.
 
 matplotlib runs on the Agg backend (no display); boxes on scans are drawn with PIL and its built-in bitmap
 font, so nothing is downloaded.
@@ -48,6 +49,33 @@ def plot_pr_curves(box: BoxMetrics, path: Path) -> Path:
     )
     ax.grid(alpha=0.3)
     if box.pr_curves:
+        ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, path)
+
+
+def plot_ap_by_iou(box: BoxMetrics, path: Path) -> Path:
+    """AP vs IoU threshold (0.50 ... 0.95), one line per labelled class and the mean over them (dashed).
+
+    A line that falls steeply after 0.5 belongs to a class whose boxes are found but drawn loosely.
+    """
+    fig, ax = plt.subplots(figsize=(6, 5))
+    t = box.iou_thresholds
+    for name, aps in box.per_class_ap_by_iou.items():
+        if aps is not None and len(aps) == len(t):
+            ax.plot(t, aps, marker=".", label=f"{name} (AP50-95 {box.per_class_ap50_95.get(name) or 0:.3f})")
+    mean = box.mean_ap_by_iou()
+    if mean:
+        ax.plot(t, mean, color="black", ls="--", lw=2, label=f"mean (mAP50-95 {box.map50_95:.3f})")
+    map75 = "n/a" if box.map75 is None else f"{box.map75:.3f}"
+    ax.set(
+        xlabel="IoU threshold",
+        ylabel="AP",
+        xlim=(0.48, 0.97),
+        ylim=(0, 1.02),
+        title=f"AP by IoU threshold, mAP50 {box.map50:.3f} / mAP75 {map75}",
+    )
+    ax.grid(alpha=0.3)
+    if mean:
         ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)
 

@@ -19,9 +19,15 @@ PREDICTIONS_JSONL = "predictions.jsonl"
 
 
 class BoxMetrics(BaseModel):
-    """COCO-style box metrics over all predictions at conf 0.001; P/R at the operating ``conf``."""
+    """COCO-style box metrics over all predictions at conf 0.001; P/R at the operating ``conf``.
+
+    ``per_class_ap_by_iou`` holds each class's AP at every IoU threshold of ``iou_thresholds``
+    (0.50:0.05:0.95); reports written before these fields existed load with ``map75`` None and both empty.
+    """
 
     map50: float
+    #: mean over labelled classes of AP at IoU 0.75 (COCO's AP75); None in reports written before it was kept
+    map75: float | None = None
     map50_95: float
     per_class_ap50: dict[str, float | None]
     per_class_ap50_95: dict[str, float | None]
@@ -36,6 +42,33 @@ class BoxMetrics(BaseModel):
     confusion_matrix: list[list[int]]
     confusion_labels: list[str]
     pr_curves: dict[str, list[float]] = Field(default_factory=dict)
+    per_class_ap_by_iou: dict[str, list[float] | None] = Field(default_factory=dict)
+    iou_thresholds: list[float] = Field(default_factory=list)
+
+    def ap_at(self, name: str, iou: float) -> float | None:
+        """AP of class ``name`` at the IoU threshold ``iou``; None if the class has no label or the report
+        does not hold AP at that threshold.
+
+        Example:
+            >>> box = BoxMetrics(map50=1.0, map50_95=0.75, per_class_ap50={}, per_class_ap50_95={},
+            ...     precision=1.0, recall=1.0, per_class_precision={}, per_class_recall={},
+            ...     per_class_labels={}, n_images=1, n_labels=1, conf=0.25, confusion_matrix=[],
+            ...     confusion_labels=[],
+            ...     per_class_ap_by_iou={"knife": [1.0, 0.5]}, iou_thresholds=[0.5, 0.55])
+            >>> box.ap_at("knife", 0.55), box.ap_at("knife", 0.75), box.ap_at("gun", 0.5)
+            (0.5, None, None)
+        """
+        aps = self.per_class_ap_by_iou.get(name)
+        for i, t in enumerate(self.iou_thresholds):
+            if aps is not None and i < len(aps) and abs(t - iou) < 1e-6:
+                return aps[i]
+        return None
+
+    def mean_ap_by_iou(self) -> list[float]:
+        """Mean over labelled classes of AP at each IoU threshold (empty if the report does not hold them)."""
+        n = len(self.iou_thresholds)
+        rows = [v for v in self.per_class_ap_by_iou.values() if v is not None and len(v) == n]
+        return [sum(col) / len(col) for col in zip(*rows, strict=True)] if rows else []
 
 
 class ScreeningMetrics(BaseModel):
@@ -153,6 +186,41 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def _drop(high: float | None, low: float | None) -> str:
+    """``high - low``, with the share of ``high`` it is (``0.300 (60%)``)."""
+    if high is None or low is None:
+        return "n/a"
+    return f"{high - low:.3f}" + (f" ({(high - low) / high:.0%})" if high > 0 else "")
+
+
+def _localization(report: EvalReport) -> list[str]:
+    """The "Localization" section: AP at IoU 0.5, 0.75 and 0.9 per class and the drop from AP50 to AP75."""
+    b = report.box
+    if not b.per_class_ap_by_iou:
+        return [
+            "## Localization",
+            "",
+            "AP by IoU threshold is not in this report (written before it was kept).",
+            "",
+        ]
+    lines = [
+        "## Localization",
+        "",
+        "AP at IoU t counts a box as a hit only if it overlaps its label by at least t. A big drop from AP50 "
+        "to AP75 means the boxes are found but drawn loosely; a small drop means the boxes found are also "
+        "tight." + (" AP at every threshold: `ap_by_iou.png`." if "ap_by_iou.png" in report.plots else ""),
+        "",
+    ]
+    at = {n: (b.ap_at(n, 0.5), b.ap_at(n, 0.75), b.ap_at(n, 0.9)) for n in report.names}
+    mean = dict(zip((round(t, 2) for t in b.iou_thresholds), b.mean_ap_by_iou(), strict=False))
+    if mean:
+        at["mean (labelled classes)"] = (mean.get(0.5), mean.get(0.75), mean.get(0.9))
+    rows = [
+        [n, _num(ap50), _num(ap75), _num(ap90), _drop(ap50, ap75)] for n, (ap50, ap75, ap90) in at.items()
+    ]
+    return lines + _table(["class", "AP50", "AP75", "AP90", "drop AP50 -> AP75"], rows) + [""]
+
+
 def render_markdown(report: EvalReport) -> str:
     """The report as Markdown: headline numbers first, then per-class tables, the sweep and latency."""
     b, s, w, lat = report.box, report.screening, report.sweep, report.latency
@@ -174,6 +242,7 @@ def render_markdown(report: EvalReport) -> str:
             ["metric", "value"],
             [
                 ["mAP50", _num(b.map50)],
+                ["mAP75", _num(b.map75)],
                 ["mAP50-95", _num(b.map50_95)],
                 [f"precision / recall @ {b.conf}", f"{_num(b.precision)} / {_num(b.recall)}"],
                 [
@@ -199,12 +268,13 @@ def render_markdown(report: EvalReport) -> str:
         "## Per class",
         "",
         *_table(
-            ["class", "labels", "AP50", "AP50-95", f"P@{b.conf}", f"R@{b.conf}", "seed accuracy"],
+            ["class", "labels", "AP50", "AP75", "AP50-95", f"P@{b.conf}", f"R@{b.conf}", "seed accuracy"],
             [
                 [
                     n,
                     str(b.per_class_labels.get(n, 0)),
                     _num(b.per_class_ap50.get(n)),
+                    _num(b.ap_at(n, 0.75)),
                     _num(b.per_class_ap50_95.get(n)),
                     _num(b.per_class_precision.get(n)),
                     _num(b.per_class_recall.get(n)),
@@ -214,6 +284,7 @@ def render_markdown(report: EvalReport) -> str:
             ],
         ),
         "",
+        *_localization(report),
         f"## Threshold sweep (target detection {w.target_detection:.0%})",
         "",
         f"Recommended threshold: **{_num(w.recommended_threshold, 2)}**"

@@ -355,6 +355,7 @@ def write_report_dir(
             from xraydet.evaluation import plots as figures
 
             figures.plot_pr_curves(report.box, tmp / "pr_curves.png")
+            figures.plot_ap_by_iou(report.box, tmp / "ap_by_iou.png")
             figures.plot_confusion(report.box, tmp / "confusion_matrix.png")
             figures.plot_sweep(report.sweep, tmp / "detection_vs_false_alarm.png", operating=report.conf)
             if records:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 HEADLINE = {
     "mAP50": "box.map50",
+    "mAP75": "box.map75",
     "mAP50-95": "box.map50_95",
     "precision": "box.precision",
     "recall": "box.recall",
