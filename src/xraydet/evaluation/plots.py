@@ -35,22 +35,22 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _save_curves(fig: Any, ax: Any, path: Path, legend: bool) -> Path:
+    """The per-class curve plots' end: a grid, the legend (when there are lines) lower left, saved."""
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, path)
+
+
 def plot_pr_curves(box: BoxMetrics, path: Path) -> Path:
     """Interpolated precision vs recall at IoU 0.5, one line per labelled class, AP50 in the legend."""
     fig, ax = plt.subplots(figsize=(6, 5))
     for name, curve in box.pr_curves.items():
         ax.plot(RECALL_POINTS, curve, label=f"{name} (AP50 {box.per_class_ap50.get(name) or 0:.3f})")
-    ax.set(
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-        title=f"PR curves, mAP50 {box.map50:.3f}",
-    )
-    ax.grid(alpha=0.3)
-    if box.pr_curves:
-        ax.legend(fontsize=7, loc="lower left")
-    return _save(fig, path)
+    title = f"PR curves, mAP50 {box.map50:.3f}"
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    return _save_curves(fig, ax, path, legend=bool(box.pr_curves))
 
 
 def plot_ap_by_iou(box: BoxMetrics, path: Path) -> Path:
@@ -67,17 +67,9 @@ def plot_ap_by_iou(box: BoxMetrics, path: Path) -> Path:
     if mean:
         ax.plot(t, mean, color="black", ls="--", lw=2, label=f"mean (mAP50-95 {box.map50_95:.3f})")
     map75 = "n/a" if box.map75 is None else f"{box.map75:.3f}"
-    ax.set(
-        xlabel="IoU threshold",
-        ylabel="AP",
-        xlim=(0.48, 0.97),
-        ylim=(0, 1.02),
-        title=f"AP by IoU threshold, mAP50 {box.map50:.3f} / mAP75 {map75}",
-    )
-    ax.grid(alpha=0.3)
-    if mean:
-        ax.legend(fontsize=7, loc="lower left")
-    return _save(fig, path)
+    title = f"AP by IoU threshold, mAP50 {box.map50:.3f} / mAP75 {map75}"
+    ax.set(xlabel="IoU threshold", ylabel="AP", xlim=(0.48, 0.97), ylim=(0, 1.02), title=title)
+    return _save_curves(fig, ax, path, legend=bool(mean))
 
 
 def plot_confusion(box: BoxMetrics, path: Path) -> Path:
