@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -99,11 +100,7 @@ def _print_result(result: object) -> None:
         style = {"continue": "green", "warn": "yellow", "stop": "red"}[verdict.decision]
         table.add_row(f"{verdict.hook} @ {verdict.epoch}", f"[{style}]{verdict.decision}[/] {verdict.reason}")
     for retry in result.retries:
-        if retry.get("cause") == "nan":
-            what = f"NaN restart from epoch {retry['from_epoch']} (last.pt was older than the epoch before)"
-        else:
-            what = f"batch {retry['batch_from']} -> {retry['batch_to']} from epoch {retry['from_epoch']}"
-        table.add_row("NaN restart" if retry.get("cause") == "nan" else "OOM retry", what)
+        table.add_row(*_retry_row(retry))
     table.add_row("MLflow run", str(result.mlflow_run_id or "-"))
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
     speed = result.throughput
@@ -112,3 +109,15 @@ def _print_result(result: object) -> None:
         waited = f", waiting for data {wait:.0%} of the loop" if wait is not None else ""
         table.add_row("training loop", f"{speed['train_images_per_s']:.0f} images/s (median){waited}")
     console.print(table)
+
+
+def _retry_row(retry: dict[str, Any]) -> tuple[str, str]:
+    """A retry of the run as a (label, what) row of the summary table."""
+    from xraydet.training.trainer import FINAL_VAL_OOM
+
+    cause = retry.get("cause")
+    if cause == "nan":
+        return "NaN restart", f"from epoch {retry['from_epoch']} (last.pt was older than the epoch before)"
+    if cause == FINAL_VAL_OOM:
+        return "final val OOM", f"best.pt validated again, batch {retry['batch_from']} -> {retry['batch_to']}"
+    return "OOM retry", f"batch {retry['batch_from']} -> {retry['batch_to']} from epoch {retry['from_epoch']}"

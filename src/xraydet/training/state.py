@@ -31,6 +31,8 @@ class RunState(BaseModel):
     mlflow_epochs: list[int] = Field(default_factory=list)  # epochs whose metrics are in MLflow
     # epoch -> its training-loop figures (training/throughput.py); results.csv has no column for them
     loop_figures: dict[int, dict[str, Any]] = Field(default_factory=dict)
+    # best.pt's metrics from the final validation of the latest training (empty until it has run)
+    final_eval: dict[str, float] = Field(default_factory=dict)
     wall_time_s: float = 0.0
 
     def save(self, run_dir: Path) -> None:

@@ -27,14 +27,16 @@ class RunResult(BaseModel):
     epochs_planned: int
     best_weights: Path | None = None
     last_weights: Path | None = None
-    final_metrics: dict[str, float] = Field(default_factory=dict)
+    final_metrics: dict[str, float] = Field(default_factory=dict)  # the last validated epoch's
+    # best.pt's metrics from the final validation after the last epoch (empty if it did not run)
+    final_eval: dict[str, float] = Field(default_factory=dict)
     best_metrics: dict[str, float] = Field(default_factory=dict)
     best_epoch: int | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     # median training-loop images/s and loader wait over the run (each process's first epoch left out)
     throughput: dict[str, float] = Field(default_factory=dict)
     verdicts: list[Verdict] = Field(default_factory=list)
-    retries: list[dict[str, Any]] = Field(default_factory=list)  # OOM retries, NaN restarts (`cause`)
+    retries: list[dict[str, Any]] = Field(default_factory=list)  # `cause`: oom, nan, oom-final-val
     resumes: list[dict[str, Any]] = Field(default_factory=list)  # each resume: from checkpoint, epoch, epochs
     train_args: dict[str, Any] = Field(default_factory=dict)
     mlflow_run_id: str | None = None

@@ -13,6 +13,11 @@ from the newest resumable checkpoint (or from scratch if there is none yet) with
 job's ``min_batch`` (4); each retry is listed in ``RunResult.retries``. Ultralytics' own first-epoch batch
 halving stays active underneath. A NaN/inf loss that Ultralytics would recover from an older ``last.pt``
 (``save_every``) goes back to that checkpoint the same way, with the same batch (up to 3 times).
+
+Out of memory in Ultralytics' final validation of ``best.pt`` (after the last epoch, every checkpoint already
+written) trains nothing again: ``best.pt`` alone is validated again with half the validation batch, down to
+``min_batch`` (each try a retry with ``cause: oom-final-val``). If even that runs out of memory the run keeps
+its training results and ``best.pt``, and its ``stop_reason`` says that the final validation could not run.
 """
 
 from __future__ import annotations
@@ -261,8 +266,12 @@ def execute(
             )
             log.warning("%s: every epoch was trained before the run ended; writing its summary", run_dir)
         else:
+            state.final_eval = {}  # the final validation of this training's best.pt, once it has run
             outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from)
+            state.final_eval = metrics_of(outcome.best_eval)
             status, reason = _status(outcome, ctx.epochs, time_budget=bool(state.train_args.get("time")))
+            if outcome.final_eval_error:  # training's results stand; the reason says what is missing
+                reason = f"{reason}; {outcome.final_eval_error}" if reason else outcome.final_eval_error
     except KeyboardInterrupt:
         reason = "interrupted"
         raise
@@ -320,6 +329,9 @@ def _train_with_oom_retry(
         try:
             return bridge.train(job.model, args if source is None else {}, resume_from=source)
         except Exception as err:
+            if is_cuda_oom(err) and bridge.outcome.loop_finished:  # in final_eval: every epoch is trained
+                final_val_error = _error_text(err)
+                break  # out of the handler: the failed trainer's memory can be freed
             batch = bridge.ctx.batch_size or args.get("batch")  # Ultralytics may have halved it already
             if isinstance(err, StaleNanRecovery):  # go back to last.pt's epoch instead, as a whole
                 if nan_restarts >= MAX_NAN_RESTARTS:
@@ -337,7 +349,7 @@ def _train_with_oom_retry(
             retry = {
                 "attempt": len(state.retries) + 2,
                 "cause": cause,
-                "error": f"{type(err).__name__}: {str(err)[:300]}",
+                "error": _error_text(err),
                 "batch_from": batch,
                 "batch_to": new_batch,
                 "from_epoch": from_epoch,
@@ -369,6 +381,67 @@ def _train_with_oom_retry(
                 )
             )
             state.save(run_dir)
+    return _retry_final_validation(bridge, job, run_dir, state, final_val_error)
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err)[:300]}"
+
+
+FINAL_VAL_OOM = "oom-final-val"  # the cause of a retry of the final validation alone
+
+
+def _retry_final_validation(
+    bridge: UltralyticsBridge, job: TrainJob, run_dir: Path, state: RunState, error: str
+) -> TrainOutcome:
+    """Ultralytics' final validation of ``best.pt`` ran out of CUDA memory: training is done (every epoch is
+    in ``results.csv``, ``resume.pt`` holds the last one, ``last.pt``/``best.pt`` are stripped), so only that
+    validation is run again, with half the batch each time down to ``min_batch``, each try recorded as a retry
+    with ``cause: oom-final-val``. Its metrics become ``outcome.best_eval``; if it cannot run at all,
+    ``outcome.final_eval_error`` says so and the run ends on its training results.
+    """
+    outcome = bridge.outcome
+    best = run_dir / "weights" / "best.pt"
+    if outcome.best_eval or not best.is_file():  # validated already (the error came later), or no best.pt
+        log.warning("CUDA out of memory after the last epoch, not in a validation of best.pt (%s)", error)
+        return outcome
+    train_batch = bridge.ctx.batch_size or state.train_args.get("batch")
+    batch = outcome.val_batch or (2 * train_batch if isinstance(train_batch, int) and train_batch > 0 else 0)
+    while batch > job.min_batch:
+        new_batch = max(job.min_batch, batch // 2)
+        state.retries.append(
+            {
+                "attempt": len(state.retries) + 2,
+                "cause": FINAL_VAL_OOM,
+                "error": error,
+                "batch_from": batch,
+                "batch_to": new_batch,
+                "from_epoch": outcome.epochs_done,
+                "checkpoint": str(best),
+            }
+        )
+        state.save(run_dir)
+        log.warning(
+            "CUDA out of memory in the final validation of best.pt at batch %d; training is done: validating "
+            "best.pt again with batch %d",
+            batch,
+            new_batch,
+        )
+        batch = new_batch
+        try:
+            outcome.best_eval = bridge.validate(best, state.train_args, batch)
+            return outcome
+        except Exception as err:
+            if not is_cuda_oom(err):
+                raise
+            error = _error_text(err)
+    outcome.final_eval_error = (
+        f"the final validation of best.pt could not run: CUDA out of memory at batch {batch} (min_batch "
+        f"{job.min_batch}; {error}); training finished and best.pt is kept, but best.pt's metrics were not "
+        "measured: validate it with a smaller batch"
+    )
+    log.warning("%s", outcome.final_eval_error)
+    return outcome
 
 
 def _restart_hooks(
@@ -492,6 +565,7 @@ def _result(
         best_weights=check_best_weights(run_dir, best_epoch),
         last_weights=weights / "last.pt" if (weights / "last.pt").is_file() else None,
         final_metrics=metrics_of(last_validated) if last_validated else {},
+        final_eval=state.final_eval,
         best_metrics=metrics_of(best) if best else {},
         best_epoch=best_epoch,
         history=history,

@@ -25,11 +25,15 @@ otherwise it raises :class:`~xraydet.training.validation_cadence.StaleNanRecover
 to that checkpoint the way an OOM retry does, so no epoch is silently lost.
 
 Because ``final_eval`` strips ``last.pt``, the bridge keeps a full copy as ``weights/resume.pt`` when the loop
-ends, so a finished or stopped run can still be resumed or extended with its optimizer state.
+ends, so a finished or stopped run can still be resumed or extended with its optimizer state. An error that
+escapes ``final_eval`` (CUDA out of memory while validating ``best.pt``) comes after ``loop_finished``: the
+trainer then validates ``best.pt`` on its own (:meth:`UltralyticsBridge.validate`) at a smaller batch than the
+one the loop ended with (``TrainOutcome.val_batch``) instead of training again.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import shutil
@@ -69,8 +73,10 @@ class TrainOutcome:
 
     stop_verdict: Verdict | None = None
     epochs_done: int = 0
-    loop_finished: bool = False
-    best_eval: dict[str, Any] = field(default_factory=dict)
+    loop_finished: bool = False  # the epoch loop ended: only ``final_eval`` (and Ultralytics' plots) is left
+    best_eval: dict[str, Any] = field(default_factory=dict)  # best.pt's metrics from the final validation
+    val_batch: int | None = None  # the batch of the validation loader when the loop ended (final_eval's)
+    final_eval_error: str | None = None  # why the final validation of best.pt could not run (set by trainer)
 
 
 EpochListener = Callable[[TrainContext, dict[str, Any], list[Verdict]], None]
@@ -234,7 +240,27 @@ class UltralyticsBridge:
                 if trainer.save_model():
                     self._saved_epoch = ctx.epoch
             self.outcome.loop_finished = True
+            self.outcome.val_batch = _val_batch(trainer)
             keep_resumable(Path(trainer.last))
+
+    def validate(self, weights: Path, train_args: dict[str, Any], batch: int) -> dict[str, Any]:
+        """Validate ``weights`` on their own with ``batch``, as Ultralytics' final validation does, into the
+        run folder of ``train_args``; returns the metrics as a record (``map50``...).
+
+        The trainer's retry of a final validation that ran out of memory: training is done, so the saved
+        ``best.pt`` is validated again with the validation settings of the run's ``train_args``, no trainer.
+        """
+        from ultralytics import YOLO
+
+        release_memory()  # what the failed trainer held (its traceback is gone by now)
+        with offline_guard():
+            model = YOLO(str(weights))
+            metrics = model.val(**final_val_args(train_args), batch=int(batch))
+        results = dict(getattr(metrics, "results_dict", None) or {})
+        results.pop("fitness", None)  # as final_eval does
+        del model
+        release_memory()
+        return normalize_row({k: _num(v) for k, v in results.items()})
 
     def take_batch_verdicts(self) -> list[Verdict]:
         """Verdicts given after batches of the current epoch that are not on record yet (then forgotten).
@@ -270,6 +296,61 @@ class UltralyticsBridge:
 
 def _num(value: Any) -> Any:
     return float(value.item()) if hasattr(value, "item") else value
+
+
+def _val_batch(trainer: Any) -> int | None:
+    """The batch of the loader Ultralytics' validator uses (twice the train batch for detection)."""
+    loader = getattr(getattr(trainer, "validator", None), "dataloader", None) or getattr(
+        trainer, "test_loader", None
+    )
+    batch = getattr(loader, "batch_size", None)
+    return int(batch) if isinstance(batch, int) and batch > 0 else None
+
+
+# train arguments that shape a validation (the others only training); the run folder's keep its outputs there
+FINAL_VAL_KEYS = (
+    "data",
+    "imgsz",
+    "device",
+    "workers",
+    "split",
+    "conf",
+    "iou",
+    "max_det",
+    "classes",
+    "single_cls",
+    "agnostic_nms",
+    "quantize",
+    "plots",
+    "project",
+    "name",
+    "exist_ok",
+)
+
+
+def final_val_args(train_args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of ``YOLO.val`` that validate as a run with ``train_args`` validates its ``best.pt``.
+
+    Example:
+        >>> final_val_args({"data": "d.yaml", "imgsz": 640, "epochs": 100, "lr0": 0.01, "batch": 16})
+        {'data': 'd.yaml', 'imgsz': 640}
+    """
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return {
+        key: train_args[key]
+        for key in FINAL_VAL_KEYS
+        if key in train_args and key in DEFAULT_CFG_DICT and train_args[key] is not None
+    }
+
+
+def release_memory() -> None:
+    """Free what unreachable objects (a failed trainer's model, optimizer, loaders) hold, CUDA cache too."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _log_verdict(verdict: Verdict) -> None:
