@@ -31,26 +31,12 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 from xraydet.data.dataset import load_dataset
 from xraydet.evaluation.box_metrics import BoxEvaluator
 from xraydet.evaluation.evaluator import DATASET, Sample
-from xraydet.evaluation.runner import predict_samples, resolve_predictor, select_images
-from xraydet.structures import Detections
+from xraydet.evaluation.runner import class_mapping, predict_samples, resolve_predictor, select_images
+from xraydet.structures import Detections, box_iou
 
 MATCH_CONF = 0.25
 MATCH_IOU = 0.3
 EDGES = ("x1", "y1", "x2", "y2")
-
-
-def pairwise_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one ``xyxy`` box with each of ``boxes``.
-
-    Example:
-        >>> pairwise_iou(np.array([0, 0, 10, 10.0]), np.array([[0, 0, 10, 10.0], [5, 0, 15, 10.0]])).round(3)
-        array([1.   , 0.333])
-    """
-    iw = np.clip(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0, None)
-    ih = np.clip(np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1]), 0, None)
-    inter = iw * ih
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return inter / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + area - inter)
 
 
 def matched_offsets(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +48,7 @@ def matched_offsets(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
             if not keep.any():
                 continue
             cand = s.pred.xyxy[keep]
-            iou = pairwise_iou(gt, cand)
+            iou = box_iou(gt[None], cand)[0]
             best = int(iou.argmax())
             if iou[best] > MATCH_IOU:
                 offsets.append(cand[best] - gt)
@@ -89,7 +75,10 @@ def box_metrics(samples: list[Sample], names: list[str]) -> dict[str, float]:
     return {k: round(float(box[k]), 4) for k in ("map50", "map75", "map50_95")}
 
 
-def stats(values: np.ndarray) -> dict[str, float]:
+def stats(values: np.ndarray) -> dict[str, float] | None:
+    """Mean, median and standard error (None with fewer than two values: no spread to report)."""
+    if len(values) < 2:
+        return None
     return {
         "mean": round(float(values.mean()), 3),
         "median": round(float(np.median(values)), 3),
@@ -120,6 +109,7 @@ def main() -> None:
                 predictor,
                 dataset,
                 [(p, DATASET) for p in images],
+                class_mapping(predictor.names, dataset.names),  # the model's ids as the data set's
                 progress=lambda i, n: bar.update(task, completed=i),
             )
         )
@@ -135,7 +125,7 @@ def main() -> None:
         "centre_dx": stats(centre[:, 0]),
         "centre_dy": stats(centre[:, 1]),
         "edges": {e: stats(offsets[:, i]) for i, e in enumerate(EDGES)},
-        "abs_centre_median": [round(float(np.median(np.abs(centre[:, i]))), 3) for i in range(2)],
+        "abs_centre_median": [round(float(np.median(np.abs(c))), 3) for c in centre.T] if len(ious) else None,
         "shifts": [],
     }
     amounts = [float(a) for a in ns.shifts.split(",")]

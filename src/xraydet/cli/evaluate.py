@@ -62,10 +62,6 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1%}"
 
 
-def _num(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
 @eval_app.command("run")
 def eval_run(
     model: str = typer.Argument(
@@ -92,6 +88,7 @@ def eval_run(
     seed: int = typer.Option(0, help="Seed of the image sample and the plots."),
 ) -> None:
     """Evaluate MODEL on DATASET and write a report folder (report.json, report.md, predictions, plots)."""
+    from xraydet.evaluation.report import format_number
     from xraydet.evaluation.runner import evaluate
 
     out = out or default_report_dir(model, split)
@@ -118,7 +115,7 @@ def eval_run(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in [
-        ("mAP50 / mAP75 / mAP50-95", f"{b.map50:.3f} / {_num(b.map75)} / {b.map50_95:.3f}"),
+        ("mAP50 / mAP75 / mAP50-95", f"{b.map50:.3f} / {format_number(b.map75)} / {b.map50_95:.3f}"),
         (f"precision / recall @ {report.conf}", f"{b.precision:.3f} / {b.recall:.3f}"),
         ("threat detection rate", f"{_pct(s.threat_detection_rate)} ({s.threats_found}/{s.n_threat_bags})"),
         ("any threat box in the bag", _pct(s.threat_detection_rate_any)),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from xraydet.evaluation.report import EvalReport
+from xraydet.evaluation.report import EvalReport, format_number
 from xraydet.io import atomic_write_json, atomic_write_text, check_output_dir
 
 
@@ -89,10 +89,6 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1%}"
 
 
-def _num(v: float | None, digits: int = 3) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
 def render_comparison(cmp: Comparison) -> str:
     """The comparison as a Markdown table, best mAP50 in bold."""
     best = max((r.map50 for r in cmp.rows), default=None)
@@ -133,17 +129,17 @@ def render_comparison(cmp: Comparison) -> str:
             f"`{r.model}`",
             r.backend,
             map50,
-            _num(r.map75),
-            _num(r.map50_95),
+            format_number(r.map75),
+            format_number(r.map50_95),
             _pct(r.accuracy),
             _pct(r.threat_detection_rate),
             _pct(r.threat_detection_rate_any),
             f"{r.threats_found}/{r.n_threat_bags}",
             _pct(r.false_alarm_rate),
-            _num(r.avg_detections, 2),
-            _num(r.p50_ms, 1),
-            _num(r.p95_ms, 1),
-            _num(r.images_per_s, 1),
+            format_number(r.avg_detections, 2),
+            format_number(r.p50_ms, 1),
+            format_number(r.p95_ms, 1),
+            format_number(r.images_per_s, 1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xraydet.errors import XrayDetError
+from xraydet.evaluation.box_metrics import iou_index
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -58,17 +59,22 @@ class BoxMetrics(BaseModel):
             >>> box.ap_at("knife", 0.55), box.ap_at("knife", 0.75), box.ap_at("gun", 0.5)
             (0.5, None, None)
         """
-        aps = self.per_class_ap_by_iou.get(name)
-        for i, t in enumerate(self.iou_thresholds):
-            if aps is not None and i < len(aps) and abs(t - iou) < 1e-6:
-                return aps[i]
-        return None
+        return _at(self.per_class_ap_by_iou.get(name), self.iou_thresholds, iou)
 
     def mean_ap_by_iou(self) -> list[float]:
         """Mean over labelled classes of AP at each IoU threshold (empty if the report does not hold them)."""
         n = len(self.iou_thresholds)
         rows = [v for v in self.per_class_ap_by_iou.values() if v is not None and len(v) == n]
         return [sum(col) / len(col) for col in zip(*rows, strict=True)] if rows else []
+
+
+def _at(values: list[float] | None, thresholds: list[float], iou: float) -> float | None:
+    """The value of ``values`` (one per IoU threshold) at ``iou``; None if it has none there."""
+    try:
+        i = iou_index(iou, thresholds)
+    except ValueError:
+        return None
+    return values[i] if values is not None and i < len(values) else None
 
 
 class ScreeningMetrics(BaseModel):
@@ -177,7 +183,13 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def _num(value: float | None, digits: int = 3) -> str:
+def format_number(value: float | None, digits: int = 3) -> str:
+    """A metric for a table: ``digits`` decimals, or ``n/a`` when it is missing.
+
+    Example:
+        >>> format_number(0.84812), format_number(None), format_number(0.25, 2)
+        ('0.848', 'n/a', '0.25')
+    """
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
@@ -212,11 +224,13 @@ def _localization(report: EvalReport) -> list[str]:
         "",
     ]
     at = {n: (b.ap_at(n, 0.5), b.ap_at(n, 0.75), b.ap_at(n, 0.9)) for n in report.names}
-    mean = dict(zip((round(t, 2) for t in b.iou_thresholds), b.mean_ap_by_iou(), strict=False))
+    mean = b.mean_ap_by_iou()
     if mean:
-        at["mean (labelled classes)"] = (mean.get(0.5), mean.get(0.75), mean.get(0.9))
+        t = b.iou_thresholds
+        at["mean (labelled classes)"] = (_at(mean, t, 0.5), _at(mean, t, 0.75), _at(mean, t, 0.9))
     rows = [
-        [n, _num(ap50), _num(ap75), _num(ap90), _drop(ap50, ap75)] for n, (ap50, ap75, ap90) in at.items()
+        [n, *(format_number(ap) for ap in (ap50, ap75, ap90)), _drop(ap50, ap75)]
+        for n, (ap50, ap75, ap90) in at.items()
     ]
     return lines + _table(["class", "AP50", "AP75", "AP90", "drop AP50 -> AP75"], rows) + [""]
 
@@ -241,10 +255,13 @@ def render_markdown(report: EvalReport) -> str:
         *_table(
             ["metric", "value"],
             [
-                ["mAP50", _num(b.map50)],
-                ["mAP75", _num(b.map75)],
-                ["mAP50-95", _num(b.map50_95)],
-                [f"precision / recall @ {b.conf}", f"{_num(b.precision)} / {_num(b.recall)}"],
+                ["mAP50", format_number(b.map50)],
+                ["mAP75", format_number(b.map75)],
+                ["mAP50-95", format_number(b.map50_95)],
+                [
+                    f"precision / recall @ {b.conf}",
+                    f"{format_number(b.precision)} / {format_number(b.recall)}",
+                ],
                 [
                     f"threat detection rate (threat box IoU >= {s.overlap_iou} with a threat)",
                     f"{_pct(s.threat_detection_rate)} ({s.threats_found}/{s.n_threat_bags})",
@@ -259,9 +276,12 @@ def render_markdown(report: EvalReport) -> str:
                 ],
                 ["false-alarm rate, negatives folders only", _pct(s.false_alarm_rate_negatives)],
                 [s.accuracy_label, f"{_pct(s.accuracy)} (of {s.n_accuracy_images})"],
-                ["avg detections per image", _num(s.avg_detections, 2)],
-                ["latency p50 / p95 (ms)", f"{_num(lat.p50_ms, 1)} / {_num(lat.p95_ms, 1)}"],
-                ["images/s", _num(lat.images_per_s, 1)],
+                ["avg detections per image", format_number(s.avg_detections, 2)],
+                [
+                    "latency p50 / p95 (ms)",
+                    f"{format_number(lat.p50_ms, 1)} / {format_number(lat.p95_ms, 1)}",
+                ],
+                ["images/s", format_number(lat.images_per_s, 1)],
             ],
         ),
         "",
@@ -273,11 +293,11 @@ def render_markdown(report: EvalReport) -> str:
                 [
                     n,
                     str(b.per_class_labels.get(n, 0)),
-                    _num(b.per_class_ap50.get(n)),
-                    _num(b.ap_at(n, 0.75)),
-                    _num(b.per_class_ap50_95.get(n)),
-                    _num(b.per_class_precision.get(n)),
-                    _num(b.per_class_recall.get(n)),
+                    format_number(b.per_class_ap50.get(n)),
+                    format_number(b.ap_at(n, 0.75)),
+                    format_number(b.per_class_ap50_95.get(n)),
+                    format_number(b.per_class_precision.get(n)),
+                    format_number(b.per_class_recall.get(n)),
                     _pct(s.per_class_accuracy.get(n)),
                 ]
                 for n in report.names
@@ -287,7 +307,7 @@ def render_markdown(report: EvalReport) -> str:
         *_localization(report),
         f"## Threshold sweep (target detection {w.target_detection:.0%})",
         "",
-        f"Recommended threshold: **{_num(w.recommended_threshold, 2)}**"
+        f"Recommended threshold: **{format_number(w.recommended_threshold, 2)}**"
         + (
             f" (detection {_pct(w.recommended.detection_rate)},"
             f" false alarms {_pct(w.recommended.false_alarm_rate)})"
