@@ -159,6 +159,31 @@ def test_tiny_training_with_every_hook_offline_records_mlflow(
     verdicts_file = json.loads((run_dir / "verdicts.json").read_text())
     assert [v["hook"] for v in verdicts_file] == [v.hook for v in result.verdicts]
 
+    # final_eval: best.pt's metrics from Ultralytics' final validation, as best.pt validated on its own gives
+    # them (same data, size and batch: twice the train batch, as Ultralytics' validation loader)
+    from ultralytics import YOLO
+
+    assert set(result.final_eval) == {"map50", "map50_95", "precision", "recall"}
+    alone = YOLO(str(result.best_weights)).val(
+        data=result.train_args["data"],
+        imgsz=result.train_args["imgsz"],
+        batch=2 * result.train_args["batch"],
+        device="cpu",
+        workers=0,
+        plots=False,
+        project=str(tmp_path),
+        name="best_alone",
+        verbose=False,
+    )
+    names = {
+        "map50": "mAP50(B)",
+        "map50_95": "mAP50-95(B)",
+        "precision": "precision(B)",
+        "recall": "recall(B)",
+    }
+    for key, name in names.items():
+        assert result.final_eval[key] == pytest.approx(alone.results_dict[f"metrics/{name}"], abs=1e-6), key
+
 
 def test_gate_stop_from_the_cli(tiny_data: Path, mlflow_home: Path, tmp_path: Path) -> None:
     import typer

@@ -15,9 +15,10 @@ halving stays active underneath. A NaN/inf loss that Ultralytics would recover f
 (``save_every``) goes back to that checkpoint the same way, with the same batch (up to 3 times).
 
 Out of memory in Ultralytics' final validation of ``best.pt`` (after the last epoch, every checkpoint already
-written) trains nothing again: ``best.pt`` alone is validated again with half the validation batch, down to
-``min_batch`` (each try a retry with ``cause: oom-final-val``). If even that runs out of memory the run keeps
-its training results and ``best.pt``, and its ``stop_reason`` says that the final validation could not run.
+written) trains nothing again: ``best.pt`` alone is validated again, into the run folder, with half the
+validation batch, down to batch 1 (each try a retry with ``cause: oom-final-val``). If even batch 1 runs out
+of memory, or that validation fails otherwise, the run keeps its status, training results and ``best.pt``, and
+its ``stop_reason`` says that the final validation could not run, and why.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ def execute(
         else:
             state.final_eval = {}  # the final validation of this training's best.pt, once it has run
             outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from)
-            state.final_eval = metrics_of(outcome.best_eval)
+            _keep_final_eval(state, outcome)
             status, reason = _status(outcome, ctx.epochs, time_budget=bool(state.train_args.get("time")))
             if outcome.final_eval_error:  # training's results stand; the reason says what is missing
                 reason = f"{reason}; {outcome.final_eval_error}" if reason else outcome.final_eval_error
@@ -381,7 +382,7 @@ def _train_with_oom_retry(
                 )
             )
             state.save(run_dir)
-    return _retry_final_validation(bridge, job, run_dir, state, final_val_error)
+    return _retry_final_validation(bridge, run_dir, state, final_val_error)
 
 
 def _error_text(err: BaseException) -> str:
@@ -392,13 +393,15 @@ FINAL_VAL_OOM = "oom-final-val"  # the cause of a retry of the final validation 
 
 
 def _retry_final_validation(
-    bridge: UltralyticsBridge, job: TrainJob, run_dir: Path, state: RunState, error: str
+    bridge: UltralyticsBridge, run_dir: Path, state: RunState, error: str
 ) -> TrainOutcome:
     """Ultralytics' final validation of ``best.pt`` ran out of CUDA memory: training is done (every epoch is
     in ``results.csv``, ``resume.pt`` holds the last one, ``last.pt``/``best.pt`` are stripped), so only that
-    validation is run again, with half the batch each time down to ``min_batch``, each try recorded as a retry
-    with ``cause: oom-final-val``. Its metrics become ``outcome.best_eval``; if it cannot run at all,
-    ``outcome.final_eval_error`` says so and the run ends on its training results.
+    validation is run again, into ``run_dir``, with half the batch each time down to 1 (a validation needs no
+    ``min_batch``: that is a training setting), each try recorded as a retry with ``cause: oom-final-val``.
+    Its metrics become ``outcome.best_eval`` and, saved at once, ``state.final_eval``; if it cannot run (out
+    of memory even at batch 1, or any other error), ``outcome.final_eval_error`` says why and the run ends on
+    its training results.
     """
     outcome = bridge.outcome
     best = run_dir / "weights" / "best.pt"
@@ -407,8 +410,8 @@ def _retry_final_validation(
         return outcome
     train_batch = bridge.ctx.batch_size or state.train_args.get("batch")
     batch = outcome.val_batch or (2 * train_batch if isinstance(train_batch, int) and train_batch > 0 else 0)
-    while batch > job.min_batch:
-        new_batch = max(job.min_batch, batch // 2)
+    while batch > 1:
+        new_batch = batch // 2
         state.retries.append(
             {
                 "attempt": len(state.retries) + 2,
@@ -429,19 +432,38 @@ def _retry_final_validation(
         )
         batch = new_batch
         try:
-            outcome.best_eval = bridge.validate(best, state.train_args, batch)
+            outcome.best_eval = bridge.validate(best, state.train_args, batch, run_dir)
+        except Exception as err:  # training is done and best.pt intact: no error fails the run now
+            if is_cuda_oom(err):
+                error = _error_text(err)
+                continue
+            log.warning("the final validation of best.pt at batch %d failed", batch, exc_info=True)
+            outcome.final_eval_error = _final_eval_error(f"{_error_text(err)} (at batch {batch})")
             return outcome
-        except Exception as err:
-            if not is_cuda_oom(err):
-                raise
-            error = _error_text(err)
-    outcome.final_eval_error = (
-        f"the final validation of best.pt could not run: CUDA out of memory at batch {batch} (min_batch "
-        f"{job.min_batch}; {error}); training finished and best.pt is kept, but best.pt's metrics were not "
-        "measured: validate it with a smaller batch"
+        _keep_final_eval(state, outcome)
+        state.save(run_dir)  # a kill from here on keeps best.pt's metrics
+        return outcome
+    at = f"at batch {batch}" if batch > 0 else "with Ultralytics' batch"
+    data = state.train_args.get("data") or "DATA"
+    outcome.final_eval_error = _final_eval_error(
+        f"CUDA out of memory {at} ({error}); validate it where more memory is free, e.g. on the CPU: "
+        f"`xraydet eval {best} {data}`"
     )
     log.warning("%s", outcome.final_eval_error)
     return outcome
+
+
+def _final_eval_error(why: str) -> str:
+    return (
+        f"the final validation of best.pt could not run: {why}; training finished and best.pt is kept, but "
+        "best.pt's metrics (final_eval) were not measured"
+    )
+
+
+def _keep_final_eval(state: RunState, outcome: TrainOutcome) -> None:
+    """``state.final_eval``: best.pt's metrics from the final validation of this training (Ultralytics' own,
+    or the trainer's retry of it), empty if it has not run."""
+    state.final_eval = metrics_of(outcome.best_eval)
 
 
 def _restart_hooks(

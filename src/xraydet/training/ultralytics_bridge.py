@@ -243,19 +243,24 @@ class UltralyticsBridge:
             self.outcome.val_batch = _val_batch(trainer)
             keep_resumable(Path(trainer.last))
 
-    def validate(self, weights: Path, train_args: dict[str, Any], batch: int) -> dict[str, Any]:
-        """Validate ``weights`` on their own with ``batch``, as Ultralytics' final validation does, into the
-        run folder of ``train_args``; returns the metrics as a record (``map50``...).
+    def validate(
+        self, weights: Path, train_args: dict[str, Any], batch: int, run_dir: Path
+    ) -> dict[str, Any]:
+        """Validate ``weights`` on their own with ``batch``, as Ultralytics' final validation does, into
+        ``run_dir``; returns the metrics as a record (``map50``...).
 
         The trainer's retry of a final validation that ran out of memory: training is done, so the saved
         ``best.pt`` is validated again with the validation settings of the run's ``train_args``, no trainer.
+        Its outputs go to ``run_dir`` as it is now, not to the folder ``train_args`` name (where the run was
+        created: a run folder copied or moved, then resumed, still names the old one there).
         """
         from ultralytics import YOLO
 
         release_memory()  # what the failed trainer held (its traceback is gone by now)
         with offline_guard():
             model = YOLO(str(weights))
-            metrics = model.val(**final_val_args(train_args), batch=int(batch))
+            here = {"project": str(run_dir.parent), "name": run_dir.name, "exist_ok": True}
+            metrics = model.val(**final_val_args(train_args), **here, batch=int(batch))
         results = dict(getattr(metrics, "results_dict", None) or {})
         results.pop("fitness", None)  # as final_eval does
         del model
@@ -307,7 +312,7 @@ def _val_batch(trainer: Any) -> int | None:
     return int(batch) if isinstance(batch, int) and batch > 0 else None
 
 
-# train arguments that shape a validation (the others only training); the run folder's keep its outputs there
+# train arguments that shape a validation (the others only training); the run folder is given on its own
 FINAL_VAL_KEYS = (
     "data",
     "imgsz",
@@ -322,9 +327,6 @@ FINAL_VAL_KEYS = (
     "agnostic_nms",
     "quantize",
     "plots",
-    "project",
-    "name",
-    "exist_ok",
 )
 
 
