@@ -218,6 +218,11 @@ def run_one(job: dict[str, Any], data: Path, out: Path, device: str) -> dict[str
         "images_per_s": round(sum(e["images"] for e in clock.epochs) / train_time, 1) if train_time else None,
         "map50": round(float(metrics.box.map50), 4),
         "map50_95": round(float(metrics.box.map), 4),
+        "map75": round(float(metrics.box.map75), 4),  # where mAP50-95 is lost: box tightness
+        # each class's AP50-95 (Ultralytics' `maps` holds the mean for a class without labels)
+        "per_class_map50_95": {
+            metrics.names[i]: round(float(v), 4) for i, v in enumerate(metrics.box.maps)
+        },
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "train_dataset": type(model.trainer.train_loader.dataset).__name__,  # XrayDataset: X-ray augmented
         "xray_augment": dataclasses.asdict(augment),
@@ -300,15 +305,15 @@ def fitness(summary: dict[str, Any]) -> float:
 
 def table(summaries: list[dict[str, Any]]) -> str:
     lines = [
-        "| job | model | epochs | train s | images/s | loop images/s | data wait | val mAP50 | val mAP50-95 "
-        "| device |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| job | model | epochs | train s | images/s | loop images/s | data wait | val mAP50 | val mAP75 "
+        "| val mAP50-95 | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         lines.append(
             f"| {s['name']} | {s['model']} | {s['epochs']} | {s['train_s']} | {s['images_per_s']} | "
             f"{s.get('train_images_per_s')} | {s.get('data_wait_frac')} | "
-            f"{s['map50']:.3f} | {s['map50_95']:.3f} | {s['device']} |"
+            f"{s['map50']:.3f} | {s.get('map75', float('nan')):.3f} | {s['map50_95']:.3f} | {s['device']} |"
         )
     return "\n".join(lines)
 

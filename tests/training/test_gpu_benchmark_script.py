@@ -45,6 +45,9 @@ def test_main_run_script_returns_timed_summary_and_weights(synth_yaml: Path, tmp
     assert 0 <= job["data_wait_frac"] < 1 and job["device"] == "cpu"
     assert [c["epoch"] for c in job["curve"]] == [1]  # the last epoch is always validated
     assert job["checkpoints_written"] == 1
+    assert 0.0 <= job["map75"] <= 1.0
+    names = yaml.safe_load(synth_yaml.read_text())["names"].values()
+    assert sorted(job["per_class_map50_95"]) == sorted(names)
     parts = sorted(out.glob("best.pt.part*"))
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)  # under the 16 MB result limit
     whole = tmp_path / "best.pt"
