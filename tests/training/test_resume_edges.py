@@ -523,6 +523,55 @@ def test_a_run_killed_while_writing_its_last_checkpoint_trains_the_last_epoch_ag
     assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
 
 
+class Killed(BaseException):
+    """``kill -9``: not an ``Exception``, so nothing ends the run as failed (its MLflow run stays RUNNING)."""
+
+
+def mlflow_status(run_id: str | None) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return str(MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).get_run(str(run_id)).info.status)
+
+
+@pytest.mark.parametrize("how", ["extended", "rewound"])
+def test_a_resume_killed_before_its_summary_is_finished_not_answered_by_the_old_summary(
+    script: Script, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A finished run (its summary written) is trained again: extended from 2 to 3 epochs, or rewound to epoch
+    1's checkpoint (epoch 2 retrained). Every epoch trained, the resume is killed before its summary (in the
+    final validation): the old summary still stands. A plain resume must finish the run, not answer with the
+    old summary (old epochs and metrics) and leave the MLflow run RUNNING."""
+    run_dir = tmp_path / "run"
+    first = run_training(job(data, epochs=2), run_dir)
+    assert first.status == "completed", first.stop_reason
+    if how == "rewound":
+        tear(run_dir, "last.pt", "resume.pt", "epoch002.pt")
+    with monkeypatch.context() as m:
+        m.setattr(trainer_module, "write_run_result", lambda result: (_ for _ in ()).throw(Killed()))
+        with pytest.raises(Killed):
+            resume_training(run_dir, epochs=3 if how == "extended" else None)
+    trained = 3 if how == "extended" else 2
+    shutil.copyfile(script.snapshot(1, trained), run_dir / "state.json")  # as after its last epoch
+    assert load_run_result(run_dir) == first and mlflow_status(first.mlflow_run_id) == "RUNNING"
+
+    again = resume_training(run_dir)
+
+    assert len(script.calls) == 2  # nothing trained again
+    assert (again.status, again.stop_reason) == ("completed", None)
+    assert (again.epochs_completed, again.epochs_planned) == (trained, trained)
+    expected = [map50(0, 1), map50(0, 2), map50(1, 3)] if how == "extended" else [map50(0, 1), map50(1, 2)]
+    assert [r["map50"] for r in again.history] == expected
+    assert again.resumes == RunState.load(run_dir).resumes and len(again.resumes) == 1
+    assert hook_epochs(again.verdicts, "test_stamp") == list(range(1, trained + 1))
+    assert load_run_result(run_dir) == again == load_run_result(run_dir / "weights" / "summary.json")
+    assert mlflow_status(again.mlflow_run_id) == "FINISHED"
+
+    summary = run_dir / "summary.json"
+    written = summary.stat().st_mtime_ns
+    assert resume_training(run_dir) == again  # now current: returned as it is, nothing rewritten
+    assert len(script.calls) == 2 and summary.stat().st_mtime_ns == written
+
+
 # --- a kill while Ultralytics writes best.pt (in place, right after last.pt, with the same bytes) ---
 
 

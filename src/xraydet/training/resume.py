@@ -11,9 +11,10 @@ used, or verdicts of an epoch that never ended) makes the hooks forget the epoch
 ``action: stop``; not a timeout) stays stopped on a plain resume: it is finished as ``stopped`` without
 training. Pass ``epochs`` to train on anyway. A run killed after its last epoch's checkpoint but before its
 summary (in Ultralytics' final validation, say) is only finished: its summary is written, with the status it
-would have ended with. A ``best.pt`` torn by the kill is restored from an intact checkpoint of its epoch; if
-none holds it, finishing raises, and a resume that trains on sets it aside (see
-:func:`~xraydet.training.checkpoint_files.check_best_weights`).
+would have ended with. So is a resume (an extension, a rewind) killed so: the summary from before it, which
+lacks its epochs or its resume, is rewritten, not returned. A ``best.pt`` torn by the kill is restored from
+an intact checkpoint of its epoch; if none holds it, finishing raises, and a resume that trains on sets it
+aside (see :func:`~xraydet.training.checkpoint_files.check_best_weights`).
 """
 
 from __future__ import annotations
@@ -60,10 +61,10 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
     info = find_resume_checkpoint(run_dir)
     if (
         epochs is None
-        and not (run_dir / "summary.json").is_file()
         and last >= planned > 0
         and info is not None
         and info.epochs_done >= last  # else killed between the last row and its checkpoint: train it again
+        and not _summary_is_current(run_dir, state, last)
     ):  # killed after the last epoch (e.g. in the final validation, whose checkpoints are stripped)
         job = job_from_dict({**raw, "epochs": planned}, where=str(job_file))
         # Not stop_on_record: a stop verdict here came at the last epoch, which cuts nothing short, so the run
@@ -109,3 +110,19 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
     )
     source = prepare_resume_checkpoint(info, run_dir, epochs=planned, batch=state.train_args.get("batch"))
     return execute(job, run_dir, state, resume_from=source, stop_on_record=epochs is None)
+
+
+def _summary_is_current(run_dir: Path, state: RunState, last: int) -> bool:
+    """Whether ``summary.json`` was written after the run's latest training: it ends at ``last``, the last
+    epoch of ``results.csv``, and holds every resume on record.
+
+    A resume killed before its summary (an extension or a rewind killed in the final validation) leaves the
+    summary of the training before it: fewer epochs, or as many with older metrics (a rewind), and fewer
+    resumes (each resume that trains is recorded in ``state.json`` before training). Nothing is written to
+    mark it stale: whenever a resume is killed, only a summary that covers its training passes.
+    """
+    try:
+        summary = load_run_result(run_dir)
+    except XrayDetError:  # missing (or unreadable: it is rewritten)
+        return False
+    return summary.epochs_completed == last and len(summary.resumes) >= len(state.resumes)
