@@ -18,7 +18,7 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -34,7 +34,43 @@ from pydantic import (
 from xraydet.config import number_from_text, read_yaml_mapping
 from xraydet.errors import ConfigError
 from xraydet.training.history import check_record_key
-from xraydet.training.hooks.decision_gate import check_gate_metric, check_gate_thresholds
+from xraydet.training.hooks.checkpoints import CHECKPOINT_EVERY, CheckpointEvery
+from xraydet.training.hooks.decision_gate import (
+    CONTINUE_ABOVE,
+    DECISION_EPOCH,
+    GATE_METRIC,
+    ON_STOP,
+    STOP_BELOW,
+    DecisionEpoch,
+    OnStop,
+    check_gate_metric,
+    check_gate_thresholds,
+)
+from xraydet.training.hooks.red_flags import (
+    FLAG_ACTION,
+    LOADER_WINDOW,
+    MAX_WAIT_FRAC,
+    MIN_REL_AMPLITUDE,
+    MIN_SIGN_CHANGE_RATIO,
+    MIN_VAL_RISE,
+    NAN_ACTION,
+    OSCILLATION_METRICS,
+    OSCILLATION_WINDOW,
+    OVERFIT_WINDOW,
+    PLATEAU_METRIC,
+    PLATEAU_MIN_DELTA,
+    PLATEAU_PATIENCE,
+    Action,
+    LoaderWindow,
+    MetricWindow,
+    MinDelta,
+    MinValRise,
+    Patience,
+    RelAmplitude,
+    SignChangeRatio,
+    WaitFraction,
+)
+from xraydet.training.hooks.timeout import TimeoutSeconds
 
 SEED_KEYS = {
     "MODEL_NAME": "model",
@@ -122,27 +158,34 @@ def known_metrics_when_on(value: str | list[str], info: ValidationInfo) -> str |
     return value
 
 
+# The ranges and defaults of the gate's and red flags' settings (and of `checkpoint_every`, `timeout_s`) are
+# the parameter types and defaults of their hooks (training/hooks/), defined there once: an extra hook named
+# in `hooks:` is held to the same rules, and the two cannot drift apart.
+
+
 class GateConfig(BaseModel):
     """The seed's decision at epoch 100: continue (>= continue_above), warn (between), stop (< stop_below)."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    decision_epoch: int | None = Field(
+    decision_epoch: DecisionEpoch | None = Field(
         default=None,
-        ge=1,
-        description="1-based epoch of the decision; None = 100, or half the run when epochs < 200",
+        description=(
+            f"1-based epoch of the decision; None = {DECISION_EPOCH}, or half the run when epochs < "
+            f"{2 * DECISION_EPOCH}"
+        ),
     )
-    continue_above: float = 0.40
-    stop_below: float = 0.30
-    metric: str = "map50"
-    on_stop: Literal["stop", "warn"] = "stop"
+    continue_above: float = CONTINUE_ABOVE
+    stop_below: float = STOP_BELOW
+    metric: str = GATE_METRIC
+    on_stop: OnStop = ON_STOP
 
     def resolved_epoch(self, epochs: int) -> int:
         """The decision epoch for a run of ``epochs`` (the seed's 100 of 200, scaled down for short runs)."""
         if self.decision_epoch is not None:
             return self.decision_epoch
-        return 100 if epochs >= 200 else max(1, math.ceil(epochs / 2))
+        return DECISION_EPOCH if epochs >= 2 * DECISION_EPOCH else max(1, math.ceil(epochs / 2))
 
     _metric = field_validator("metric")(known_metrics_when_on)
 
@@ -162,11 +205,11 @@ class OscillationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    metrics: list[str] = Field(default_factory=lambda: ["map50", "val_loss"])
-    window: int = Field(default=10, ge=3, description="validated epochs looked at (all if val_every=1)")
-    min_sign_change_ratio: float = Field(default=0.6, ge=0, le=1)
-    min_rel_amplitude: float = Field(default=0.05, ge=0)
-    action: Literal["warn", "stop"] = "warn"
+    metrics: list[str] = Field(default_factory=lambda: list(OSCILLATION_METRICS))
+    window: MetricWindow = OSCILLATION_WINDOW
+    min_sign_change_ratio: SignChangeRatio = MIN_SIGN_CHANGE_RATIO
+    min_rel_amplitude: RelAmplitude = MIN_REL_AMPLITUDE
+    action: Action = FLAG_ACTION
 
     _metrics = field_validator("metrics")(known_metrics_when_on)
 
@@ -175,10 +218,10 @@ class PlateauConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    metric: str = "map50"
-    patience: int = Field(default=20, ge=1, description="validations with no new best")
-    min_delta: float = Field(default=0.001, ge=0)
-    action: Literal["warn", "stop"] = "warn"
+    metric: str = PLATEAU_METRIC
+    patience: Patience = PLATEAU_PATIENCE
+    min_delta: MinDelta = PLATEAU_MIN_DELTA
+    action: Action = FLAG_ACTION
 
     _metric = field_validator("metric")(known_metrics_when_on)
 
@@ -187,27 +230,25 @@ class OverfitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    window: int = Field(default=10, ge=3, description="validated epochs looked at (all if val_every=1)")
-    min_val_rise: float = Field(default=0.02, ge=0, description="relative rise of val loss over the window")
-    action: Literal["warn", "stop"] = "warn"
+    window: MetricWindow = OVERFIT_WINDOW
+    min_val_rise: MinValRise = MIN_VAL_RISE
+    action: Action = FLAG_ACTION
 
 
 class LoaderStarvedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    window: int = Field(default=5, ge=2, description="epochs looked at (every epoch is measured)")
-    max_wait_frac: float = Field(
-        default=0.25, gt=0, le=1, description="median share of the loop spent waiting for the next batch"
-    )
-    action: Literal["warn", "stop"] = "warn"
+    window: LoaderWindow = LOADER_WINDOW
+    max_wait_frac: WaitFraction = MAX_WAIT_FRAC
+    action: Action = FLAG_ACTION
 
 
 class NanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    action: Literal["warn", "stop"] = "stop"
+    action: Action = NAN_ACTION
 
 
 class RedFlagConfig(BaseModel):
@@ -270,16 +311,14 @@ class TrainJob(BaseModel):
     device: str | None = None
     workers: int | None = Field(default=None, ge=0)
     seed: int = 0
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: TimeoutSeconds | None = None
     val_every: int = Field(
         default=1,
         ge=1,
         description="validate every N epochs (and at the gate's epoch and the last): faster, coarser curve",
     )
     xray_augment: XrayAugmentConfig = Field(default_factory=XrayAugmentConfig)
-    checkpoint_every: int = Field(
-        default=10, ge=0, description="copy last.pt to weights/epochNNN.pt every N epochs; 0 = off"
-    )
+    checkpoint_every: CheckpointEvery = CHECKPOINT_EVERY
     save_every: int = Field(
         default=1,
         ge=1,

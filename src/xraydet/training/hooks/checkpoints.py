@@ -25,13 +25,21 @@ def checkpoint_name(epoch: int) -> str:
     return f"epoch{epoch:03d}.pt"
 
 
+# The parameter, typed once with its range, and its default: the one source of both for the hook's
+# constructor and for the job's ``checkpoint_every`` (:mod:`xraydet.training.job`).
+CheckpointEvery = Annotated[
+    int, Field(ge=0, description="copy last.pt to weights/epochNNN.pt every N epochs; 0 = off")
+]
+CHECKPOINT_EVERY = 10
+
+
 @register_hook
 class PeriodicCheckpoint(HookBase):
     """Every ``every`` epochs (1-based count), keep a copy of ``last.pt``; ``every=0`` turns it off."""
 
     name = "checkpoints"
 
-    def __init__(self, every: Annotated[int, Field(ge=0)] = 10) -> None:
+    def __init__(self, every: CheckpointEvery = CHECKPOINT_EVERY) -> None:
         self.every = every
         self.saved: list[str] = []
 

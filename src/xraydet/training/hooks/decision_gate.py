@@ -52,6 +52,19 @@ def check_gate_thresholds(stop_below: float, continue_above: float) -> None:
         raise ValueError(f"stop_below ({stop_below}) must not exceed continue_above ({continue_above})")
 
 
+# The gate's parameters, typed once with their ranges, and their defaults: the one source of both for the
+# hook's constructor (so for an extra ``decision_gate`` in a job's ``hooks:``) and for the job's ``gate``
+# settings (:mod:`xraydet.training.job`).
+OnStop = Literal["stop", "warn"]
+DecisionEpoch = Annotated[int, Field(ge=1, description="1-based epoch of the decision")]
+GateMetric = Annotated[RecordKey, AfterValidator(check_gate_metric)]
+DECISION_EPOCH = 100  # the seed's epoch 100 of 200
+CONTINUE_ABOVE = 0.40
+STOP_BELOW = 0.30
+GATE_METRIC = "map50"
+ON_STOP: OnStop = "stop"
+
+
 @register_hook
 class DecisionGate(HookBase):
     """Fires once, at ``decision_epoch`` (1-based), on ``metric`` of that epoch's validation."""
@@ -60,11 +73,11 @@ class DecisionGate(HookBase):
 
     def __init__(
         self,
-        decision_epoch: Annotated[int, Field(ge=1)] = 100,
-        continue_above: float = 0.40,
-        stop_below: float = 0.30,
-        metric: Annotated[RecordKey, AfterValidator(check_gate_metric)] = "map50",
-        on_stop: Literal["stop", "warn"] = "stop",
+        decision_epoch: DecisionEpoch = DECISION_EPOCH,
+        continue_above: float = CONTINUE_ABOVE,
+        stop_below: float = STOP_BELOW,
+        metric: GateMetric = GATE_METRIC,
+        on_stop: OnStop = ON_STOP,
     ) -> None:
         check_gate_thresholds(stop_below, continue_above)  # as gate.stop_below / gate.continue_above in a job
         self.decision_epoch = decision_epoch

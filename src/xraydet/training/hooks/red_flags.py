@@ -84,11 +84,44 @@ def _points(history: list[dict[str, Any]], *keys: str) -> list[tuple[int, list[f
 
 Action = Literal["warn", "stop"]
 
+# Each flag's parameters, typed once with their ranges, and their defaults: the one source of both for the
+# flags' constructors (so for a job's extra ``hooks:``, checked by ``build_hook``) and for the job's
+# ``red_flags.*`` settings (:mod:`xraydet.training.job`).
+FLAG_ACTION: Action = "warn"  # every flag but the NaN one only warns by default
+NAN_ACTION: Action = "stop"
+
+MetricWindow = Annotated[int, Field(ge=3, description="validated epochs looked at (all if val_every=1)")]
+SignChangeRatio = Annotated[
+    float, Field(ge=0, le=1, description="share of sign changes between successive steps that fires")
+]
+RelAmplitude = Annotated[float, Field(ge=0, description="mean step relative to the mean level that fires")]
+OSCILLATION_METRICS: tuple[RecordKey, ...] = ("map50", "val_loss")
+OSCILLATION_WINDOW = 10
+MIN_SIGN_CHANGE_RATIO = 0.6
+MIN_REL_AMPLITUDE = 0.05
+
+Patience = Annotated[int, Field(ge=1, description="validations with no new best")]
+MinDelta = Annotated[float, Field(ge=0, description="the least gain that counts as a new best")]
+PLATEAU_METRIC: RecordKey = "map50"
+PLATEAU_PATIENCE = 20
+PLATEAU_MIN_DELTA = 0.001
+
+MinValRise = Annotated[float, Field(ge=0, description="relative rise of val loss over the window")]
+OVERFIT_WINDOW = 10
+MIN_VAL_RISE = 0.02
+
+LoaderWindow = Annotated[int, Field(ge=2, description="epochs looked at (every epoch is measured)")]
+WaitFraction = Annotated[
+    float, Field(gt=0, le=1, description="median share of the loop spent waiting for the next batch")
+]
+LOADER_WINDOW = 5
+MAX_WAIT_FRAC = 0.25
+
 
 class _Flag(HookBase):
     """Shared episode logic: fire when the condition turns true, re-arm when it turns false."""
 
-    def __init__(self, action: Action = "warn") -> None:
+    def __init__(self, action: Action = FLAG_ACTION) -> None:
         self.action = action
         self.active: dict[str, bool] = {}
         self.fired: list[dict[str, Any]] = []
@@ -128,7 +161,7 @@ class NanLossFlag(_Flag):
 
     name = "nan_loss"
 
-    def __init__(self, action: Action = "stop") -> None:
+    def __init__(self, action: Action = NAN_ACTION) -> None:
         super().__init__(action)
         self._nan_batch_epoch: int | None = None  # the last epoch with a NaN batch
 
@@ -162,11 +195,11 @@ class OscillationFlag(_Flag):
 
     def __init__(
         self,
-        metrics: Sequence[RecordKey] = ("map50", "val_loss"),
-        window: Annotated[int, Field(ge=3)] = 10,
-        min_sign_change_ratio: Annotated[float, Field(ge=0, le=1)] = 0.6,
-        min_rel_amplitude: Annotated[float, Field(ge=0)] = 0.05,
-        action: Action = "warn",
+        metrics: Sequence[RecordKey] = OSCILLATION_METRICS,
+        window: MetricWindow = OSCILLATION_WINDOW,
+        min_sign_change_ratio: SignChangeRatio = MIN_SIGN_CHANGE_RATIO,
+        min_rel_amplitude: RelAmplitude = MIN_REL_AMPLITUDE,
+        action: Action = FLAG_ACTION,
     ) -> None:
         super().__init__(action)
         self.metrics = list(metrics)
@@ -211,10 +244,10 @@ class PlateauFlag(_Flag):
 
     def __init__(
         self,
-        metric: RecordKey = "map50",
-        patience: Annotated[int, Field(ge=1)] = 20,
-        min_delta: Annotated[float, Field(ge=0)] = 0.001,
-        action: Action = "warn",
+        metric: RecordKey = PLATEAU_METRIC,
+        patience: Patience = PLATEAU_PATIENCE,
+        min_delta: MinDelta = PLATEAU_MIN_DELTA,
+        action: Action = FLAG_ACTION,
     ) -> None:
         super().__init__(action)
         self.metric = metric
@@ -256,9 +289,9 @@ class OverfitFlag(_Flag):
 
     def __init__(
         self,
-        window: Annotated[int, Field(ge=3)] = 10,
-        min_val_rise: Annotated[float, Field(ge=0)] = 0.02,
-        action: Action = "warn",
+        window: MetricWindow = OVERFIT_WINDOW,
+        min_val_rise: MinValRise = MIN_VAL_RISE,
+        action: Action = FLAG_ACTION,
     ) -> None:
         super().__init__(action)
         self.window = window
@@ -311,10 +344,10 @@ class LoaderStarvedFlag(_Flag):
 
     def __init__(
         self,
-        window: Annotated[int, Field(ge=2)] = 5,
-        max_wait_frac: Annotated[float, Field(gt=0, le=1)] = 0.25,
+        window: LoaderWindow = LOADER_WINDOW,
+        max_wait_frac: WaitFraction = MAX_WAIT_FRAC,
         advice: str = "",
-        action: Action = "warn",
+        action: Action = FLAG_ACTION,
     ) -> None:
         super().__init__(action)
         self.window = window

@@ -19,12 +19,16 @@ from pydantic import Field
 from xraydet.training.history import is_validated
 from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
 
+# The deadline's type with its range: the one source of it for the hook's constructor and for the job's
+# ``timeout_s`` / ``TIMEOUT`` (:mod:`xraydet.training.job`).
+TimeoutSeconds = Annotated[float, Field(gt=0, description="seconds from the start of each training process")]
+
 
 @register_hook
 class Timeout(HookBase):
     name = "timeout"
 
-    def __init__(self, timeout_s: Annotated[float, Field(gt=0)]) -> None:
+    def __init__(self, timeout_s: TimeoutSeconds) -> None:
         self.timeout_s = float(timeout_s)
         self.epoch_times: list[float] = []
         self._epoch_start = 0.0
