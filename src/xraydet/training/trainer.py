@@ -347,15 +347,6 @@ def _train_with_oom_retry(
             if info is None and cause == "nan":  # nothing to go back to: fail, as Ultralytics' recovery would
                 raise
             from_epoch = info.epochs_done if info is not None else 0
-            retry = {
-                "attempt": len(state.retries) + 2,
-                "cause": cause,
-                "error": _error_text(err),
-                "batch_from": batch,
-                "batch_to": new_batch,
-                "from_epoch": from_epoch,
-                "checkpoint": str(info.path) if info else None,
-            }
             if cause == "nan":
                 log.warning("%s; going back to the checkpoint of epoch %d", err, from_epoch)
             else:
@@ -365,7 +356,8 @@ def _train_with_oom_retry(
                     new_batch,
                     from_epoch,
                 )
-            state.retries.append(retry)
+            checkpoint = info.path if info else None
+            _record_retry(state, cause, _error_text(err), batch, new_batch, from_epoch, checkpoint)
             if cause == "oom":
                 args["batch"] = state.train_args["batch"] = new_batch
             bridge.ctx.attempt += 1
@@ -383,6 +375,29 @@ def _train_with_oom_retry(
             )
             state.save(run_dir)
     return _retry_final_validation(bridge, run_dir, state, final_val_error)
+
+
+def _record_retry(
+    state: RunState,
+    cause: str,
+    error: str,
+    batch_from: Any,
+    batch_to: Any,
+    from_epoch: int,
+    checkpoint: Path | None,
+) -> None:
+    """Add a retry (``cause``: oom, nan, oom-final-val) to the run's record; attempts count from the first."""
+    state.retries.append(
+        {
+            "attempt": len(state.retries) + 2,
+            "cause": cause,
+            "error": error,
+            "batch_from": batch_from,
+            "batch_to": batch_to,
+            "from_epoch": from_epoch,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+        }
+    )
 
 
 def _error_text(err: BaseException) -> str:
@@ -412,17 +427,7 @@ def _retry_final_validation(
     batch = outcome.val_batch or (2 * train_batch if isinstance(train_batch, int) and train_batch > 0 else 0)
     while batch > 1:
         new_batch = batch // 2
-        state.retries.append(
-            {
-                "attempt": len(state.retries) + 2,
-                "cause": FINAL_VAL_OOM,
-                "error": error,
-                "batch_from": batch,
-                "batch_to": new_batch,
-                "from_epoch": outcome.epochs_done,
-                "checkpoint": str(best),
-            }
-        )
+        _record_retry(state, FINAL_VAL_OOM, error, batch, new_batch, outcome.epochs_done, best)
         state.save(run_dir)
         log.warning(
             "CUDA out of memory in the final validation of best.pt at batch %d; training is done: validating "

@@ -218,7 +218,7 @@ class UltralyticsBridge:
 
     def _on_fit_epoch_end(self, trainer: Any) -> None:
         if self.outcome.loop_finished:  # final_eval's extra call: metrics of best.pt, not a new epoch
-            self.outcome.best_eval = normalize_row(dict(trainer.metrics or {}))
+            self.outcome.best_eval = eval_record(trainer.metrics or {})
             return
         ctx = self._tick()
         ctx.epoch = trainer.epoch + 1
@@ -261,11 +261,9 @@ class UltralyticsBridge:
             model = YOLO(str(weights))
             here = {"project": str(run_dir.parent), "name": run_dir.name, "exist_ok": True}
             metrics = model.val(**final_val_args(train_args), **here, batch=int(batch))
-        results = dict(getattr(metrics, "results_dict", None) or {})
-        results.pop("fitness", None)  # as final_eval does
         del model
         release_memory()
-        return normalize_row({k: _num(v) for k, v in results.items()})
+        return eval_record(getattr(metrics, "results_dict", None) or {})
 
     def take_batch_verdicts(self) -> list[Verdict]:
         """Verdicts given after batches of the current epoch that are not on record yet (then forgotten).
@@ -301,6 +299,17 @@ class UltralyticsBridge:
 
 def _num(value: Any) -> Any:
     return float(value.item()) if hasattr(value, "item") else value
+
+
+def eval_record(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A validation's metrics as a record (``map50``...), without Ultralytics' ``fitness`` (final_eval pops
+    it from its own; ``YOLO.val``'s ``results_dict`` still holds it).
+
+    Example:
+        >>> eval_record({"metrics/mAP50(B)": 0.5, "metrics/mAP50-95(B)": 0.25, "fitness": 0.275})
+        {'map50': 0.5, 'map50_95': 0.25}
+    """
+    return normalize_row({k: _num(v) for k, v in metrics.items() if k != "fitness"})
 
 
 def _val_batch(trainer: Any) -> int | None:
