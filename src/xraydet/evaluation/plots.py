@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from xraydet.evaluation.box_metrics import RECALL_POINTS
-from xraydet.evaluation.report import BoxMetrics, SweepResult
+from xraydet.evaluation.report import BoxMetrics, SweepResult, format_number
 from xraydet.io import atomic_write_bytes
 from xraydet.ultralytics_env import pil_open
 
@@ -66,8 +66,7 @@ def plot_ap_by_iou(box: BoxMetrics, path: Path) -> Path:
     mean = box.mean_ap_by_iou()
     if mean:
         ax.plot(t, mean, color="black", ls="--", lw=2, label=f"mean (mAP50-95 {box.map50_95:.3f})")
-    map75 = "n/a" if box.map75 is None else f"{box.map75:.3f}"
-    title = f"AP by IoU threshold, mAP50 {box.map50:.3f} / mAP75 {map75}"
+    title = f"AP by IoU threshold, mAP50 {box.map50:.3f} / mAP75 {format_number(box.map75)}"
     ax.set(xlabel="IoU threshold", ylabel="AP", xlim=(0.48, 0.97), ylim=(0, 1.02), title=title)
     return _save_curves(fig, ax, path, legend=bool(mean))
 

@@ -162,7 +162,12 @@ class EvalReport(BaseModel):
     @property
     def model_name(self) -> str:
         """A short label: the weights file's name, or a deployment URL whole (``Path`` mangles URLs)."""
-        return self.model if self.model.startswith(("http://", "https://")) else Path(self.model).name
+        return self.model if is_url(self.model) else Path(self.model).name
+
+
+def is_url(model: str | Path) -> bool:
+    """Whether ``model`` names a served model (``http(s)://``) rather than a file or registry reference."""
+    return str(model).startswith(("http://", "https://"))
 
 
 def load_report(path: str | Path) -> EvalReport:

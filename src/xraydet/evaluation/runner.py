@@ -34,6 +34,7 @@ from xraydet.evaluation.report import (
     LatencyStats,
     ScreeningMetrics,
     SweepResult,
+    is_url,
     render_markdown,
 )
 from xraydet.evaluation.screening import ScreeningEvaluator
@@ -54,10 +55,6 @@ EVAL_CONF = 0.001
 MAX_DET = 300
 NMS_IOU = 0.7
 Progress = Callable[[int, int], None]
-
-
-def _is_url(model: str | Path) -> bool:
-    return str(model).startswith(("http://", "https://"))
 
 
 def model_file(model: str | Path) -> Path:
@@ -85,7 +82,7 @@ def resolve_predictor(
         return model
     from xraydet.inference import load_predictor
 
-    if _is_url(model):
+    if is_url(model):
         from xraydet.inference.http_backend import HttpPredictor
 
         return HttpPredictor(str(model))
@@ -325,10 +322,10 @@ def _weights_of(model: str | Path | Predictor) -> Path | None:
     for a deployment URL or a predictor without a file."""
     if isinstance(model, Predictor):
         source = getattr(model, "source", None)
-        if isinstance(source, str | Path) and not _is_url(source) and Path(source).is_file():
+        if isinstance(source, str | Path) and not is_url(source) and Path(source).is_file():
             return Path(source)
         return None
-    return None if _is_url(model) else model_file(model)
+    return None if is_url(model) else model_file(model)
 
 
 def _model_label(model: str | Path | Predictor, predictor: Predictor) -> str:
