@@ -231,7 +231,7 @@ def _walk_locked(
             # only steps this walk reached: a record an earlier run left done, on a path not taken now (or
             # not reached yet), would make the replay decide differently from the run it replays
             walked = [*state.trail, step.id]
-            others = {k: state.records[k].outcome for k in walked if state.records[k].status == "done"}
+            others = {k: r.outcome for k in walked if (r := state.done_on_walk(k, walked)) is not None}
             decision = decide(step.transitions, record.outcome, others, fallthrough)
             record.transition = decision
             state.trail.append(step.id)

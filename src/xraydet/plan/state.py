@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,15 @@ class PlanState(BaseModel):
     updated_at: str = Field(default_factory=now)
     sessions: list[Session] = Field(default_factory=list)
     records: dict[str, StepRecord] = Field(default_factory=dict)
+
+    def done_on_walk(self, step_id: str, walk: Sequence[str]) -> StepRecord | None:
+        """``step_id``'s record if it finished and ``walk`` (the steps the current walk reached) holds it.
+
+        A record an earlier session left done on a path this walk did not take (or has not reached yet) is
+        not used: a resume must do what a fresh run of the same path does, never pick up a stale output.
+        """
+        record = self.records.get(step_id)
+        return record if step_id in walk and record is not None and record.status == "done" else None
 
     def save(self, state_dir: Path) -> Path:
         self.updated_at = now()

@@ -187,13 +187,9 @@ class StepContext:
         return record.outcome if record else {}
 
     def record_on_this_walk(self, step_id: str) -> StepRecord | None:
-        """``step_id``'s record if it finished on the current walk, else None.
-
-        A record an earlier session left done on a path this walk did not take (or has not reached yet) is
-        not used: a resume must do what a fresh run of the same path does, never pick up a stale output.
-        """
-        record = self.state.records.get(step_id)
-        return record if step_id in self.trail and record is not None and record.status == "done" else None
+        """``step_id``'s record if it finished on the current walk, before this step, else None
+        (:meth:`PlanState.done_on_walk`)."""
+        return self.state.done_on_walk(step_id, self.trail)
 
     def done_on_this_walk(self, kind: str) -> list[StepRecord]:
         """Finished records of ``kind`` reached on the current path through the plan, in order."""
