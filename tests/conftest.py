@@ -113,6 +113,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def onnx_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tiny_model` exported at 160 px; the export works on a copy in a temp folder."""
+    from xraydet.inference.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("onnx")
+    pt = folder / "tiny.pt"
+    shutil.copy2(tiny_model, pt)
+    return export_onnx(pt, 160)
+
+
+@pytest.fixture(scope="session")
 def trigger_happy_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with every class logit pushed up: it reports threats everywhere, threat-free bags too.
 

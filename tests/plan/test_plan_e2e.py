@@ -54,7 +54,8 @@ def log_entry(state_dir: Path, step: str) -> dict[str, Any]:
 
 
 def test_cpu_demo_end_to_end(tmp_path: Path, xraydet_home: Path) -> None:
-    plan = load_plan("cpu-demo", [*TINY, *GATE_OFF])
+    # the served model fuses mirrored views; the report must say so, as the API tells the client
+    plan = load_plan("cpu-demo", [*TINY, *GATE_OFF, "evaluation.tta=hflip"])
     state_dir = tmp_path / "state"
     state = run_plan(plan, state_dir, base_dir=tmp_path)
 
@@ -96,6 +97,8 @@ def test_cpu_demo_end_to_end(tmp_path: Path, xraydet_home: Path) -> None:
     evaluation = state.records["evaluate"]
     assert evaluation.outputs["via"] == "api" and Path(evaluation.outputs["model"]).suffix == ".onnx"
     assert evaluation.outcome["n_images"] == 16 and evaluation.outcome["n_negative_images"] == 8
+    assert evaluation.outputs["tta"] == "hflip"
+    assert json.loads((Path(evaluation.outputs["report_dir"]) / "report.json").read_text())["tta"] == "hflip"
     gate = state.records["gate"]
     assert len(gate.details["criteria"]) == 7
     assert gate.outcome["passed"] is True

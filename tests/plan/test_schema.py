@@ -107,6 +107,7 @@ def test_minimal_plan_compiles_in_order() -> None:
             "evaluation.via: Input should be 'api'",
         ),
         ("evaluation", {"dataset": "@main", "candidate": "phase7"}, "evaluation.candidate: 'phase7' is not"),
+        ("evaluation", {"dataset": "@main", "tta": "rotate"}, "evaluation.tta: Input should be 'off'"),
         ("gate", {"policy": {"min_mAP": 0.5}}, "gate.policy.min_mAP: unknown key"),
         ("gate", {"evaluation": "evaluate"}, "gate.evaluation: no step 'evaluate' in the plan"),
         ("deploy", {"model_name": "x", "gate": "nogate"}, "deploy.evaluation: no step 'evaluate'"),

@@ -300,3 +300,31 @@ def test_a_failed_write_during_promotion_loses_no_champion(registry_home, tiny_m
     chain = ["3", "2", "1"]
     now = champion("xray")
     assert walk_back("xray") == chain[chain.index(now):], (fail, now)
+
+
+def test_the_champion_is_evaluated_with_the_candidate_reports_augmentation(
+        registry_home, tiny_model, lenient_policy, eval_args, tmp_path):
+    """A report made with test-time augmentation is compared against a champion evaluated the same way,
+    never against a plain evaluation of it; a different --tta beside that report is refused."""
+    from xraydet.evaluation import evaluate
+
+    first = register_model(tiny_model, "xray")
+    assert promote("xray", first, policy=lenient_policy, **eval_args).promoted
+    second = register_model(tiny_model, "xray")
+    report_dir = tmp_path / "hflip"
+    evaluate(tiny_model, eval_args["dataset"], negatives=[eval_args["negatives"]], max_images=4, tta="hflip",
+             out_dir=report_dir, latency_samples=2, plots=False)
+    with pytest.raises(ConfigError, match=r"--tta flips: .* was evaluated with test-time augmentation hflip"):
+        promote("xray", second, None, policy=lenient_policy, candidate_report=report_dir, tta="flips")
+    out = tmp_path / "promotion"
+    decision = promote("xray", second, None, policy=lenient_policy, candidate_report=report_dir, out_dir=out,
+                       plots=False)
+    assert decision.promoted, decision.reasons
+    assert decision.evaluation["tta"] == "hflip"
+    assert json.loads((out / "champion" / "report.json").read_text())["tta"] == "hflip"
+
+    third = register_model(tiny_model, "xray")
+    out = tmp_path / "plain-flags"
+    decision = promote("xray", third, policy=lenient_policy, tta="flips", out_dir=out, **eval_args)
+    for label in ("candidate", "champion"):
+        assert json.loads((out / label / "report.json").read_text())["tta"] == "flips", label

@@ -1,4 +1,4 @@
-"""Serving fixtures: the `tiny_model` exported to ONNX, and real uvicorn servers on free loopback ports."""
+"""Serving fixtures: a second ONNX model, and real uvicorn servers on free loopback ports."""
 
 from __future__ import annotations
 
@@ -16,17 +16,6 @@ import pytest
 from tests.net import free_port
 
 API_KEY = "test-key-123"
-
-
-@pytest.fixture(scope="session")
-def onnx_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`tiny_model` exported at 160 px; the export works on a copy in a temp folder."""
-    from xraydet.inference.export import export_onnx
-
-    folder = tmp_path_factory.mktemp("onnx")
-    pt = folder / "tiny.pt"
-    shutil.copy2(tiny_model, pt)
-    return export_onnx(pt, 160)
 
 
 @pytest.fixture(scope="session")

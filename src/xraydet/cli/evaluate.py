@@ -12,7 +12,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from xraydet.cli.progress import progress
-from xraydet.inference import Backend
+from xraydet.inference import TTA, Backend
 
 console = Console()
 
@@ -82,6 +82,9 @@ def eval_run(
     backend: Backend = typer.Option("auto", help="Inference backend (auto: by the file's suffix)."),
     imgsz: int | None = typer.Option(None, help="Inference size \\[default: the model's]."),
     device: str = typer.Option("cpu", help="Device for the Ultralytics backend."),
+    tta: TTA = typer.Option(
+        "off", help="Test-time augmentation: hflip (2 model calls per scan) or flips (4), boxes fused."
+    ),
     target_detection: float = typer.Option(
         0.95, "--target-detection", help="Detection rate the sweep must reach."
     ),
@@ -105,6 +108,7 @@ def eval_run(
             backend=backend,
             imgsz=imgsz,
             device=device,
+            tta=tta,
             target_detection=target_detection,
             progress=update,
         )
@@ -150,6 +154,7 @@ def eval_compare(
     out: Path = typer.Option(Path("eval_reports/comparison"), "--out", help="Output folder."),
     backend: Backend = typer.Option("auto", help="Inference backend for model files (auto: by suffix)."),
     imgsz: int | None = typer.Option(None, help="Inference size \\[default: each model's]."),
+    tta: TTA = typer.Option("off", help="Test-time augmentation of model files: hflip or flips."),
 ) -> None:
     """Run several models on the same N sampled images and write comparison.md / comparison.json."""
     from xraydet.evaluation.compare import compare_models, render_comparison
@@ -165,6 +170,7 @@ def eval_compare(
         out_dir=out,
         backend=backend,
         imgsz=imgsz,
+        tta=tta,
     )
     console.print(render_comparison(cmp))
     console.print(f"comparison: {out}/comparison.md")

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xraydet.cli.progress import stage_progress, stdout_to_stderr
-from xraydet.inference import Backend
+from xraydet.inference import TTA, Backend
 
 console = Console()
 err_console = Console(stderr=True)
@@ -132,6 +132,9 @@ def promote_cmd(
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Seeded sample of the split."),
     seed: int = typer.Option(0, "--seed"),
     backend: Backend = typer.Option("auto", "--backend", help="Inference backend (auto: by file suffix)."),
+    tta: TTA = typer.Option(
+        "off", "--tta", help="Test-time augmentation of both models (with --candidate-report: the report's)."
+    ),
     review_dir: Path | None = typer.Option(None, "--review-dir", help="Human review, if needed."),
     candidate_report: Path | None = typer.Option(
         None, "--candidate-report",
@@ -152,8 +155,8 @@ def promote_cmd(
         decision = promote(
             name, version, dataset, policy=policy, negatives=list(negatives), force_reason=force_reason,
             comparison=ComparisonPolicy.uniform(tolerance), split=split, conf=conf, max_images=max_images,
-            seed=seed, backend=backend, review_dir=review_dir, candidate_report=candidate_report, out_dir=out,
-            progress=step,
+            seed=seed, backend=backend, tta=tta, review_dir=review_dir, candidate_report=candidate_report,
+            out_dir=out, progress=step,
         )
     if as_json:
         typer.echo(json.dumps(decision.model_dump(mode="json"), indent=2))

@@ -25,6 +25,11 @@ def serve(
         help="weights (.onnx/.pt) or a registry model name (served from its champion, followed live)",
     ),
     backend: str = typer.Option("auto", help="onnx | ultralytics | auto (ONNX Runtime on CPU)"),
+    tta: str = typer.Option(
+        "off",
+        help="test-time augmentation: off | hflip | flips; flipped views of each scan, their boxes fused "
+        "(2 or 4 model calls per scan)",
+    ),
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, help="TCP port"),
     api_key: str | None = typer.Option(
@@ -59,6 +64,7 @@ def serve(
     fields = {
         "model": model,
         "backend": backend,
+        "tta": tta,
         "host": host,
         "port": port,
         "api_key": api_key,

@@ -24,6 +24,7 @@ class ComparisonRow(BaseModel):
 
     model: str
     backend: str
+    tta: str = "off"
     n_images: int
     n_negative_images: int
     map50: float
@@ -49,6 +50,7 @@ class ComparisonRow(BaseModel):
         return cls(
             model=name,
             backend=report.backend,
+            tta=report.tta,
             n_images=report.n_images,
             n_negative_images=report.n_negative_images,
             map50=report.box.map50,
@@ -127,7 +129,7 @@ def render_comparison(cmp: Comparison) -> str:
         )
         cells = [
             f"`{r.model}`",
-            r.backend,
+            r.backend if r.tta == "off" else f"{r.backend}, TTA {r.tta}",
             map50,
             format_number(r.map75),
             format_number(r.map50_95),
@@ -157,6 +159,7 @@ def compare_models(
     out_dir: str | Path | None = None,
     backend: str = "auto",
     imgsz: int | None = None,
+    tta: str = "off",
 ) -> Comparison:
     """Evaluate each model on the same ``n`` seeded images; write comparison.md/.json (and per-model reports).
 
@@ -184,6 +187,7 @@ def compare_models(
             seed=seed,
             backend=backend,
             imgsz=imgsz,
+            tta=tta,
         )
         rows.append(ComparisonRow.from_report(label, report, sub))
     cmp = Comparison(

@@ -149,6 +149,8 @@ class EvalReport(BaseModel):
     eval_conf: float
     max_det: int
     imgsz: int | None
+    #: test-time augmentation of the predictions (``off``, ``hflip``, ``flips``; older reports: ``off``).
+    tta: str = "off"
     seed: int
     n_images: int
     n_negative_images: int
@@ -246,7 +248,9 @@ def render_markdown(report: EvalReport) -> str:
     lines = [
         f"# Evaluation of `{report.model_name}`",
         "",
-        f"- model: `{report.model}` ({report.backend}, imgsz {report.imgsz})"
+        f"- model: `{report.model}` ({report.backend}, imgsz {report.imgsz}"
+        + (f", test-time augmentation {report.tta}" if report.tta != "off" else "")
+        + ")"
         + (f", sha256 `{report.model_sha256[:12]}`" if report.model_sha256 else ""),
         f"- data: `{report.dataset}` split `{report.split}`: {report.n_images} images; "
         f"threat-free folders: {', '.join(f'`{n}`' for n in report.negatives) or 'none'} "

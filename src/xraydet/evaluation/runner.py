@@ -21,7 +21,7 @@ import numpy as np
 
 from xraydet import __version__
 from xraydet.data.dataset import Dataset, load_dataset
-from xraydet.errors import XrayDetError
+from xraydet.errors import ConfigError, XrayDetError
 from xraydet.evaluation.box_metrics import BoxEvaluator
 from xraydet.evaluation.evaluator import DATASET, NEGATIVES, EvaluatorGroup, Sample
 from xraydet.evaluation.latency import measure_latency
@@ -40,6 +40,7 @@ from xraydet.evaluation.report import (
 from xraydet.evaluation.screening import ScreeningEvaluator
 from xraydet.evaluation.sweep import SweepEvaluator
 from xraydet.inference.base import Predictor, load_rgb
+from xraydet.inference.tta import check_tta
 from xraydet.io import (
     atomic_directory,
     atomic_write_json,
@@ -75,23 +76,36 @@ def model_file(model: str | Path) -> Path:
 
 
 def resolve_predictor(
-    model: str | Path | Predictor, backend: str = "auto", imgsz: int | None = None, device: str = "cpu"
+    model: str | Path | Predictor,
+    backend: str = "auto",
+    imgsz: int | None = None,
+    device: str = "cpu",
+    tta: str = "off",
 ) -> Predictor:
-    """A :class:`Predictor` from a predictor, weights file, ``http(s)://`` URL or registry reference."""
-    if isinstance(model, Predictor):
-        return model
-    from xraydet.inference import load_predictor
+    """A :class:`Predictor` from a predictor, weights file, ``http(s)://`` URL or registry reference.
 
+    ``tta`` wraps a predictor or a model file in test-time augmentation. An API applies its own (``xraydet
+    serve --tta``), so a URL with ``tta`` other than ``off`` is refused rather than augmented twice.
+    """
+    from xraydet.inference import load_predictor, with_tta
+
+    if isinstance(model, Predictor):
+        return with_tta(model, tta)
     if is_url(model):
         from xraydet.inference.http_backend import HttpPredictor
 
+        if check_tta(tta) != "off":
+            raise ConfigError(
+                f"--tta {tta}: {model} is a served model, which applies the server's own test-time "
+                "augmentation (xraydet serve --tta); evaluate it with --tta off"
+            )
         return HttpPredictor(str(model))
     path = model_file(model)
     if backend == "onnx" and path.suffix == ".pt":
         from xraydet.inference.export import cached_onnx
 
         path = cached_onnx(path, imgsz)  # exported once, then reused from the cache
-    return load_predictor(path, backend=backend, device=device, imgsz=imgsz)
+    return load_predictor(path, backend=backend, device=device, imgsz=imgsz, tta=tta)
 
 
 def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> np.ndarray | None:
@@ -205,6 +219,7 @@ def evaluate(
     backend: str = "auto",
     imgsz: int | None = None,
     device: str = "cpu",
+    tta: str = "off",
     target_detection: float = 0.95,
     latency_samples: int = 30,
     plots: bool = True,
@@ -221,6 +236,8 @@ def evaluate(
         conf: the operating threshold of the screening metrics, P/R, the confusion matrix and the review file.
         max_images: evaluate a seeded random sample of at most this many images of the split (and of the
             negatives).
+        tta: test-time augmentation of a model file or predictor (:mod:`xraydet.inference.tta`); a served
+            model uses the server's own, which the report records.
         target_detection: the detection rate the threshold sweep must reach.
         latency_samples: how many images the latency is timed on.
 
@@ -234,6 +251,7 @@ def evaluate(
     from xraydet.inference import check_backend
 
     check_backend(backend)
+    check_tta(tta)
     if out_dir is not None:  # refuse a wrong --out before the work, not after it
         check_output_dir(out_dir, (REPORT_JSON,), "evaluation report")
     started = time.perf_counter()
@@ -241,7 +259,7 @@ def evaluate(
     weights = _weights_of(model)
     # A registry reference is resolved once: the file hashed is the file evaluated.
     target = weights if weights is not None and not isinstance(model, Predictor) else model
-    predictor = resolve_predictor(target, backend=backend, imgsz=imgsz, device=device)
+    predictor = resolve_predictor(target, backend=backend, imgsz=imgsz, device=device, tta=tta)
     # The evaluated bytes, so a report can be tied to a registered version (promote --candidate-report); an
     # API says what it serves.
     model_sha256 = sha256_file(weights) if weights is not None else getattr(predictor, "sha256", None)
@@ -289,6 +307,7 @@ def evaluate(
         eval_conf=EVAL_CONF,
         max_det=MAX_DET,
         imgsz=getattr(predictor, "imgsz", None),
+        tta=getattr(predictor, "tta", "off"),
         seed=seed,
         n_images=len(split_images),
         n_negative_images=len(neg_images),

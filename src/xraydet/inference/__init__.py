@@ -1,4 +1,5 @@
-"""Inference backends behind one interface, :class:`Predictor`, and :func:`load_predictor` to pick one."""
+"""Inference backends behind one interface, :class:`Predictor`, and :func:`load_predictor` to pick one
+(optionally with test-time augmentation, :mod:`xraydet.inference.tta`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal, get_args
 
 from xraydet.errors import ConfigError
 from xraydet.inference.base import Predictor, load_rgb
+from xraydet.inference.tta import TTA, TTA_MODES, check_tta, with_tta
 
 Backend = Literal["auto", "onnx", "ultralytics"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -34,22 +36,36 @@ def load_predictor(
     device: str = "cpu",
     imgsz: int | None = None,
     threads: int | None = None,
+    tta: str = "off",
 ) -> Predictor:
     """Load ``weights`` with the chosen backend.
 
-    ``auto`` picks ONNX Runtime for ``.onnx`` files and Ultralytics/PyTorch for ``.pt``.
+    ``auto`` picks ONNX Runtime for ``.onnx`` files and Ultralytics/PyTorch for ``.pt``. ``tta`` other than
+    ``off`` wraps the backend in a :class:`~xraydet.inference.tta.TTAPredictor`.
     """
     weights = Path(weights)
     check_backend(backend)
+    check_tta(tta)
     if not weights.is_file():
         raise FileNotFoundError(f"model file not found: {weights}")
     if backend == "onnx" or (backend == "auto" and weights.suffix == ".onnx"):
         from xraydet.inference.onnx_backend import OnnxPredictor
 
-        return OnnxPredictor(weights, imgsz=imgsz, threads=threads)
+        return with_tta(OnnxPredictor(weights, imgsz=imgsz, threads=threads), tta)
     from xraydet.inference.ultralytics_backend import UltralyticsPredictor
 
-    return UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads)
+    return with_tta(UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads), tta)
 
 
-__all__ = ["BACKENDS", "Backend", "Predictor", "check_backend", "load_predictor", "load_rgb"]
+__all__ = [
+    "BACKENDS",
+    "TTA",
+    "TTA_MODES",
+    "Backend",
+    "Predictor",
+    "check_backend",
+    "check_tta",
+    "load_predictor",
+    "load_rgb",
+    "with_tta",
+]

@@ -17,13 +17,15 @@ class Predictor(ABC):
     """A loaded detector. Images are ``HxWx3`` RGB ``uint8`` arrays; boxes come back in their pixels.
 
     Subclasses set ``names`` (class names by id), ``backend`` (a short word), ``imgsz`` and ``source`` (the
-    weights file, or the URL of a served model).
+    weights file, or the URL of a served model); ``tta`` says which test-time augmentation the predictions
+    use (``off`` unless a :class:`~xraydet.inference.tta.TTAPredictor` wraps the backend).
     """
 
     names: list[str]
     backend: str
     imgsz: int
     source: Path | str
+    tta: str = "off"
 
     @abstractmethod
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:

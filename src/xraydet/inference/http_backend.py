@@ -14,8 +14,9 @@ from xraydet.structures import Detections
 class HttpPredictor(Predictor):
     """Calls ``POST /v1/detect`` of ``api_url``; images travel as lossless PNG.
 
-    Class names, input size, version and the served weights' SHA-256 come from ``GET /v1/models``
-    (:meth:`served_sha256` asks again). Boxes come back in the image's pixels.
+    Class names, input size, version, the served weights' SHA-256 and the server's test-time augmentation
+    (``tta``; ``off`` when an older server does not say) come from ``GET /v1/models`` (:meth:`served_sha256`
+    asks again). Boxes come back in the image's pixels.
 
     Example:
         >>> p = HttpPredictor("http://127.0.0.1:8000")  # doctest: +SKIP
@@ -36,6 +37,7 @@ class HttpPredictor(Predictor):
         self.imgsz = int(info["imgsz"])
         self.version = str(info["version"])
         self.sha256: str | None = info.get("sha256")
+        self.tta = str(info.get("tta") or "off")  # what the server does to each scan (an older one: nothing)
         self.source = api_url  # a URL, kept whole: Path() would fold its '//'
 
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from xraydet.inference.tta import TTA
 from xraydet.io import sha256_file
 from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
 from xraydet.plan.transitions import MISSING, logged, lookup
@@ -65,6 +66,9 @@ class EvaluateParams(BaseModel):
     candidate: str = Field("best", description="best | last | a phase id")
     choose_by: str = Field("best.map50", description="outcome value that ranks phases for candidate: best")
     imgsz: int | None = Field(None, ge=32, description="ONNX input size (default: the training imgsz)")
+    tta: TTA = Field(
+        "off", description="test-time augmentation: hflip (2 model calls per scan) or flips (4), boxes fused"
+    )
     latency_samples: int = Field(30, ge=1)
 
 
@@ -111,17 +115,20 @@ def _free_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_model(model: str | Path, imgsz: int | None = None, timeout_s: float = 120.0) -> Iterator[str]:
+def serve_model(
+    model: str | Path, imgsz: int | None = None, tta: TTA = "off", timeout_s: float = 120.0
+) -> Iterator[str]:
     """Run the real xraydet API (FastAPI + uvicorn, ONNX Runtime) on a free loopback port; yields its URL.
 
-    ``model`` is a weights file or a registry name (its champion), as for ``xraydet serve --model``.
+    ``model`` is a weights file or a registry name (its champion), as for ``xraydet serve --model``; ``tta``
+    as for ``xraydet serve --tta``.
     """
     import uvicorn
 
     from xraydet.serving.app import create_app
     from xraydet.serving.settings import ServeSettings
 
-    settings = ServeSettings(model=str(model), backend="onnx", imgsz=imgsz, poll_s=0, port=0)
+    settings = ServeSettings(model=str(model), backend="onnx", imgsz=imgsz, tta=tta, poll_s=0, port=0)
     sock = _free_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
@@ -176,11 +183,13 @@ def run_evaluate(ctx: StepContext, params: EvaluateParams) -> StepResult:
         latency_samples=params.latency_samples,
     )
     if params.via == "api":
-        with serve_model(onnx, imgsz) as url:
+        with serve_model(onnx, imgsz, params.tta) as url:
             log.info("evaluating %s through the API at %s", chosen.id, url)
             report = evaluate(url, dataset, **kwargs)
     else:
-        report = evaluate(onnx if params.via == "onnx" else weights, dataset, imgsz=imgsz, **kwargs)
+        report = evaluate(
+            onnx if params.via == "onnx" else weights, dataset, imgsz=imgsz, tta=params.tta, **kwargs
+        )
     data = report.model_dump(mode="json")
     summary = _report_summary(report)
     return StepResult(
@@ -194,6 +203,7 @@ def run_evaluate(ctx: StepContext, params: EvaluateParams) -> StepResult:
             "negatives": [str(n) for n in negatives],
             "mlflow_run_id": chosen.outputs.get("mlflow_run_id"),
             "imgsz": imgsz,
+            "tta": report.tta,
         },
         files={"weights": weights, "onnx": onnx, "report": report_dir / "report.json"},
         outcome={

@@ -86,6 +86,7 @@ class EvalSettings(BaseModel):
     conf: float = 0.25
     seed: int = 0
     max_images: int | None = None
+    tta: str = "off"
 
 
 def settings_of_report(report: Any) -> EvalSettings:
@@ -98,7 +99,8 @@ def settings_of_report(report: Any) -> EvalSettings:
     sampled = report.n_images < n_split or report.n_negative_images < n_neg
     return EvalSettings(dataset=report.dataset, split=report.split, negatives=list(report.negatives),
                         conf=report.conf, seed=report.seed,
-                        max_images=max(report.n_images, report.n_negative_images) if sampled else None)
+                        max_images=max(report.n_images, report.n_negative_images) if sampled else None,
+                        tta=getattr(report, "tta", "off"))
 
 
 def _registered_as(name: str, digest: str, c: Any) -> str:
@@ -196,6 +198,7 @@ def promote(
     max_images: int | None = None,
     backend: str = "auto",
     imgsz: int | None = None,
+    tta: str = "off",
     review_dir: str | Path | None = None,
     candidate_report: str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -231,9 +234,10 @@ def promote(
         raise ConfigError("--force-reason needs a non-empty reason; it is recorded on the model version")
     if dataset is None and candidate_report is None:
         raise ConfigError("promote needs an evaluation data set (--dataset) or a --candidate-report")
-    from xraydet.inference import check_backend
+    from xraydet.inference import check_backend, check_tta
 
     check_backend(backend)
+    check_tta(tta)
     c = client()
     version = str(version)
     candidate = get_version(name, version, c)
@@ -254,17 +258,22 @@ def promote(
         return evaluate(fetch_version(mv), settings.dataset, split=settings.split,
                         negatives=settings.negatives or None, conf=settings.conf, out_dir=out / label,
                         max_images=settings.max_images, seed=settings.seed, backend=backend, imgsz=imgsz,
-                        latency_samples=LATENCY_SAMPLES, plots=plots, progress=step)
+                        tta=settings.tta, latency_samples=LATENCY_SAMPLES, plots=plots, progress=step)
 
     if candidate_report is not None:
         cand_report, report_dir = _reviewed_report(candidate_report, candidate, dataset, c)
         settings = settings_of_report(cand_report)
+        if tta != "off" and tta != settings.tta:
+            raise ConfigError(
+                f"--tta {tta}: {candidate_report} was evaluated with test-time augmentation {settings.tta}, "
+                "and the champion is evaluated as the candidate report was; leave --tta out"
+            )
         gate = check_gate(report_dir, gate_policy, review_dir=review_dir)
     else:
         assert dataset is not None
         negative_dirs = [negatives] if isinstance(negatives, str | Path) else list(negatives or [])
         settings = EvalSettings(dataset=str(dataset), split=split, negatives=[str(n) for n in negative_dirs],
-                                conf=conf, seed=seed, max_images=max_images)
+                                conf=conf, seed=seed, max_images=max_images, tta=tta)
         cand_report = run_eval(candidate, "candidate", settings)
         gate = check_gate(cand_report, gate_policy, review_dir=review_dir)
     champ_report = None

@@ -215,7 +215,7 @@ def compare_reports(
 def same_evaluation_problems(candidate: Any, champion: Any) -> list[str]:
     """Why two reports are not from the same evaluation set (empty when they are, or when meta is absent)."""
     problems = []
-    for key in ("dataset", "split", "n_images", "conf", "seed", "negatives"):
+    for key in ("dataset", "split", "n_images", "conf", "seed", "negatives", "tta"):
         a, b = report_meta(candidate, key), report_meta(champion, key)
         if a is not None and b is not None and a != b:
             problems.append(f"evaluation sets differ on {key}: candidate {a!r}, champion {b!r}")

@@ -37,6 +37,7 @@ class LoadedModel:
     sha256: str | None = None  # of the weights file the source named (before any ONNX export)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     # Ultralytics' predictor keeps per-call state; ONNX Runtime sessions are safe to share between threads.
+    # A TTAPredictor reports its base's backend, so a wrapped Ultralytics model is locked too.
     _lock: threading.Lock | None = None
 
     def __post_init__(self) -> None:
@@ -70,16 +71,23 @@ def load_model(ref: ModelRef, settings: ServeSettings) -> LoadedModel:
     if backend == "onnx" and weights.suffix == ".pt":
         weights = cached_onnx(weights, settings.imgsz)
     predictor = load_predictor(
-        weights, backend=backend, device=settings.device, imgsz=settings.imgsz, threads=settings.threads
+        weights,
+        backend=backend,
+        device=settings.device,
+        imgsz=settings.imgsz,
+        threads=settings.threads,
+        tta=settings.tta,
     )
     threats, source = resolve_threats(
         Path(ref.weights), predictor.names, getattr(predictor, "metadata", None), settings.threats
     )
+    tta = getattr(predictor, "tta", "off")
     log.info(
-        "loaded model %s version %s (%s, %d classes, threats from %s)",
+        "loaded model %s version %s (%s%s, %d classes, threats from %s)",
         ref.name,
         ref.version,
         predictor.backend,
+        f", test-time augmentation {tta}" if tta != "off" else "",
         len(predictor.names),
         source,
     )

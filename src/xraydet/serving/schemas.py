@@ -55,12 +55,18 @@ class HealthResponse(BaseModel):
     model: str | None = None
     version: str | None = None
     backend: str | None = None
+    tta: str | None = Field(default=None, description="test-time augmentation of the served model")
 
 
 class ModelInfo(BaseModel):
     name: str
     version: str
     backend: str
+    tta: str = Field(
+        "off",
+        description="test-time augmentation: off, hflip (2 model calls per scan) or flips (4), the views' "
+        "boxes fused",
+    )
     weights: str
     sha256: str | None = Field(
         default=None, description="SHA-256 of the served weights file: ties an evaluation to a version"

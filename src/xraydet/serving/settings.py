@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from xraydet.inference.tta import TTA
+
 
 class ServeSettings(BaseModel):
     """Everything ``xraydet serve`` can be told.
@@ -16,11 +18,15 @@ class ServeSettings(BaseModel):
             when a :class:`~xraydet.serving.model_source.ModelSource` is passed to ``create_app`` directly.
         backend: ``onnx`` (ONNX Runtime; a ``.pt`` is exported once to a cache), ``ultralytics`` (PyTorch) or
             ``auto`` (ONNX on CPU, Ultralytics on a GPU device).
+        tta: test-time augmentation (:mod:`xraydet.inference.tta`): ``off``, ``hflip`` (the scan and its
+            mirror image, 2 model calls per scan) or ``flips`` (also upside down, and both: 4 calls); the
+            views' boxes are fused into one answer.
         threats: threat class names overriding what the model says (see ``serving.threats``).
     """
 
     model: str | None = None
     backend: Literal["auto", "onnx", "ultralytics"] = "auto"
+    tta: TTA = "off"
     device: str = "cpu"
     imgsz: int | None = Field(default=None, ge=32, le=4096)
     threads: int | None = Field(default=None, ge=1)
