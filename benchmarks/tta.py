@@ -9,7 +9,8 @@ well, where a gain that holds is not an artefact of the dev val split.
 Usage::
 
     python benchmarks/tta.py WEIGHTS ../shared/data/opixray --split val \
-        --negatives ../shared/data/negatives/sixray-normal --imgsz 640 --out benchmarks/results/tta-run-e
+        --negatives ../shared/data/negatives/sixray-normal --imgsz 640 --backend onnx \
+        --out benchmarks/results/tta-run-e --plot docs/benchmarks/tta-run-e.png
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
 
-from xraydet.evaluation.report import EvalReport, format_number
+from xraydet.evaluation.report import EvalReport, format_number, load_report
 from xraydet.evaluation.runner import evaluate
 from xraydet.inference.tta import TTA_MODES, VIEWS
 from xraydet.io import atomic_write_json
@@ -75,6 +76,38 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot_modes(reports: list[EvalReport], path: Path) -> Path:
+    """Left: mean AP by IoU threshold, one line per mode. Right: detection vs false alarms over thresholds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for r in reports:
+        label = f"{r.tta} ({len(VIEWS[r.tta])} call{'s' if len(VIEWS[r.tta]) > 1 else ''})"
+        mean = r.box.mean_ap_by_iou()
+        if mean:
+            ax1.plot(r.box.iou_thresholds, mean, marker=".", label=f"{label}: mAP50-95 {r.box.map50_95:.3f}")
+        pts = [p for p in r.sweep.points if p.detection_rate is not None and p.false_alarm_rate is not None]
+        ax2.plot([p.false_alarm_rate for p in pts], [p.detection_rate for p in pts], marker=".", markersize=3,
+                 label=label)
+    ax1.set(xlabel="IoU threshold", ylabel="mean AP", xlim=(0.48, 0.97), ylim=(0, 1.02),
+            title="AP by IoU threshold")
+    ax2.set(xlabel="false-alarm rate (threat-free bags)", ylabel="threat detection rate", xlim=(-0.02, 1.02),
+            ylim=(0.5, 1.01), title="Detection vs false alarms, thresholds 0.05-0.95")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left" if ax is ax1 else "lower right")
+    title = f"Test-time augmentation: {Path(reports[0].model).name}, {reports[0].split} split"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
@@ -93,9 +126,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-images", type=int, default=None, help="seeded sample of the split")
     parser.add_argument("--latency-samples", type=int, default=30)
     parser.add_argument("--out", type=Path, required=True, help="folder: summary JSON + one report per mode")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of AP by IoU and detection vs alarms")
+    parser.add_argument("--plot-only", action="store_true", help="redraw --plot from the reports in --out")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        if args.plot is None:
+            parser.error("--plot-only needs --plot")
+        plot_modes([load_report(args.out / f"{args.split}-{m}") for m in args.modes], args.plot)
+        return {}
 
-    rows = []
+    rows, reports = [], []
     for mode in args.modes:
         print(f"evaluating with --tta {mode} ...", flush=True)
         report = evaluate(
@@ -112,6 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plots=False,
         )
         rows.append(summary(report))
+        reports.append(report)
+    if args.plot is not None:
+        plot_modes(reports, args.plot)
     result = {"weights": str(args.weights), "dataset": str(args.dataset), "split": args.split, "modes": rows}
     atomic_write_json(args.out / f"tta-{args.split}.json", result)
     print(markdown_table(rows))

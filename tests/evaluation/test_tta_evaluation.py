@@ -79,10 +79,35 @@ def test_a_served_model_is_not_augmented_again(tiny_model: Path):
         evaluate(tiny_model, tiny_data(tiny_model), tta="sideways", **ARGS)
 
 
+def test_a_served_model_reports_the_servers_augmentation(onnx_model: Path, tiny_model: Path):
+    """Through the API the report records what the server does; augmenting its answers again is refused,
+    whether the model is given as a URL or as an HttpPredictor."""
+    from tests.net import uvicorn_in_thread
+
+    from xraydet.inference.http_backend import HttpPredictor
+    from xraydet.serving.app import create_app
+    from xraydet.serving.settings import ServeSettings
+
+    app = create_app(ServeSettings(model=str(onnx_model), backend="onnx", tta="hflip", poll_s=0))
+    with uvicorn_in_thread(app, "API", timeout_s=60) as url:
+        report = evaluate(url, tiny_data(tiny_model), **ARGS)
+        assert report.tta == "hflip"
+        direct = evaluate(onnx_model, tiny_data(tiny_model), tta="hflip", **ARGS)
+        assert report.box.map50 == pytest.approx(direct.box.map50)
+        assert report.box.map50_95 == pytest.approx(direct.box.map50_95)
+        with pytest.raises(ConfigError, match=f"--tta flips: {url} is a served model"):
+            evaluate(HttpPredictor(url), tiny_data(tiny_model), tta="flips", **ARGS)
+
+
 def test_a_comparison_row_names_its_augmentation(onnx_model: Path, tiny_model: Path, tmp_path: Path):
     cmp = compare_models([onnx_model], tiny_data(tiny_model), n=4, tta="hflip", out_dir=tmp_path / "cmp")
     assert [r.tta for r in cmp.rows] == ["hflip"]
     assert "onnx, TTA hflip" in render_comparison(cmp)
+    # a served model in the list is refused before any model is evaluated, and nothing is written
+    with pytest.raises(ConfigError, match=r"--tta hflip: http://127\.0\.0\.1:9 applies its server's own"):
+        compare_models([onnx_model, "http://127.0.0.1:9"], tiny_data(tiny_model), n=4, tta="hflip",
+                       out_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_the_cli_takes_tta_and_refuses_an_unknown_one(onnx_model: Path, tiny_model: Path, tmp_path: Path):

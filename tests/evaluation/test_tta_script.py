@@ -25,8 +25,9 @@ def load_script():
 def test_each_mode_is_evaluated_on_the_same_scans(onnx_model: Path, tiny_model: Path, tmp_path: Path, capsys):
     data = tiny_model.parents[2] / "data" / "data.yaml"
     out = tmp_path / "tta"
-    result = load_script().main([str(onnx_model), str(data), "--max-images", "5", "--latency-samples", "2",
-                                 "--out", str(out)])
+    script = load_script()
+    result = script.main([str(onnx_model), str(data), "--max-images", "5", "--latency-samples", "2",
+                          "--out", str(out), "--plot", str(tmp_path / "tta.png")])
     modes = result["modes"]
     assert [(m["tta"], m["model_calls_per_scan"]) for m in modes] == [("off", 1), ("hflip", 2), ("flips", 4)]
     assert json.loads((out / "tta-val.json").read_text()) == json.loads(json.dumps(result))
@@ -43,3 +44,8 @@ def test_each_mode_is_evaluated_on_the_same_scans(onnx_model: Path, tiny_model: 
     assert table[0].startswith("| TTA | model calls |") and len(table) == 5
     assert table[3].startswith("| hflip | 2 |") and table[4].startswith("| flips | 4 |")
     assert f"{modes[2]['map50_95'] - modes[0]['map50_95']:+.3f})" in table[4]
+    assert (tmp_path / "tta.png").stat().st_size > 20_000
+    # the plot is redrawn from the saved reports alone
+    assert script.main([str(onnx_model), str(data), "--out", str(out), "--plot", str(tmp_path / "again.png"),
+                        "--plot-only"]) == {}
+    assert (tmp_path / "again.png").stat().st_size > 20_000

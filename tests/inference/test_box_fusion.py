@@ -33,6 +33,19 @@ def test_a_box_only_some_views_saw_is_scored_down() -> None:
     assert np.all(np.diff(fused.confidence) <= 0)  # sorted by score
 
 
+def test_weaker_boxes_a_view_leaves_around_an_object_do_not_lower_its_score() -> None:
+    # NMS at IoU 0.7 keeps a 0.02 box overlapping the 0.8 one by 0.6: it joins the object's cluster
+    a = dets([[10, 10, 50, 50], [10, 10, 50, 76.67]], [0, 0], [0.8, 0.02])
+    b = dets([[10, 10, 50, 50]], [0], [0.6])
+    fused = weighted_box_fusion([a, b])
+    assert len(fused) == 1
+    np.testing.assert_allclose(fused.confidence, [(0.8 + 0.6) / 2])  # each view's best member
+    # the weak box still counts in the corners, by its small weight
+    np.testing.assert_allclose(fused.xyxy, [[10, 10, 50, 50 + 26.67 * 0.02 / 1.42]])
+    with pytest.raises(ValueError, match=r"n_views must be at least 1 and the number of predictions \(2\)"):
+        weighted_box_fusion([a, b], n_views=1)
+
+
 def test_classes_never_fuse_and_distant_boxes_stay_apart() -> None:
     same_place = [dets([[0, 0, 10, 10]], [0], [0.9]), dets([[0, 0, 10, 10]], [1], [0.9])]
     assert sorted(weighted_box_fusion(same_place).class_id.tolist()) == [0, 1]

@@ -102,10 +102,32 @@ def test_a_box_seen_in_few_views_falls_below_the_threshold() -> None:
     np.testing.assert_allclose(green.xyxy, [[20.0, 50.0, 40.0, 80.0]])
 
 
+class LeftShyDetector(BrightBlobDetector):
+    """Scores a blob by where it is: 0.2 at the left edge up to 0.4 at the right, so a view and its mirror
+    image disagree about the same object."""
+
+    def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
+        found = super().predict(image, 0.0, iou)
+        centre_x = (found.xyxy[:, 0] + found.xyxy[:, 2]) / 2 / image.shape[1]
+        return Detections(found.xyxy, found.class_id, 0.2 + 0.2 * centre_x).with_min_confidence(conf)
+
+
+def test_views_below_the_callers_threshold_still_count() -> None:
+    """The red bar scores 0.254 in the two unmirrored views and 0.346 in the mirrored ones (the green block
+    the other way round): fused 0.30. Asked at 0.28, views cut at 0.28 would keep half of each and fuse to
+    0.17; the answer must be the 0.001 prediction cut at 0.28, as an evaluation sees it."""
+    predictor = TTAPredictor(LeftShyDetector(), "flips")
+    everything = predictor.predict(scan(), conf=0.001)
+    np.testing.assert_allclose(everything.confidence, [0.3, 0.3])  # a view and its mirror average to 0.3
+    answer = predictor.predict(scan(), conf=0.28)
+    assert sorted(answer.class_id.tolist()) == [0, 1]
+    np.testing.assert_allclose(answer.xyxy, everything.with_min_confidence(0.28).xyxy)
+
+
 def test_bad_modes_and_double_wrapping_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--tta rotate: unknown test-time augmentation"):
         with_tta(BrightBlobDetector(), "rotate")
-    with pytest.raises(ConfigError, match="already uses test-time augmentation"):
+    with pytest.raises(ConfigError, match=r"blob: its predictions already use test-time augmentation"):
         TTAPredictor(TTAPredictor(BrightBlobDetector(), "hflip"), "flips")
     weights = tmp_path / "model.onnx"
     weights.write_bytes(b"not read: the mode is checked first")
@@ -158,3 +180,36 @@ def test_batches_go_image_by_image_through_all_views(onnx_model: Path, tiny_mode
     assert sum(len(d) for d in one_by_one) > 0
     for a, b in zip(predictor.predict_batch(images, 0.001), one_by_one, strict=True):
         np.testing.assert_allclose(a.xyxy, b.xyxy)
+        np.testing.assert_allclose(a.confidence, b.confidence)
+        assert a.class_id.tolist() == b.class_id.tolist()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "ultralytics"])  # views one by one, and as one batch
+def test_an_answer_at_a_threshold_is_the_low_threshold_prediction_cut_there(
+    onnx_model: Path, tiny_model: Path, backend: str
+) -> None:
+    """A server answers at conf 0.25, the evaluation predicts at 0.001 and cuts at 0.25 afterwards: the two
+    must agree, or the report that gated a model would count boxes its server never returns."""
+    predictor = load_predictor(onnx_model if backend == "onnx" else tiny_model, tta="flips")
+    compared = 0
+    for image in tiny_model_scans(tiny_model, 4):
+        everything = predictor.predict(image, conf=0.001)
+        if not len(everything):
+            continue
+        threshold = float(np.median(everything.confidence))  # a cut that keeps some boxes and drops others
+        answer, cut = predictor.predict(image, conf=threshold), everything.with_min_confidence(threshold)
+        np.testing.assert_allclose(answer.xyxy, cut.xyxy)
+        np.testing.assert_allclose(answer.confidence, cut.confidence)
+        assert answer.class_id.tolist() == cut.class_id.tolist()
+        compared += len(answer)
+    assert compared > 0
+
+
+def test_flips_on_a_model_trained_without_vertical_flips_is_warned_about(tiny_model: Path, caplog) -> None:
+    # the tiny model trained with Ultralytics' defaults: flipud 0
+    with caplog.at_level("WARNING", logger="xraydet.inference"):
+        hflip = load_predictor(tiny_model, tta="hflip")
+    assert hflip.train_args["flipud"] == 0 and not caplog.records
+    with caplog.at_level("WARNING", logger="xraydet.inference"):
+        load_predictor(tiny_model, tta="flips")
+    assert any("trained without vertical flips" in r.getMessage() for r in caplog.records)

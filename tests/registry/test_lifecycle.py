@@ -314,8 +314,9 @@ def test_the_champion_is_evaluated_with_the_candidate_reports_augmentation(
     report_dir = tmp_path / "hflip"
     evaluate(tiny_model, eval_args["dataset"], negatives=[eval_args["negatives"]], max_images=4, tta="hflip",
              out_dir=report_dir, latency_samples=2, plots=False)
-    with pytest.raises(ConfigError, match=r"--tta flips: .* was evaluated with test-time augmentation hflip"):
-        promote("xray", second, None, policy=lenient_policy, candidate_report=report_dir, tta="flips")
+    for other in ("flips", "off"):  # an explicit --tta off too: only leaving it out takes the report's
+        with pytest.raises(ConfigError, match=rf"--tta {other}: .* evaluated with test-time augmentation"):
+            promote("xray", second, None, policy=lenient_policy, candidate_report=report_dir, tta=other)
     out = tmp_path / "promotion"
     decision = promote("xray", second, None, policy=lenient_policy, candidate_report=report_dir, out_dir=out,
                        plots=False)

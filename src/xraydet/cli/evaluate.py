@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from xraydet.cli.progress import progress
 from xraydet.inference import TTA, Backend
+from xraydet.inference.tta import VIEWS
 
 console = Console()
 
@@ -34,15 +35,19 @@ eval_app = typer.Typer(
 )
 
 
-def default_report_dir(model: str, split: str) -> Path:
-    """``eval_reports/<model>-<split>``, with a name that tells references apart and is safe as a folder.
+def default_report_dir(model: str, split: str, tta: str = "off") -> Path:
+    """``eval_reports/<model>-<split>[-tta-<mode>]``, a name that tells references apart, safe as a folder.
 
-    A model file gives its stem, a URL its host, port and path, a registry reference all of it.
+    A model file gives its stem, a URL its host, port and path, a registry reference all of it. With
+    test-time augmentation the mode is part of the name, so it does not replace the plain report (and its
+    review).
 
     Example:
         >>> [default_report_dir(m, "val").name for m in ("runs/a/best.pt", "http://127.0.0.1:18811/", "xr/2",
         ...                                             "other/2", "xr@champion")]
         ['best-val', '127.0.0.1-18811-val', 'xr-2-val', 'other-2-val', 'xr-champion-val']
+        >>> default_report_dir("runs/a/best.pt", "val", "flips").name
+        'best-val-tta-flips'
     """
     text = model.strip().rstrip("/")
     if re.match(r"https?://", text):
@@ -55,7 +60,8 @@ def default_report_dir(model: str, split: str) -> Path:
     def slug(part: str) -> str:
         return re.sub(r"[^A-Za-z0-9_.]+", "-", part).strip("-.")[:80]
 
-    return Path("eval_reports") / f"{slug(name) or 'model'}-{slug(split) or 'split'}"
+    suffix = "" if tta == "off" else f"-tta-{slug(tta)}"
+    return Path("eval_reports") / f"{slug(name) or 'model'}-{slug(split) or 'split'}{suffix}"
 
 
 def _pct(v: float | None) -> str:
@@ -94,7 +100,7 @@ def eval_run(
     from xraydet.evaluation.report import format_number
     from xraydet.evaluation.runner import evaluate
 
-    out = out or default_report_dir(model, split)
+    out = out or default_report_dir(model, split, tta)
     with progress("predicting") as update:
         report = evaluate(
             model,
@@ -134,7 +140,9 @@ def eval_run(
         ),
         (
             "latency p50 / p95",
-            f"{lat.p50_ms or 0:.1f} / {lat.p95_ms or 0:.1f} ms ({lat.backend}, {lat.device})",
+            f"{lat.p50_ms or 0:.1f} / {lat.p95_ms or 0:.1f} ms ({lat.backend}, {lat.device}"
+            + (f", TTA {report.tta}: {len(VIEWS[report.tta])} model calls per scan" if report.tta in VIEWS
+               and report.tta != "off" else "") + ")",
         ),
     ]:
         table.add_row(name, value)

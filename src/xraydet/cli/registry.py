@@ -132,8 +132,8 @@ def promote_cmd(
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Seeded sample of the split."),
     seed: int = typer.Option(0, "--seed"),
     backend: Backend = typer.Option("auto", "--backend", help="Inference backend (auto: by file suffix)."),
-    tta: TTA = typer.Option(
-        "off", "--tta", help="Test-time augmentation of both models (with --candidate-report: the report's)."
+    tta: TTA | None = typer.Option(
+        None, "--tta", help="Test-time augmentation of both models \\[default: off; the candidate report's]."
     ),
     review_dir: Path | None = typer.Option(None, "--review-dir", help="Human review, if needed."),
     candidate_report: Path | None = typer.Option(

@@ -137,7 +137,9 @@ def _print_report(report: object) -> None:
 
     assert isinstance(report, ApiTestReport)
     t = Table(
-        title=f"API test: {report.api_url} (conf {report.conf_threshold}, model {report.model_version})"
+        title=f"API test: {report.api_url} (conf {report.conf_threshold}, model {report.model_version}"
+        + (f", test-time augmentation {report.tta}" if report.tta not in (None, "off") else "")
+        + ")"
     )
     t.add_column("metric")
     t.add_column("value", justify="right")

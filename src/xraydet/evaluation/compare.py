@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from xraydet.errors import ConfigError
 from xraydet.evaluation.report import EvalReport, format_number
 from xraydet.io import atomic_write_json, atomic_write_text, check_output_dir
 
@@ -167,8 +168,15 @@ def compare_models(
         >>> cmp = compare_models(["a.pt", "b.onnx", "http://127.0.0.1:8000"], "d.yaml")  # doctest: +SKIP
         >>> [r.map50 for r in cmp.rows]  # doctest: +SKIP
     """
+    from xraydet.evaluation.report import is_url
     from xraydet.evaluation.runner import evaluate
 
+    served = [str(m) for m in models if is_url(m)]
+    if tta != "off" and served:  # refused now, not after the models before it were evaluated
+        raise ConfigError(
+            f"--tta {tta}: {', '.join(served)} applies its server's own test-time augmentation "
+            "(xraydet serve --tta); compare served models with --tta off"
+        )
     rows = []
     out = None if out_dir is None else Path(out_dir)
     if out is not None:  # an earlier comparison is updated in place; any other non-empty folder is refused

@@ -143,7 +143,11 @@ def check_gate(
             else no_negatives,
         ),
         _criterion(
-            "latency p95 (ms)", lat.p95_ms, policy.max_latency_p95_ms, "<", f"{lat.backend} on {lat.device}"
+            "latency p95 (ms)",
+            lat.p95_ms,
+            policy.max_latency_p95_ms,
+            "<",
+            f"{lat.backend} on {lat.device}" + (f", TTA {report.tta}" if report.tta != "off" else ""),
         ),
         _criterion("predictions reviewed", review["reviewed"], policy.min_reviewed, ">=", review["detail"]),
         _criterion("review approval share", review["approval"], policy.min_approval, ">=", review["detail"]),

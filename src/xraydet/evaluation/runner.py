@@ -89,16 +89,18 @@ def resolve_predictor(
     """
     from xraydet.inference import load_predictor, with_tta
 
+    served = getattr(model, "backend", None) == "http" if isinstance(model, Predictor) else is_url(model)
+    if served and check_tta(tta) != "off":
+        source = model.source if isinstance(model, Predictor) else model
+        raise ConfigError(
+            f"--tta {tta}: {source} is a served model, which applies the server's own test-time "
+            "augmentation (xraydet serve --tta); evaluate it with --tta off"
+        )
     if isinstance(model, Predictor):
         return with_tta(model, tta)
     if is_url(model):
         from xraydet.inference.http_backend import HttpPredictor
 
-        if check_tta(tta) != "off":
-            raise ConfigError(
-                f"--tta {tta}: {model} is a served model, which applies the server's own test-time "
-                "augmentation (xraydet serve --tta); evaluate it with --tta off"
-            )
         return HttpPredictor(str(model))
     path = model_file(model)
     if backend == "onnx" and path.suffix == ".pt":

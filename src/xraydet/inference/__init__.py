@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -12,6 +13,8 @@ from xraydet.inference.tta import TTA, TTA_MODES, check_tta, with_tta
 
 Backend = Literal["auto", "onnx", "ultralytics"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+
+log = logging.getLogger(__name__)
 
 
 def check_backend(backend: str) -> str:
@@ -54,7 +57,14 @@ def load_predictor(
         return with_tta(OnnxPredictor(weights, imgsz=imgsz, threads=threads), tta)
     from xraydet.inference.ultralytics_backend import UltralyticsPredictor
 
-    return with_tta(UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads), tta)
+    predictor = UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads)
+    if tta == "flips" and predictor.train_args.get("flipud") == 0:
+        log.warning(
+            "%s was trained without vertical flips (flipud 0): --tta flips shows it upside-down scans it "
+            "never saw; --tta hflip keeps to what it learnt",
+            weights,
+        )
+    return with_tta(predictor, tta)
 
 
 __all__ = [

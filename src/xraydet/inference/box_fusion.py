@@ -22,10 +22,11 @@ def weighted_box_fusion(
 ) -> Detections:
     """Fuse the predictions of ``n_views`` views (default: ``len(predictions)``) of one image.
 
-    Boxes of the same class are taken in falling score order; each joins the first fused box it overlaps by
-    more than ``iou_threshold`` (IoU), else starts one. A fused box is its members' score-weighted mean, and
-    its score their mean score times ``min(members, n_views) / n_views``: an object only some views saw scores
-    lower than one all of them saw.
+    Boxes of the same class are taken in falling score order; each joins the fused box it overlaps most, if
+    by more than ``iou_threshold`` (IoU), else starts one. A fused box is its members' score-weighted mean.
+    Its score is the mean over the views of each view's best score among the members, a view without a
+    member counting 0: an object only some views saw scores lower than one all of them saw, and the weaker
+    boxes one view leaves around an object after its NMS do not drag the object's score down.
 
     Example:
         >>> a = Detections(np.array([[10, 10, 50, 50]]), np.array([0]), np.array([0.9]))
@@ -39,19 +40,22 @@ def weighted_box_fusion(
     if not 0.0 <= iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
     views = n_views if n_views is not None else max(len(predictions), 1)
-    if views < 1:
-        raise ValueError(f"n_views must be at least 1, got {views}")
-    kept = [p for p in predictions if len(p)]
+    if views < max(len(predictions), 1):
+        raise ValueError(f"n_views must be at least 1 and the number of predictions ({len(predictions)}), "
+                         f"got {views}")
+    if any(p.confidence is None for p in predictions if len(p)):
+        raise ValueError("weighted_box_fusion fuses predictions: every box needs a confidence")
+    kept = [(i, p) for i, p in enumerate(predictions) if len(p)]
     if not kept:
         return Detections.empty(with_confidence=True)
-    if any(p.confidence is None for p in kept):
-        raise ValueError("weighted_box_fusion fuses predictions: every box needs a confidence")
-    xyxy = np.concatenate([p.xyxy for p in kept])
-    class_id = np.concatenate([p.class_id for p in kept])
-    scores = np.concatenate([p.confidence for p in kept if p.confidence is not None])
+    xyxy = np.concatenate([p.xyxy for _, p in kept])
+    class_id = np.concatenate([p.class_id for _, p in kept])
+    scores = np.concatenate([p.confidence for _, p in kept if p.confidence is not None])
+    view = np.concatenate([np.full(len(p), i) for i, p in kept])
     boxes, ids, fused_scores = [], [], []
     for c in np.unique(class_id):
-        b, s = _fuse_class(xyxy[class_id == c], scores[class_id == c], iou_threshold, views)
+        mine = class_id == c
+        b, s = _fuse_class(xyxy[mine], scores[mine], view[mine], iou_threshold, views)
         boxes.append(b)
         ids.append(np.full(len(b), c, dtype=np.int64))
         fused_scores.append(s)
@@ -60,29 +64,25 @@ def weighted_box_fusion(
 
 
 def _fuse_class(
-    xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, n_views: int
+    xyxy: np.ndarray, scores: np.ndarray, view: np.ndarray, iou_threshold: float, n_views: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fused boxes and scores of one class's boxes."""
+    """Fused boxes and scores of one class's boxes (``view``: which prediction each box came from)."""
     order = np.argsort(-scores, kind="stable")
-    xyxy, scores = xyxy[order], scores[order]
+    xyxy, scores, view = xyxy[order], scores[order], view[order]
     weights = np.maximum(scores, 1e-9)  # a box scored 0 still has a place in its cluster's mean
     weighted_sum = np.zeros_like(xyxy)  # per cluster: sum of weight * corners
     weight_sum = np.zeros(len(xyxy))
-    score_sum = np.zeros(len(xyxy))
-    members = np.zeros(len(xyxy), dtype=np.int64)
+    best_per_view = np.zeros((len(xyxy), n_views))  # per cluster and view: the best member's score
     n = 0
-    for box, score, weight in zip(xyxy, scores, weights, strict=True):
+    for box, score, weight, v in zip(xyxy, scores, weights, view, strict=True):
         if n:
             ious = box_iou(box[None], weighted_sum[:n] / weight_sum[:n, None])[0]
             best = int(np.argmax(ious))
             if ious[best] > iou_threshold:
                 weighted_sum[best] += weight * box
                 weight_sum[best] += weight
-                score_sum[best] += score
-                members[best] += 1
+                best_per_view[best, v] = max(best_per_view[best, v], score)
                 continue
-        weighted_sum[n], weight_sum[n], score_sum[n], members[n] = weight * box, weight, score, 1
+        weighted_sum[n], weight_sum[n], best_per_view[n, v] = weight * box, weight, score
         n += 1
-    boxes = weighted_sum[:n] / weight_sum[:n, None]
-    mean_score = score_sum[:n] / members[:n]
-    return boxes, mean_score * np.minimum(members[:n], n_views) / n_views
+    return weighted_sum[:n] / weight_sum[:n, None], best_per_view[:n].sum(axis=1) / n_views

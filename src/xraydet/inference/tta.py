@@ -1,12 +1,13 @@
 """Test-time augmentation: predict on flipped views of a scan and fuse the boxes.
 
-A scan has no up or down and no left or right, and the recipes train with both flips, so every flipped view
-is as valid as the scan itself. Each view's boxes are flipped back and merged by weighted box fusion: boxes
-the views agree on are averaged, which tightens them (higher AP at high IoU thresholds), and a threat seen in
-more views scores higher. The cost is one model call per view.
+A scan has no up or down and no left or right, and the X-ray recipe (preset ``xray-fast``) trains with both
+flips, so every flipped view is as valid as the scan itself. Each view's boxes are flipped back and merged by
+weighted box fusion: boxes the views agree on are averaged, which tightens them (higher AP at high IoU
+thresholds), and a threat seen in more views scores higher. The cost is one model call per view.
 
 Modes (``--tta``): ``off`` (one view), ``hflip`` (the scan and its mirror image, 2 calls) and ``flips`` (also
-upside down, and both: 4 calls).
+upside down, and both: 4 calls). ``flips`` suits models trained with vertical flips (``flipud``); the seed's
+presets train without them, and their models have never seen an upside-down bag.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from xraydet.structures import Detections
 
 TTA = Literal["off", "hflip", "flips"]
 TTA_MODES: tuple[str, ...] = get_args(TTA)
+
+# Each view is predicted down to this score, whatever the caller's threshold, which applies to the fused boxes
+# only: so a served answer at conf c is exactly the evaluation's prediction (made at its EVAL_CONF, the same
+# 0.001) cut at c, and the report that gated a model describes what its server answers.
+VIEW_CONF = 0.001
 
 View = tuple[bool, bool]  # (mirrored left-right, upside down)
 VIEWS: dict[str, tuple[View, ...]] = {
@@ -51,7 +57,13 @@ def check_tta(tta: str) -> str:
 
 
 def flip_image(image: np.ndarray, view: View) -> np.ndarray:
-    """The scan as ``view`` shows it (a contiguous copy when flipped)."""
+    """The scan as ``view`` shows it (a contiguous copy when flipped).
+
+    Example:
+        >>> image = np.arange(6).reshape(2, 3)
+        >>> flip_image(image, (True, False)).tolist(), flip_image(image, (True, True)).tolist()
+        ([[2, 1, 0], [5, 4, 3]], [[5, 4, 3], [2, 1, 0]])
+    """
     mirrored, upside_down = view
     out = image[:, ::-1] if mirrored else image
     out = out[::-1] if upside_down else out
@@ -88,8 +100,10 @@ class TTAPredictor(Predictor):
 
     def __init__(self, base: Predictor, tta: str = "flips", iou_threshold: float = FUSION_IOU) -> None:
         check_tta(tta)
-        if isinstance(base, TTAPredictor):
-            raise ConfigError(f"the predictor already uses test-time augmentation ({base.tta})")
+        if base.tta != "off":  # a TTAPredictor, or a served model whose server augments
+            raise ConfigError(
+                f"{base.source}: its predictions already use test-time augmentation ({base.tta})"
+            )
         self.base = base
         self.tta = tta
         self.views = VIEWS[tta]
@@ -104,13 +118,17 @@ class TTAPredictor(Predictor):
         if len(self.views) == 1:
             return self.base.predict(image, conf, iou)
         h, w = image.shape[:2]
-        per_view = self.base.predict_batch([flip_image(image, v) for v in self.views], conf, iou)
+        floor = min(conf, VIEW_CONF)
+        if type(self.base).predict_batch is Predictor.predict_batch:  # one view at a time: one copy at a time
+            per_view = [self.base.predict(flip_image(image, v), floor, iou) for v in self.views]
+        else:  # a backend that batches (Ultralytics on a GPU) gets the views as one batch
+            per_view = self.base.predict_batch([flip_image(image, v) for v in self.views], floor, iou)
         fused = weighted_box_fusion(
             [unflip_boxes(_scored(d), v, w, h) for d, v in zip(per_view, self.views, strict=True)],
             self.iou_threshold,
             n_views=len(self.views),
         )
-        return fused.with_min_confidence(conf)  # a box only some views saw scores lower once fused
+        return fused.with_min_confidence(conf)
 
     def predict_batch(
         self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7
@@ -126,5 +144,11 @@ def _scored(dets: Detections) -> Detections:
 
 
 def with_tta(predictor: Predictor, tta: str = "off") -> Predictor:
-    """``predictor`` itself for ``off``, else a :class:`TTAPredictor` around it."""
+    """``predictor`` itself for ``off``, else a :class:`TTAPredictor` around it.
+
+    Example:
+        >>> base = load_predictor("best.onnx")  # doctest: +SKIP
+        >>> with_tta(base, "off") is base, with_tta(base, "hflip").tta  # doctest: +SKIP
+        (True, 'hflip')
+    """
     return predictor if check_tta(tta) == "off" else TTAPredictor(predictor, tta)

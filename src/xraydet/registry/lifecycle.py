@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from xraydet.errors import ConfigError, XrayDetError
+from xraydet.inference.tta import TTA
 from xraydet.io import atomic_write_json, check_output_dir, sha256_file
 from xraydet.registry.promotion import (
     ComparisonPolicy,
@@ -86,7 +87,7 @@ class EvalSettings(BaseModel):
     conf: float = 0.25
     seed: int = 0
     max_images: int | None = None
-    tta: str = "off"
+    tta: TTA = "off"
 
 
 def settings_of_report(report: Any) -> EvalSettings:
@@ -198,7 +199,7 @@ def promote(
     max_images: int | None = None,
     backend: str = "auto",
     imgsz: int | None = None,
-    tta: str = "off",
+    tta: TTA | None = None,
     review_dir: str | Path | None = None,
     candidate_report: str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -237,7 +238,8 @@ def promote(
     from xraydet.inference import check_backend, check_tta
 
     check_backend(backend)
-    check_tta(tta)
+    if tta is not None:
+        check_tta(tta)
     c = client()
     version = str(version)
     candidate = get_version(name, version, c)
@@ -263,7 +265,7 @@ def promote(
     if candidate_report is not None:
         cand_report, report_dir = _reviewed_report(candidate_report, candidate, dataset, c)
         settings = settings_of_report(cand_report)
-        if tta != "off" and tta != settings.tta:
+        if tta is not None and tta != settings.tta:
             raise ConfigError(
                 f"--tta {tta}: {candidate_report} was evaluated with test-time augmentation {settings.tta}, "
                 "and the champion is evaluated as the candidate report was; leave --tta out"
@@ -273,7 +275,7 @@ def promote(
         assert dataset is not None
         negative_dirs = [negatives] if isinstance(negatives, str | Path) else list(negatives or [])
         settings = EvalSettings(dataset=str(dataset), split=split, negatives=[str(n) for n in negative_dirs],
-                                conf=conf, seed=seed, max_images=max_images, tta=tta)
+                                conf=conf, seed=seed, max_images=max_images, tta=tta or "off")
         cand_report = run_eval(candidate, "candidate", settings)
         gate = check_gate(cand_report, gate_policy, review_dir=review_dir)
     champ_report = None

@@ -201,7 +201,7 @@ def _read_report(report: Path) -> tuple[Path, dict[str, float], dict[str, str]]:
 
     data = load_report(report_file)  # its errors name the file and the bad field
     metrics = {k: v for k, v in report_metrics(data).items() if v is not None}
-    meta = {k: str(v) for k in ("dataset", "split", "n_images", "conf")
+    meta = {k: str(v) for k in ("dataset", "split", "n_images", "conf", "tta")
             if (v := report_meta(data, k)) is not None}
     return report_file.parent, metrics, meta
 

@@ -141,6 +141,7 @@ class ApiTestReport(BaseModel):
     seed: int
     model: str | None = None
     model_version: str | None = None
+    tta: str | None = None  # the server's test-time augmentation (None: an older server that does not say)
     n_images: int
     n_failed: int
     accuracy: float
@@ -264,6 +265,7 @@ def run_api_test(
         seed=seed,
         model=health.get("model"),
         model_version=health.get("version"),
+        tta=health.get("tta"),
         n_images=n_ok,
         n_failed=len(errors),
         accuracy=sum(per_correct.values()) / n_labelled if n_labelled else 0.0,
