@@ -3,25 +3,17 @@ shifting predictions back by that displacement restores the AP a bias had cost."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
+from tests.benchmark_scripts import load_benchmark_script
 
 from xraydet.evaluation.evaluator import Sample
 from xraydet.structures import Detections
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "box_offsets.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("box_offsets", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("box_offsets")
 
 
 def biased_samples(dx: float, dy: float, n: int = 20) -> list[Sample]:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from tests.benchmark_scripts import load_benchmark_script
 
 from xraydet.evaluation import evaluate
 from xraydet.evaluation.report import load_report
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "tta.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("tta_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("tta")
 
 
 def test_each_mode_is_evaluated_on_the_same_scans(onnx_model: Path, tiny_model: Path, tmp_path: Path, capsys):
