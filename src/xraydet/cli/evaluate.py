@@ -92,7 +92,7 @@ def eval_run(
         "off", help="Test-time augmentation: hflip (2 model calls per scan) or flips (4), boxes fused."
     ),
     target_detection: float = typer.Option(
-        0.95, "--target-detection", help="Detection rate the sweep must reach."
+        0.95, "--target-detection", min=0.0, max=1.0, help="Detection rate the sweep must reach."
     ),
     seed: int = typer.Option(0, help="Seed of the image sample and the plots."),
 ) -> None:

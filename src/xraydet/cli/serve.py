@@ -88,7 +88,7 @@ def serve(
 
 def export(
     weights: Path = typer.Argument(..., help="Ultralytics .pt weights", exists=True, dir_okay=False),
-    imgsz: int = typer.Option(640, help="input size baked into the ONNX graph"),
+    imgsz: int = typer.Option(640, min=32, help="input size baked into the ONNX graph"),
     out: Path | None = typer.Option(None, help="output .onnx (default: beside the weights)"),
 ) -> None:
     """Export a .pt model to ONNX for the ONNX Runtime backend (with its threat classes in the metadata)."""

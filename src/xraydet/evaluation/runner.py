@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -302,7 +303,9 @@ def evaluate(
         backend=getattr(predictor, "backend", type(predictor).__name__),
         dataset=str(ds.yaml_path or ds.root),
         split=split,
-        negatives=[str(Path(n)) for n in negatives or []],
+        # absolute, as the data set's path is: a promotion re-evaluates the champion on these folders, maybe
+        # from another working directory
+        negatives=[os.path.abspath(n) for n in negatives or []],
         names=names,
         threats=[names[i] for i in sorted(threat_ids)],
         conf=conf,

@@ -71,6 +71,7 @@ class UltralyticsPredictor(Predictor):
         self.source = Path(weights)
         try:
             self.model = YOLO(str(weights), task="detect")
+            names = self.model.names  # some files (an image given as a model) fail only here
         except Exception as err:  # a truncated, corrupt or foreign file: Ultralytics raises TypeError, ...
             from xraydet.inference.export import unreadable_checkpoint
 
@@ -84,7 +85,6 @@ class UltralyticsPredictor(Predictor):
         #: the checkpoint's training arguments (empty for a file without them, e.g. an ONNX export)
         self.train_args: dict[str, Any] = train_args if isinstance(train_args, dict) else {}
         self.imgsz = int(imgsz or args.get("imgsz") or self.train_args.get("imgsz") or 640)
-        names = self.model.names
         self.names = [names[i] for i in range(len(names))] if isinstance(names, dict) else list(names)
 
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:

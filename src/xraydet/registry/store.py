@@ -183,9 +183,13 @@ def set_champion(name: str, version: str, history: list[str], c: MlflowClient | 
 
 
 def set_version_tags(name: str, version: str, tags: dict[str, Any], c: MlflowClient | None = None) -> None:
+    """Set ``tags`` on ``name/version``; a ``None`` value removes the tag (a later decision has none)."""
     c = c or client()
     for key, value in tags.items():
         if value is None:
+            existing = get_version(name, str(version), c).tags or {}
+            if key in existing:
+                c.delete_model_version_tag(name, str(version), key)
             continue
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         c.set_model_version_tag(name, str(version), key, text[:MAX_TAG_CHARS])

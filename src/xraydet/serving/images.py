@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from xraydet.errors import XrayDetError
+from xraydet.inference.base import NonFinitePixels, to_rgb
 from xraydet.ultralytics_env import pil_open
 
 # Formats a scanner export or a test client plausibly sends; others (EPS, PDF ...) could call external tools.
@@ -106,7 +107,9 @@ def decode_image(data: bytes, max_pixels: int, filename: str = "upload") -> np.n
                 )
             try:
                 im.load()
-                return _to_rgb(im)
+                return to_rgb(im)
+            except NonFinitePixels as err:
+                raise ImageError(f"{filename}: not a usable scan: {err}", 400) from err
             except Image.DecompressionBombError as err:
                 raise ImageError(f"{filename}: image too large ({err})", 413) from err
             except MemoryError:
@@ -114,12 +117,3 @@ def decode_image(data: bytes, max_pixels: int, filename: str = "upload") -> np.n
             except Exception as err:  # truncated or corrupt data: OSError mostly, but plugins vary
                 raise ImageError(f"{filename}: truncated or corrupt image data ({err})", 400) from err
 
-
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    if im.mode in {"I", "I;16", "I;16B", "I;16L", "F"}:
-        # 16-bit / float scans: stretch to 8 bit (PIL's own conversion would clip at 255).
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-        return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
-    return np.asarray(im.convert("RGB"))

@@ -35,7 +35,7 @@ class ServeSettings(BaseModel):
     api_key: str | None = Field(
         default_factory=lambda: os.environ.get("XRAYDET_API_KEY") or None, validate_default=True
     )
-    max_upload_mb: float = Field(default=10.0, gt=0)
+    max_upload_mb: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     max_pixels: int = Field(default=40_000_000, ge=1)
     max_batch_files: int = Field(default=16, ge=1)
     max_concurrent_inferences: int = Field(
