@@ -329,3 +329,44 @@ def test_the_champion_is_evaluated_with_the_candidate_reports_augmentation(
     decision = promote("xray", third, policy=lenient_policy, tta="flips", out_dir=out, **eval_args)
     for label in ("candidate", "champion"):
         assert json.loads((out / label / "report.json").read_text())["tta"] == "flips", label
+
+
+def test_two_promotions_finishing_together_move_the_champion_once(registry_home, tiny_model, lenient_policy,
+                                                                  eval_args, monkeypatch):
+    """Both promotions evaluate against champion v1; whichever moves the alias first wins, and the other,
+    re-checking under the champion lock, finds v1 gone and is refused. The move waits (up to 3 s) for the
+    other promotion to arrive at its own move: without the lock both would get there and both be promoted."""
+    import contextlib
+    import threading
+
+    from xraydet.registry import lifecycle
+
+    first = register_model(tiny_model, "xray")
+    assert promote("xray", first, policy=lenient_policy, **eval_args).promoted
+    candidates = [register_model(tiny_model, "xray") for _ in range(2)]
+    both_at_the_move = threading.Barrier(2)
+    real_set_champion = lifecycle.set_champion
+
+    def slow_set_champion(*args, **kwargs):
+        # broken when the other one waits for the lock instead: as it should
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_at_the_move.wait(timeout=3)
+        real_set_champion(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "set_champion", slow_set_champion)
+    decisions = {}
+
+    def run(version):
+        decisions[version] = promote("xray", version, policy=lenient_policy, **eval_args)
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in candidates]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    promoted = [v for v, d in decisions.items() if d.promoted]
+    refused = [d for d in decisions.values() if not d.promoted]
+    assert len(promoted) == 1 and len(refused) == 1, {v: d.reasons for v, d in decisions.items()}
+    assert "the champion changed from v1" in refused[0].reasons[0]
+    assert champion("xray") == promoted[0]
+    assert champion_history("xray") == [first]

@@ -35,6 +35,7 @@ from xraydet.registry.store import (
     RegistryError,
     alias_version,
     champion_history,
+    champion_lock,
     client,
     get_model,
     get_version,
@@ -303,13 +304,14 @@ def _apply(decision: PromotionDecision, current: str | None, c: Any) -> None:
     if not decision.promoted:
         return
     name, version = decision.name, decision.version
-    now_champion = alias_version(name, c=c)
-    if now_champion != current:
-        decision.decision, decision.promoted = "refused", False
-        decision.reasons = [f"the champion changed from v{current} to v{now_champion} during evaluation; "
-                            "run promote again"]
-        return
-    set_champion(name, version, push_history(champion_history(name, c), current), c)
+    with champion_lock(name):
+        now_champion = alias_version(name, c=c)
+        if now_champion != current:
+            decision.decision, decision.promoted = "refused", False
+            decision.reasons = [f"the champion changed from v{current} to v{now_champion} during evaluation; "
+                                "run promote again"]
+            return
+        set_champion(name, version, push_history(champion_history(name, c), current), c)
     if current is not None:
         set_version_tags(name, current, {"replaced_by": version, "replaced_time": decision.decided_at}, c)
 
@@ -343,6 +345,11 @@ def rollback(name: str) -> str:
     """
     c = client()
     get_model(name, c)
+    with champion_lock(name):
+        return _rollback(name, c)
+
+
+def _rollback(name: str, c: Any) -> str:
     current = alias_version(name, c=c)
     history = champion_history(name, c)
     target, rest = pop_history(history)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from pydantic import BaseModel, Field
 from xraydet.errors import XrayDetError
 from xraydet.io import sha256_file
 from xraydet.registry.promotion import report_meta, report_metrics
-from xraydet.tracking import configure_mlflow, ensure_experiment
+from xraydet.tracking import configure_mlflow, ensure_experiment, sqlite_lock, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -157,6 +158,24 @@ def champion_history(name: str, c: MlflowClient | None = None) -> list[str]:
     if not isinstance(value, list):
         raise RegistryError(f"tag {HISTORY_TAG!r} of model {name!r} is not a JSON list: {raw!r}")
     return [str(v) for v in value]
+
+
+@contextlib.contextmanager
+def champion_lock(name: str) -> Iterator[None]:
+    """Hold ``name``'s champion for one read-check-write (a promotion's or a rollback's) at a time.
+
+    On a SQLite store this is an OS lock beside the database, so two promotions finishing together cannot
+    both read the old champion and both move the alias. A tracking server offers no lock: there the
+    re-check before the move narrows the window but does not close it.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    with sqlite_lock(db.with_name(f"{db.name}.champion-{slug}")):
+        yield
 
 
 def set_champion(name: str, version: str, history: list[str], c: MlflowClient | None = None) -> None:
