@@ -49,6 +49,8 @@ def load_predictor(
     weights = Path(weights)
     check_backend(backend)
     check_tta(tta)
+    if weights.is_file():
+        warn_if_flips_unseen(weights, tta)
     if not weights.is_file():
         raise FileNotFoundError(f"model file not found: {weights}")
     if backend == "onnx" or (backend == "auto" and weights.suffix == ".onnx"):
@@ -57,14 +59,30 @@ def load_predictor(
         return with_tta(OnnxPredictor(weights, imgsz=imgsz, threads=threads), tta)
     from xraydet.inference.ultralytics_backend import UltralyticsPredictor
 
-    predictor = UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads)
-    if tta == "flips" and predictor.train_args.get("flipud") == 0:
+    return with_tta(UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads), tta)
+
+
+def warn_if_flips_unseen(weights: str | Path, tta: str) -> None:
+    """Warn when ``--tta flips`` is asked of a ``.pt`` trained without vertical flips (``flipud`` 0).
+
+    Called before a ``.pt`` is swapped for its ONNX export too, which no longer records how it was trained.
+    """
+    weights = Path(weights)
+    if tta != "flips" or weights.suffix != ".pt":
+        return
+    from xraydet.errors import XrayDetError
+    from xraydet.inference.export import checkpoint_info
+
+    try:
+        flipud = checkpoint_info(weights)["flipud"]
+    except XrayDetError:  # unreadable: loading it says so
+        return
+    if flipud == 0:
         log.warning(
             "%s was trained without vertical flips (flipud 0): --tta flips shows it upside-down scans it "
             "never saw; --tta hflip keeps to what it learnt",
             weights,
         )
-    return with_tta(predictor, tta)
 
 
 __all__ = [
@@ -77,5 +95,6 @@ __all__ = [
     "check_tta",
     "load_predictor",
     "load_rgb",
+    "warn_if_flips_unseen",
     "with_tta",
 ]

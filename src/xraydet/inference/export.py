@@ -32,8 +32,8 @@ def unreadable_checkpoint(path: str | Path, err: BaseException) -> XrayDetError:
 
 
 def checkpoint_info(pt_path: str | Path) -> dict[str, Any]:
-    """``names``, ``imgsz`` and ``threats`` recorded in an Ultralytics checkpoint (``threats`` None if
-    unknown).
+    """``names``, ``imgsz``, ``threats`` and ``flipud`` (its training's vertical-flip probability) recorded in
+    an Ultralytics checkpoint (``threats`` and ``flipud`` None if unknown).
 
     ``threats`` comes from the ``threats`` entry of the data.yaml the model was trained on, when that file
     still exists.
@@ -56,7 +56,8 @@ def checkpoint_info(pt_path: str | Path) -> dict[str, Any]:
             threats = (yaml.safe_load(read_utf8_text(Path(str(data)))) or {}).get("threats")
         except (OSError, yaml.YAMLError, ConfigError) as err:
             log.warning("cannot read threats from %s: %s", data, err)
-    return {"names": name_list, "imgsz": train_args.get("imgsz"), "threats": threats}
+    return {"names": name_list, "imgsz": train_args.get("imgsz"), "threats": threats,
+            "flipud": train_args.get("flipud")}
 
 
 def export_onnx(pt_path: str | Path, imgsz: int, out: str | Path | None = None) -> Path:

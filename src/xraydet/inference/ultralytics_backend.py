@@ -78,13 +78,13 @@ class UltralyticsPredictor(Predictor):
             raise unreadable_checkpoint(weights, err) from err
         self.device = device
         args = getattr(self.model, "overrides", {}) or {}
-        # the checkpoint's full training arguments (the model's own .args keeps only a few of them)
-        train_args = (getattr(self.model, "ckpt", None) or {}).get("train_args") or getattr(
-            getattr(self.model, "model", None), "args", {}
+        train_args = getattr(getattr(self.model, "model", None), "args", {}) or {}
+        self.imgsz = int(
+            imgsz
+            or args.get("imgsz")
+            or (train_args.get("imgsz") if isinstance(train_args, dict) else None)
+            or 640
         )
-        #: the checkpoint's training arguments (empty for a file without them, e.g. an ONNX export)
-        self.train_args: dict[str, Any] = train_args if isinstance(train_args, dict) else {}
-        self.imgsz = int(imgsz or args.get("imgsz") or self.train_args.get("imgsz") or 640)
         self.names = [names[i] for i in range(len(names))] if isinstance(names, dict) else list(names)
 
     def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> Detections:
