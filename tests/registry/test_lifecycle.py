@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -370,3 +371,26 @@ def test_two_promotions_finishing_together_move_the_champion_once(registry_home,
     assert "the champion changed from v1" in refused[0].reasons[0]
     assert champion("xray") == promoted[0]
     assert champion_history("xray") == [first]
+
+
+def test_options_beside_a_candidate_report_must_agree_with_it(registry_home, tiny_model, tiny_report,
+                                                              lenient_policy, eval_args, tmp_path):
+    """The champion is evaluated as the report was: an option that says otherwise is refused by name, not
+    silently left unused; the same values (as the plan passes them) are accepted."""
+    first = register_model(tiny_model, "xray")
+    assert promote("xray", first, policy=lenient_policy, **eval_args).promoted
+    second = register_model(tiny_model, "xray")
+    other_bags = tmp_path / "other-bags"
+    other_bags.mkdir()
+    for options, named in [
+        ({"negatives": [other_bags]}, "--negatives"),
+        ({"conf": 0.5}, "--conf 0.5 (the report's: 0.25)"),
+        ({"split": "train"}, "--split train (the report's: val)"),
+        ({"seed": 3, "conf": 0.4}, "--conf 0.4 (the report's: 0.25); --seed 3 (the report's: 0)"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            promote("xray", second, None, policy=lenient_policy, candidate_report=tiny_report, **options)
+    agreeing = {"negatives": [eval_args["negatives"]], "conf": 0.25, "split": "val", "seed": 0}
+    decision = promote("xray", second, None, policy=lenient_policy, candidate_report=tiny_report,
+                       out_dir=tmp_path / "agreeing", plots=False, **agreeing)
+    assert decision.promoted, decision.reasons

@@ -127,10 +127,12 @@ def promote_cmd(
         None, "--force-reason",
         help="Promote even if worse than the champion, for this recorded reason (never overrides the gate).",
     ),
-    split: str = typer.Option("val", "--split"),
-    conf: float = typer.Option(0.25, "--conf", help="Operating confidence threshold for both models."),
+    split: str | None = typer.Option(None, "--split", help="Split to evaluate \\[default: val]."),
+    conf: float | None = typer.Option(
+        None, "--conf", help="Operating confidence threshold for both models \\[default: 0.25]."
+    ),
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Seeded sample of the split."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int | None = typer.Option(None, "--seed", help="Sampling seed \\[default: 0]."),
     backend: Backend = typer.Option("auto", "--backend", help="Inference backend (auto: by file suffix)."),
     tta: TTA | None = typer.Option(
         None, "--tta", help="Test-time augmentation of both models \\[default: off; the candidate report's]."

@@ -91,6 +91,27 @@ class EvalSettings(BaseModel):
     tta: TTA = "off"
 
 
+def _refuse_other_settings(report_path: str | Path, settings: EvalSettings, **given: Any) -> None:
+    """With a candidate report the champion is evaluated as the report was: an option given beside it that
+    says otherwise is refused (naming it) rather than silently not used."""
+    import os
+
+    problems = []
+    for key, value in given.items():
+        if value is None or (key == "negatives" and not value):
+            continue
+        if key == "negatives":
+            wanted = [os.path.abspath(n) for n in ([value] if isinstance(value, str | Path) else value)]
+            if sorted(wanted) != sorted(os.path.abspath(n) for n in settings.negatives):
+                problems.append(f"--negatives {' '.join(wanted)} (the report's: "
+                                f"{' '.join(settings.negatives) or 'none'})")
+        elif value != getattr(settings, key):
+            problems.append(f"--{key} {value} (the report's: {getattr(settings, key)})")
+    if problems:
+        raise ConfigError(f"{report_path} was evaluated otherwise: {'; '.join(problems)}. The champion is "
+                          "evaluated as the candidate report was: leave these options out, or evaluate again")
+
+
 def settings_of_report(report: Any) -> EvalSettings:
     """The settings that reproduce ``report``'s image selection (``max_images`` from its image counts)."""
     from xraydet.data.dataset import load_dataset
@@ -194,9 +215,9 @@ def promote(
     *,
     comparison: ComparisonPolicy | None = None,
     force_reason: str | None = None,
-    split: str = "val",
-    conf: float = 0.25,
-    seed: int = 0,
+    split: str | None = None,
+    conf: float | None = None,
+    seed: int | None = None,
     max_images: int | None = None,
     backend: str = "auto",
     imgsz: int | None = None,
@@ -266,17 +287,16 @@ def promote(
     if candidate_report is not None:
         cand_report, report_dir = _reviewed_report(candidate_report, candidate, dataset, c)
         settings = settings_of_report(cand_report)
-        if tta is not None and tta != settings.tta:
-            raise ConfigError(
-                f"--tta {tta}: {candidate_report} was evaluated with test-time augmentation {settings.tta}, "
-                "and the champion is evaluated as the candidate report was; leave --tta out"
-            )
+        _refuse_other_settings(candidate_report, settings, negatives=negatives, split=split, conf=conf,
+                               seed=seed, tta=tta)
         gate = check_gate(report_dir, gate_policy, review_dir=review_dir)
     else:
         assert dataset is not None
         negative_dirs = [negatives] if isinstance(negatives, str | Path) else list(negatives or [])
-        settings = EvalSettings(dataset=str(dataset), split=split, negatives=[str(n) for n in negative_dirs],
-                                conf=conf, seed=seed, max_images=max_images, tta=tta or "off")
+        settings = EvalSettings(dataset=str(dataset), split=split or "val",
+                                negatives=[str(n) for n in negative_dirs],
+                                conf=0.25 if conf is None else conf, seed=seed or 0, max_images=max_images,
+                                tta=tta or "off")
         cand_report = run_eval(candidate, "candidate", settings)
         gate = check_gate(cand_report, gate_policy, review_dir=review_dir)
     champ_report = None
