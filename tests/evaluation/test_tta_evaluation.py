@@ -122,3 +122,4 @@ def test_the_cli_takes_tta_and_refuses_an_unknown_one(onnx_model: Path, tiny_mod
     bad = runner.invoke(app, ["eval", "run", str(onnx_model), str(tiny_data(tiny_model)), "--tta", "rotate"],
                         terminal_width=200)
     assert bad.exit_code == 2 and "--tta" in bad.output and "rotate" in bad.output
+

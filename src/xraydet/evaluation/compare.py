@@ -12,12 +12,13 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from xraydet.errors import ConfigError
 from xraydet.evaluation.report import EvalReport, format_number
-from xraydet.io import atomic_write_json, atomic_write_text, check_output_dir
+from xraydet.io import atomic_directory, atomic_write_json, atomic_write_text, check_output_dir
 
 
 class ComparisonRow(BaseModel):
@@ -169,7 +170,7 @@ def compare_models(
         >>> [r.map50 for r in cmp.rows]  # doctest: +SKIP
     """
     from xraydet.evaluation.report import is_url
-    from xraydet.evaluation.runner import evaluate
+    from xraydet.evaluation.runner import evaluate, model_file
 
     served = [str(m) for m in models if is_url(m)]
     if tta != "off" and served:  # refused now, not after the models before it were evaluated
@@ -177,28 +178,49 @@ def compare_models(
             f"--tta {tta}: {', '.join(served)} applies its server's own test-time augmentation "
             "(xraydet serve --tta); compare served models with --tta off"
         )
-    rows = []
+    for model in models:  # a missing file or unknown registry name is found now, before any evaluation
+        if not is_url(model):
+            model_file(model)
     out = None if out_dir is None else Path(out_dir)
-    if out is not None:  # an earlier comparison is updated in place; any other non-empty folder is refused
-        check_output_dir(out, ("comparison.json",), "comparison")
+    if out is None:
+        rows = _evaluate_each(models, None, None, evaluate, dataset=dataset, split=split, negatives=negatives,
+                              conf=conf, max_images=n, seed=seed, backend=backend, imgsz=imgsz, tta=tta)
+        return _comparison(dataset, split, n, seed, conf, negatives, rows)
+    # an earlier comparison is replaced whole; any other non-empty folder is refused
+    check_output_dir(out, ("comparison.json",), "comparison")
+    with atomic_directory(out, overwrite=True) as tmp:  # a failure part-way leaves the earlier one as it was
+        rows = _evaluate_each(models, tmp, out, evaluate, dataset=dataset, split=split, negatives=negatives,
+                              conf=conf, max_images=n, seed=seed, backend=backend, imgsz=imgsz, tta=tta)
+        cmp = _comparison(dataset, split, n, seed, conf, negatives, rows)
+        atomic_write_json(tmp / "comparison.json", cmp.model_dump(mode="json"))
+        atomic_write_text(tmp / "comparison.md", render_comparison(cmp))
+    return cmp
+
+
+def _evaluate_each(
+    models: Sequence[str | Path], build: Path | None, final: Path | None, evaluate: Any, **options: Any
+) -> list[ComparisonRow]:
+    """One row per model; each report is written under ``build`` and named by its place under ``final``."""
+    rows = []
     for i, model in enumerate(models):
         label = str(model).rstrip("/")
-        sub = None if out is None else out / "models" / f"{i + 1:02d}_{_slug(label.rsplit('/', 1)[-1])}"
-        report = evaluate(
-            model,
-            dataset,
-            split=split,
-            negatives=negatives,
-            conf=conf,
-            out_dir=sub,
-            max_images=n,
-            seed=seed,
-            backend=backend,
-            imgsz=imgsz,
-            tta=tta,
-        )
-        rows.append(ComparisonRow.from_report(label, report, sub))
-    cmp = Comparison(
+        name = f"{i + 1:02d}_{_slug(label.rsplit('/', 1)[-1])}"
+        report = evaluate(model, out_dir=None if build is None else build / "models" / name, **options)
+        report_dir = None if final is None else final / "models" / name
+        rows.append(ComparisonRow.from_report(label, report, report_dir))
+    return rows
+
+
+def _comparison(
+    dataset: str | Path,
+    split: str,
+    n: int,
+    seed: int,
+    conf: float,
+    negatives: Sequence[str | Path] | None,
+    rows: list[ComparisonRow],
+) -> Comparison:
+    return Comparison(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         dataset=str(dataset),
         split=split,
@@ -208,7 +230,3 @@ def compare_models(
         negatives=[str(p) for p in negatives or []],
         rows=rows,
     )
-    if out is not None:
-        atomic_write_json(out / "comparison.json", cmp.model_dump(mode="json"))
-        atomic_write_text(out / "comparison.md", render_comparison(cmp))
-    return cmp
