@@ -70,6 +70,9 @@ def test_out_of_range_options_are_refused_at_the_command_line(tmp_path: Path):
     run = runner.invoke(app, ["eval", "run", str(weights), str(tmp_path), "--target-detection", "5"],
                         terminal_width=200)
     assert run.exit_code == 2 and "--target-detection" in run.output
+    api_test = runner.invoke(app, ["api-test", "--api-url", "http://127.0.0.1:9", "--dataset", str(tmp_path),
+                                   "--timeout-s", "0"], terminal_width=200)
+    assert api_test.exit_code == 2 and "--timeout-s" in api_test.output
 
 
 def test_an_image_given_as_the_model_is_named_not_a_traceback(tmp_path: Path):

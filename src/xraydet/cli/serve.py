@@ -107,7 +107,7 @@ def api_test(
     negatives: Path | None = typer.Option(None, help="folder of threat-free images (false-alarm rate)"),
     out: Path | None = typer.Option(None, help="write the results here as JSON"),
     seed: int = typer.Option(0, help="sampling seed"),
-    timeout_s: float = typer.Option(60.0, help="per-request timeout"),
+    timeout_s: float = typer.Option(60.0, min=0.1, help="per-request timeout in seconds"),
 ) -> None:
     """Test a deployed API on labelled scans (the seed's test_yolo_with_threshold, as a proper client)."""
     from xraydet.serving.api_client import run_api_test
