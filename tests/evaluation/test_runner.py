@@ -235,3 +235,27 @@ def test_real_screening_numbers_follow_from_the_predictions_file(trigger_happy_r
     )
     assert (threat_bags, clean) == (350, 40)
     assert s.accuracy == pytest.approx(correct / labelled)
+
+
+def test_without_any_label_the_box_metrics_are_not_measured_rather_than_zero(labelled_folder: Path,
+                                                                              tmp_path: Path):
+    """Only threat-free bags: there is no AP to average. 0.0 would fail a gate as if the model were bad, and
+    compare as equal to another model's 0.0; None says what happened, and the report, the gate and the
+    sweep say 'not measured'."""
+    from xraydet.evaluation.gate import GatePolicy, check_gate
+
+    for label in (labelled_folder.parent / "labels" / "val").glob("*.txt"):
+        label.unlink()
+    predictor = LabelPredictor(labelled_folder, alarm={"e"})
+    predictor.register_negatives(tmp_path / "neg")
+    out = tmp_path / "report"
+    r = evaluate(predictor, labelled_folder, negatives=[tmp_path / "neg"], out_dir=out, latency_samples=1)
+    assert r.box.n_labels == 0
+    assert (r.box.map50, r.box.map75, r.box.map50_95, r.box.precision, r.box.recall) == (None,) * 5
+    assert r.screening.false_alarm_rate is not None  # what was measured still is
+    assert r.sweep.note == "no bag with a labelled threat was evaluated: the detection rate is not measured"
+    assert "| mAP50 | n/a |" in (out / "report.md").read_text()
+    assert load_report(out).box.map50 is None
+    gate = check_gate(out, GatePolicy(min_map50=0.5))
+    mAP = next(c for c in gate.criteria if c.name == "mAP50")
+    assert not mAP.passed and mAP.detail.startswith("not measured")

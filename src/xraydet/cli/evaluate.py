@@ -125,8 +125,11 @@ def eval_run(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in [
-        ("mAP50 / mAP75 / mAP50-95", f"{b.map50:.3f} / {format_number(b.map75)} / {b.map50_95:.3f}"),
-        (f"precision / recall @ {report.conf}", f"{b.precision:.3f} / {b.recall:.3f}"),
+        (
+            "mAP50 / mAP75 / mAP50-95",
+            f"{format_number(b.map50)} / {format_number(b.map75)} / {format_number(b.map50_95)}",
+        ),
+        (f"precision / recall @ {report.conf}", f"{format_number(b.precision)} / {format_number(b.recall)}"),
         ("threat detection rate", f"{_pct(s.threat_detection_rate)} ({s.threats_found}/{s.n_threat_bags})"),
         ("any threat box in the bag", _pct(s.threat_detection_rate_any)),
         ("false-alarm rate", f"{_pct(s.false_alarm_rate)} ({s.false_alarms}/{s.n_threat_free_bags})"),

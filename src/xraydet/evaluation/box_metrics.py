@@ -134,8 +134,9 @@ def confusion_update(
         matrix[background, pred.class_id[p]] += 1
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else 0.0
+def _mean(values: list[float]) -> float | None:
+    """The mean, or None with nothing to average: no labelled class means not measured, not 0."""
+    return float(np.mean(values)) if values else None
 
 
 class BoxEvaluator(DatasetEvaluator):

@@ -29,11 +29,11 @@ class ComparisonRow(BaseModel):
     tta: str = "off"
     n_images: int
     n_negative_images: int
-    map50: float
+    map50: float | None  # None: the sampled images hold no label
     map75: float | None = None
-    map50_95: float
-    precision: float
-    recall: float
+    map50_95: float | None
+    precision: float | None
+    recall: float | None
     accuracy: float | None
     threat_detection_rate: float | None
     threat_detection_rate_any: float | None
@@ -95,7 +95,7 @@ def _pct(v: float | None) -> str:
 
 def render_comparison(cmp: Comparison) -> str:
     """The comparison as a Markdown table, best mAP50 in bold."""
-    best = max((r.map50 for r in cmp.rows), default=None)
+    best = max((r.map50 for r in cmp.rows if r.map50 is not None), default=None)
     header = [
         "model",
         "backend",
@@ -127,7 +127,7 @@ def render_comparison(cmp: Comparison) -> str:
         map50 = (
             f"**{r.map50:.3f}**"
             if best is not None and r.map50 == best and len(cmp.rows) > 1
-            else f"{r.map50:.3f}"
+            else format_number(r.map50)
         )
         cells = [
             f"`{r.model}`",

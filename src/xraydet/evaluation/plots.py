@@ -48,7 +48,7 @@ def plot_pr_curves(box: BoxMetrics, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 5))
     for name, curve in box.pr_curves.items():
         ax.plot(RECALL_POINTS, curve, label=f"{name} (AP50 {box.per_class_ap50.get(name) or 0:.3f})")
-    title = f"PR curves, mAP50 {box.map50:.3f}"
+    title = f"PR curves, mAP50 {format_number(box.map50)}"
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     return _save_curves(fig, ax, path, legend=bool(box.pr_curves))
 
@@ -65,8 +65,8 @@ def plot_ap_by_iou(box: BoxMetrics, path: Path) -> Path:
             ax.plot(t, aps, marker=".", label=f"{name} (AP50-95 {box.per_class_ap50_95.get(name) or 0:.3f})")
     mean = box.mean_ap_by_iou()
     if mean:
-        ax.plot(t, mean, color="black", ls="--", lw=2, label=f"mean (mAP50-95 {box.map50_95:.3f})")
-    title = f"AP by IoU threshold, mAP50 {box.map50:.3f} / mAP75 {format_number(box.map75)}"
+        ax.plot(t, mean, color="black", ls="--", lw=2, label=f"mean (mAP50-95 {format_number(box.map50_95)})")
+    title = f"AP by IoU threshold, mAP50 {format_number(box.map50)} / mAP75 {format_number(box.map75)}"
     ax.set(xlabel="IoU threshold", ylabel="AP", xlim=(0.48, 0.97), ylim=(0, 1.02), title=title)
     return _save_curves(fig, ax, path, legend=bool(mean))
 

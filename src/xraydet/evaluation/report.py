@@ -26,14 +26,15 @@ class BoxMetrics(BaseModel):
     (0.50:0.05:0.95); reports written before these fields existed load with ``map75`` None and both empty.
     """
 
-    map50: float
+    #: None when the evaluated images hold no label at all (threat-free bags only): not measured, not 0
+    map50: float | None
     #: mean over labelled classes of AP at IoU 0.75 (COCO's AP75); None in reports written before it was kept
     map75: float | None = None
-    map50_95: float
+    map50_95: float | None
     per_class_ap50: dict[str, float | None]
     per_class_ap50_95: dict[str, float | None]
-    precision: float
-    recall: float
+    precision: float | None
+    recall: float | None
     per_class_precision: dict[str, float | None]
     per_class_recall: dict[str, float | None]
     per_class_labels: dict[str, int]

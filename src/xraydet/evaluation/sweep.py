@@ -83,7 +83,9 @@ class SweepEvaluator(DatasetEvaluator):
     def evaluate(self) -> dict[str, dict[str, Any]]:
         points = sweep_points(self._bags, self.thresholds)
         best = pick_threshold(points, self.target_detection)
-        if best is None:
+        if best is None and all(p["detection_rate"] is None for p in points):
+            note = "no bag with a labelled threat was evaluated: the detection rate is not measured"
+        elif best is None:
             note = f"no threshold reaches a detection rate of {self.target_detection:.0%}"
         elif best["false_alarm_rate"] is None:
             note = "no threat-free bags were evaluated: the false-alarm rate is unknown"
