@@ -82,3 +82,19 @@ def test_an_image_given_as_the_model_is_named_not_a_traceback(tmp_path: Path):
         from xraydet.inference import load_predictor
 
         load_predictor(image, backend="ultralytics")
+
+
+def test_an_export_size_off_the_stride_is_reported_as_exported(tiny_model: Path, tmp_path: Path, caplog):
+    import shutil
+
+    from xraydet.inference import load_predictor
+    from xraydet.inference.export import export_onnx
+
+    weights = tmp_path / "tiny.pt"
+    shutil.copy2(tiny_model, weights)
+    with caplog.at_level("INFO", logger="xraydet.inference.export"):
+        onnx = export_onnx(weights, 150)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("imgsz 150 rounded up to 160" in m for m in messages), messages
+    assert any(m.endswith("(imgsz 160)") for m in messages), messages
+    assert load_predictor(onnx).imgsz == 160

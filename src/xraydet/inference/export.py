@@ -94,7 +94,11 @@ def export_onnx(pt_path: str | Path, imgsz: int, out: str | Path | None = None) 
             entry = model.metadata_props.add()
             entry.key, entry.value = THREATS_KEY, json.dumps(list(info["threats"]))
         atomic_write_bytes(out, model.SerializeToString())
-    log.info("exported %s -> %s (imgsz %d)", pt_path, out, imgsz)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    side = dims[-1].dim_value if dims else imgsz  # Ultralytics rounds up to a multiple of the model's stride
+    if side != imgsz:
+        log.warning("%s: imgsz %d rounded up to %d (a multiple of the model's stride)", pt_path, imgsz, side)
+    log.info("exported %s -> %s (imgsz %d)", pt_path, out, side)
     return out
 
 
