@@ -146,9 +146,10 @@ def test_ap_by_iou_threshold_tells_tight_boxes_from_loose_ones():
     assert box["per_class_ap50_95"]["knife"] == pytest.approx(sum(expected["knife"]) / 10)
 
 
-def test_map75_without_labels_is_zero_and_classes_without_labels_have_no_ap_by_iou():
+def test_without_labels_the_means_are_not_measured_and_classes_have_no_ap_by_iou():
     box = run_box([sample(gt(), pred((0, BOX, 0.9)))])
-    assert box["map75"] == 0.0 and box["per_class_ap_by_iou"] == {n: None for n in NAMES}
+    assert (box["map50"], box["map75"], box["map50_95"], box["precision"], box["recall"]) == (None,) * 5
+    assert box["per_class_ap_by_iou"] == {n: None for n in NAMES}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
