@@ -178,16 +178,16 @@ def compare_models(
             f"--tta {tta}: {', '.join(served)} applies its server's own test-time augmentation "
             "(xraydet serve --tta); compare served models with --tta off"
         )
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:  # an earlier comparison is replaced whole; any other non-empty folder is refused
+        check_output_dir(out, ("comparison.json",), "comparison")
     for model in models:  # a missing file or unknown registry name is found now, before any evaluation
         if not is_url(model):
             model_file(model)
-    out = None if out_dir is None else Path(out_dir)
     if out is None:
         rows = _evaluate_each(models, None, None, evaluate, dataset=dataset, split=split, negatives=negatives,
                               conf=conf, max_images=n, seed=seed, backend=backend, imgsz=imgsz, tta=tta)
         return _comparison(dataset, split, n, seed, conf, negatives, rows)
-    # an earlier comparison is replaced whole; any other non-empty folder is refused
-    check_output_dir(out, ("comparison.json",), "comparison")
     with atomic_directory(out, overwrite=True) as tmp:  # a failure part-way leaves the earlier one as it was
         rows = _evaluate_each(models, tmp, out, evaluate, dataset=dataset, split=split, negatives=negatives,
                               conf=conf, max_images=n, seed=seed, backend=backend, imgsz=imgsz, tta=tta)
