@@ -138,6 +138,17 @@ class Detections:
             {k: np.asarray(v)[idx] for k, v in self.data.items()},
         )
 
+    def scored(self) -> Detections:
+        """Predictions with scores: a backend that gives none is taken as certain (every score 1).
+
+        Example:
+            >>> Detections(np.array([[0, 0, 1, 1]]), np.array([0])).scored().confidence.tolist()
+            [1.0]
+        """
+        if self.confidence is not None:
+            return self
+        return Detections(self.xyxy, self.class_id, np.ones(len(self)), dict(self.data))
+
     def with_min_confidence(self, threshold: float) -> Detections:
         """Predictions scoring at least ``threshold`` (ground truth is returned unchanged)."""
         if self.confidence is None:

@@ -41,7 +41,7 @@ from xraydet.evaluation.report import (
 from xraydet.evaluation.screening import ScreeningEvaluator
 from xraydet.evaluation.sweep import SweepEvaluator
 from xraydet.inference.base import Predictor, load_rgb
-from xraydet.inference.tta import check_tta
+from xraydet.inference.tta import VIEW_CONF, check_tta
 from xraydet.io import (
     atomic_directory,
     atomic_write_json,
@@ -53,7 +53,8 @@ from xraydet.structures import Detections
 
 log = logging.getLogger(__name__)
 
-EVAL_CONF = 0.001
+# the floor TTA predicts its views to: a served answer at conf c is then this prediction cut at c
+EVAL_CONF = VIEW_CONF
 MAX_DET = 300
 NMS_IOU = 0.7
 Progress = Callable[[int, int], None]
@@ -171,9 +172,7 @@ def predict_samples(
     for i, (path, source) in enumerate(images):
         rgb = load_rgb(path)
         h, w = rgb.shape[:2]
-        pred = predictor.predict(rgb, conf=EVAL_CONF, iou=NMS_IOU)
-        if pred.confidence is None:
-            pred = Detections(pred.xyxy, pred.class_id, np.ones(len(pred)))
+        pred = predictor.predict(rgb, conf=EVAL_CONF, iou=NMS_IOU).scored()
         pred = _remap(pred.sorted_by_confidence()[:MAX_DET], mapping)
         gt = dataset.labels(path, w, h) if source == DATASET else Detections.empty()
         if progress:

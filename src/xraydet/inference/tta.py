@@ -26,8 +26,8 @@ TTA = Literal["off", "hflip", "flips"]
 TTA_MODES: tuple[str, ...] = get_args(TTA)
 
 # Each view is predicted down to this score, whatever the caller's threshold, which applies to the fused boxes
-# only: so a served answer at conf c is exactly the evaluation's prediction (made at its EVAL_CONF, the same
-# 0.001) cut at c, and the report that gated a model describes what its server answers.
+# only. The evaluation predicts at the same floor (its EVAL_CONF is this), so a served answer at conf c is
+# exactly the evaluation's prediction cut at c: the report that gated a model describes what its server says.
 VIEW_CONF = 0.001
 
 View = tuple[bool, bool]  # (mirrored left-right, upside down)
@@ -124,7 +124,7 @@ class TTAPredictor(Predictor):
         else:  # a backend that batches (Ultralytics on a GPU) gets the views as one batch
             per_view = self.base.predict_batch([flip_image(image, v) for v in self.views], floor, iou)
         fused = weighted_box_fusion(
-            [unflip_boxes(_scored(d), v, w, h) for d, v in zip(per_view, self.views, strict=True)],
+            [unflip_boxes(d.scored(), v, w, h) for d, v in zip(per_view, self.views, strict=True)],
             self.iou_threshold,
             n_views=len(self.views),
         )
@@ -134,13 +134,6 @@ class TTAPredictor(Predictor):
         self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7
     ) -> list[Detections]:
         return [self.predict(im, conf, iou) for im in images]
-
-
-def _scored(dets: Detections) -> Detections:
-    """Predictions from a backend that gives no scores count as certain."""
-    if dets.confidence is not None:
-        return dets
-    return Detections(dets.xyxy, dets.class_id, np.ones(len(dets)), dict(dets.data))
 
 
 def with_tta(predictor: Predictor, tta: str = "off") -> Predictor:
