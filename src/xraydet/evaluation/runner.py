@@ -89,7 +89,7 @@ def resolve_predictor(
     ``tta`` wraps a predictor or a model file in test-time augmentation. An API applies its own (``xraydet
     serve --tta``), so a URL with ``tta`` other than ``off`` is refused rather than augmented twice.
     """
-    from xraydet.inference import load_predictor, warn_if_flips_unseen, with_tta
+    from xraydet.inference import load_predictor, with_tta
 
     served = getattr(model, "backend", None) == "http" if isinstance(model, Predictor) else is_url(model)
     if served and check_tta(tta) != "off":
@@ -104,13 +104,7 @@ def resolve_predictor(
         from xraydet.inference.http_backend import HttpPredictor
 
         return HttpPredictor(str(model))
-    path = model_file(model)
-    if backend == "onnx" and path.suffix == ".pt":
-        from xraydet.inference.export import cached_onnx
-
-        warn_if_flips_unseen(path, tta)  # the export no longer says how it was trained
-        path = cached_onnx(path, imgsz)  # exported once, then reused from the cache
-    return load_predictor(path, backend=backend, device=device, imgsz=imgsz, tta=tta)
+    return load_predictor(model_file(model), backend=backend, device=device, imgsz=imgsz, tta=tta)
 
 
 def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> np.ndarray | None:

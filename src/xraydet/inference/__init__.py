@@ -43,31 +43,31 @@ def load_predictor(
 ) -> Predictor:
     """Load ``weights`` with the chosen backend.
 
-    ``auto`` picks ONNX Runtime for ``.onnx`` files and Ultralytics/PyTorch for ``.pt``. ``tta`` other than
-    ``off`` wraps the backend in a :class:`~xraydet.inference.tta.TTAPredictor`.
+    ``auto`` picks ONNX Runtime for ``.onnx`` files and Ultralytics/PyTorch for ``.pt``; a ``.pt`` given to
+    ``onnx`` is exported once (at ``imgsz``, default its training size) to a cache and reused from there.
+    ``tta`` other than ``off`` wraps the backend in a :class:`~xraydet.inference.tta.TTAPredictor`.
     """
     weights = Path(weights)
     check_backend(backend)
     check_tta(tta)
-    if weights.is_file():
-        warn_if_flips_unseen(weights, tta)
     if not weights.is_file():
         raise FileNotFoundError(f"model file not found: {weights}")
+    _warn_if_flips_unseen(weights, tta)  # before the swap below: an ONNX export does not say how it trained
     if backend == "onnx" or (backend == "auto" and weights.suffix == ".onnx"):
         from xraydet.inference.onnx_backend import OnnxPredictor
 
+        if weights.suffix == ".pt":
+            from xraydet.inference.export import cached_onnx
+
+            weights = cached_onnx(weights, imgsz)
         return with_tta(OnnxPredictor(weights, imgsz=imgsz, threads=threads), tta)
     from xraydet.inference.ultralytics_backend import UltralyticsPredictor
 
     return with_tta(UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads), tta)
 
 
-def warn_if_flips_unseen(weights: str | Path, tta: str) -> None:
-    """Warn when ``--tta flips`` is asked of a ``.pt`` trained without vertical flips (``flipud`` 0).
-
-    Called before a ``.pt`` is swapped for its ONNX export too, which no longer records how it was trained.
-    """
-    weights = Path(weights)
+def _warn_if_flips_unseen(weights: Path, tta: str) -> None:
+    """Warn when ``--tta flips`` is asked of a ``.pt`` trained without vertical flips (``flipud`` 0)."""
     if tta != "flips" or weights.suffix != ".pt":
         return
     from xraydet.errors import XrayDetError
@@ -95,6 +95,5 @@ __all__ = [
     "check_tta",
     "load_predictor",
     "load_rgb",
-    "warn_if_flips_unseen",
     "with_tta",
 ]

@@ -61,18 +61,13 @@ class LoadedModel:
 
 def load_model(ref: ModelRef, settings: ServeSettings) -> LoadedModel:
     """Load ``ref`` with the configured backend (a ``.pt`` served by ONNX is exported once to a cache)."""
-    from xraydet.inference import load_predictor, warn_if_flips_unseen
-    from xraydet.inference.export import cached_onnx
+    from xraydet.inference import load_predictor
 
-    weights = Path(ref.weights)
     backend = settings.backend
     if backend == "auto":
         backend = "ultralytics" if settings.device != "cpu" else "onnx"
-    if backend == "onnx" and weights.suffix == ".pt":
-        warn_if_flips_unseen(weights, settings.tta)  # the export no longer says how it was trained
-        weights = cached_onnx(weights, settings.imgsz)
     predictor = load_predictor(
-        weights,
+        ref.weights,
         backend=backend,
         device=settings.device,
         imgsz=settings.imgsz,
