@@ -144,8 +144,8 @@ def eval_run(
         (
             "latency p50 / p95",
             f"{lat.p50_ms or 0:.1f} / {lat.p95_ms or 0:.1f} ms ({lat.backend}, {lat.device}"
-            + (f", TTA {report.tta}: {len(VIEWS[report.tta])} model calls per scan" if report.tta in VIEWS
-               and report.tta != "off" else "") + ")",
+            + ("" if report.tta == "off" else f", TTA {report.tta}: {len(VIEWS[report.tta])} calls per scan")
+            + ")",
         ),
     ]:
         table.add_row(name, value)

@@ -170,7 +170,7 @@ def compare_models(
         >>> [r.map50 for r in cmp.rows]  # doctest: +SKIP
     """
     from xraydet.evaluation.report import is_url
-    from xraydet.evaluation.runner import evaluate, model_file
+    from xraydet.evaluation.runner import model_file
 
     served = [str(m) for m in models if is_url(m)]
     if tta != "off" and served:  # refused now, not after the models before it were evaluated
@@ -184,23 +184,24 @@ def compare_models(
     for model in models:  # a missing file or unknown registry name is found now, before any evaluation
         if not is_url(model):
             model_file(model)
+    options = dict(dataset=dataset, split=split, negatives=negatives, conf=conf, max_images=n, seed=seed,
+                   backend=backend, imgsz=imgsz, tta=tta)
     if out is None:
-        rows = _evaluate_each(models, None, None, evaluate, dataset=dataset, split=split, negatives=negatives,
-                              conf=conf, max_images=n, seed=seed, backend=backend, imgsz=imgsz, tta=tta)
+        rows = _evaluate_each(models, None, None, options)
         return _comparison(dataset, split, n, seed, conf, negatives, rows)
     with atomic_directory(out, overwrite=True) as tmp:  # a failure part-way leaves the earlier one as it was
-        rows = _evaluate_each(models, tmp, out, evaluate, dataset=dataset, split=split, negatives=negatives,
-                              conf=conf, max_images=n, seed=seed, backend=backend, imgsz=imgsz, tta=tta)
-        cmp = _comparison(dataset, split, n, seed, conf, negatives, rows)
+        cmp = _comparison(dataset, split, n, seed, conf, negatives, _evaluate_each(models, tmp, out, options))
         atomic_write_json(tmp / "comparison.json", cmp.model_dump(mode="json"))
         atomic_write_text(tmp / "comparison.md", render_comparison(cmp))
     return cmp
 
 
 def _evaluate_each(
-    models: Sequence[str | Path], build: Path | None, final: Path | None, evaluate: Any, **options: Any
+    models: Sequence[str | Path], build: Path | None, final: Path | None, options: dict[str, Any]
 ) -> list[ComparisonRow]:
     """One row per model; each report is written under ``build`` and named by its place under ``final``."""
+    from xraydet.evaluation.runner import evaluate
+
     rows = []
     for i, model in enumerate(models):
         label = str(model).rstrip("/")

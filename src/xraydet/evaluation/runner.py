@@ -306,7 +306,7 @@ def evaluate(
         eval_conf=EVAL_CONF,
         max_det=MAX_DET,
         imgsz=getattr(predictor, "imgsz", None),
-        tta=getattr(predictor, "tta", "off"),
+        tta=predictor.tta,
         seed=seed,
         n_images=len(split_images),
         n_negative_images=len(neg_images),

@@ -8,6 +8,7 @@ the candidate's MLflow run under ``promotion/<time>/``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,8 +95,6 @@ class EvalSettings(BaseModel):
 def _refuse_other_settings(report_path: str | Path, settings: EvalSettings, **given: Any) -> None:
     """With a candidate report the champion is evaluated as the report was: an option given beside it that
     says otherwise is refused (naming it) rather than silently not used."""
-    import os
-
     problems = []
     for key, value in given.items():
         if value is None or (key == "negatives" and not value):
@@ -123,7 +122,7 @@ def settings_of_report(report: Any) -> EvalSettings:
     return EvalSettings(dataset=report.dataset, split=report.split, negatives=list(report.negatives),
                         conf=report.conf, seed=report.seed,
                         max_images=max(report.n_images, report.n_negative_images) if sampled else None,
-                        tta=getattr(report, "tta", "off"))
+                        tta=report.tta)
 
 
 def _registered_as(name: str, digest: str, c: Any) -> str:

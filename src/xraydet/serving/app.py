@@ -133,7 +133,7 @@ def _model_info(model: LoadedModel) -> ModelInfo:
         name=model.ref.name,
         version=model.ref.version,
         backend=p.backend,
-        tta=getattr(p, "tta", "off"),
+        tta=p.tta,
         weights=str(model.ref.weights),
         sha256=model.sha256,
         imgsz=p.imgsz,
@@ -266,7 +266,7 @@ def create_app(settings: ServeSettings, source: ModelSource | None = None) -> Fa
             model=model.ref.name if model else None,
             version=model.ref.version if model else None,
             backend=model.predictor.backend if model else None,
-            tta=getattr(model.predictor, "tta", "off") if model else None,
+            tta=model.predictor.tta if model else None,
         )
         return JSONResponse(body.model_dump(), status_code=200 if model else 503)
 

@@ -77,7 +77,7 @@ def load_model(ref: ModelRef, settings: ServeSettings) -> LoadedModel:
     threats, source = resolve_threats(
         Path(ref.weights), predictor.names, getattr(predictor, "metadata", None), settings.threats
     )
-    tta = getattr(predictor, "tta", "off")
+    tta = predictor.tta
     log.info(
         "loaded model %s version %s (%s%s, %d classes, threats from %s)",
         ref.name,
