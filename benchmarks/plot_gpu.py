@@ -1,6 +1,6 @@
 """Plot the GPU time-to-accuracy curves and the throughput profile from benchmarks/results/*.json.
 
-python benchmarks/plot_gpu.py   # writes docs/benchmarks/gpu-{curves,throughput,pair-epochs,imgsz-epochs}.png
+python benchmarks/plot_gpu.py   # writes docs/benchmarks/gpu-*.png: curves, throughput, and runs by epoch
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DOCS = REPO / "docs" / "benchmarks"
 CURVES = [  # (file, job, label)
+    ("gpu-recipe-h200.json", "recipe-s", "yolov8s, batch 128, imgsz 640, alone (H200): the shipped recipe"),
     ("gpu-imgsz-h200.json", "imgsz-s-640", "yolov8s, batch 128, imgsz 640, 2 jobs sharing (H200)"),
     ("gpu-imgsz-h200.json", "imgsz-s-416", "yolov8s, batch 128, 2 jobs sharing (H200), run D repeated"),
     ("gpu-main-h100.json", "main-m-b128", "yolov8m, batch 128, alone (H100)"),
@@ -58,13 +59,13 @@ def plot_curves(path: Path) -> Path:
     return path
 
 
-def plot_pair(path: Path, folder: str, jobs: tuple[tuple[str, str], ...], title: str) -> Path:
-    """A pair ablation by epoch: mAP50-95 and validation box loss of its two jobs.
+def plot_by_epoch(path: Path, jobs: tuple[tuple[str, str, str], ...], title: str) -> Path:
+    """Jobs by epoch: mAP50-95 and validation box loss, one line per ``(folder, job, label)``.
 
     Read from each job's results.csv (``benchmarks/results/<folder>/<job>.csv``), which has the losses too.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110, sharex=True)
-    for name, label in jobs:
+    for folder, name, label in jobs:
         rows = [r for r in read_results_csv(RESULTS / folder / f"{name}.csv") if is_validated(r)]
         epochs = [r["epoch"] for r in rows]
         for ax, key in zip(axes, ("map50_95", "val_box_loss"), strict=True):
@@ -112,18 +113,32 @@ if __name__ == "__main__":
     print(plot_throughput(DOCS / "gpu-throughput.png"))
     same_budget = "2 jobs sharing one H200 for 7.5 min each: the same budget, different epoch counts"
     print(
-        plot_pair(
+        plot_by_epoch(
             DOCS / "gpu-pair-epochs.png",
-            "gpu-pair-h200",
-            (("pair-s-recipe", "recipe"), ("pair-s-xray", "recipe + X-ray augmentations")),
+            (
+                ("gpu-pair-h200", "pair-s-recipe", "recipe"),
+                ("gpu-pair-h200", "pair-s-xray", "recipe + X-ray augmentations"),
+            ),
             f"Run D, yolov8s, {same_budget}",
         )
     )
     print(
-        plot_pair(
+        plot_by_epoch(
             DOCS / "gpu-imgsz-epochs.png",
-            "gpu-imgsz-h200",
-            (("imgsz-s-416", "recipe, imgsz 416"), ("imgsz-s-640", "recipe, imgsz 640")),
+            (
+                ("gpu-imgsz-h200", "imgsz-s-416", "recipe, imgsz 416"),
+                ("gpu-imgsz-h200", "imgsz-s-640", "recipe, imgsz 640"),
+            ),
             f"Run E, yolov8s, {same_budget}",
+        )
+    )
+    print(
+        plot_by_epoch(
+            DOCS / "gpu-alone-epochs.png",
+            (
+                ("gpu-imgsz-h200", "imgsz-s-640", "run E: sharing the H200, 7.5 min, 143 epochs"),
+                ("gpu-recipe-h200", "recipe-s", "run F: alone on the H200, 8 min, 219 epochs"),
+            ),
+            "yolov8s at imgsz 640, the same recipe: half a card vs the whole card",
         )
     )

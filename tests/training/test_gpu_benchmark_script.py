@@ -133,6 +133,24 @@ def test_the_640_pair_repeats_run_es_winner_and_adds_only_the_x_ray_augmentation
     assert list(out.glob("best.pt.part*"))
 
 
+def test_the_capacity_pair_changes_one_thing_each_against_run_es_winner(
+    synth_yaml: Path, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load((REPO / "benchmarks" / "gpu_capacity_pair_640.yaml").read_text())
+    recipe = job_args("gpu_imgsz_pair.yaml")["imgsz-s-640"]
+    jobs = {j["name"]: j for j in spec["jobs"]}
+    assert (jobs["cap-m-640"]["model"], jobs["cap-m-640"]["args"]) == ("yolov8m.yaml", recipe)
+    larger_input = {**recipe, "imgsz": 800}
+    assert (jobs["cap-s-800"]["model"], jobs["cap-s-800"]["args"]) == ("yolov8s.yaml", larger_input)
+    out = tmp_path / "out"
+    summary = run_script("gpu_capacity_pair_640.yaml", synth_yaml, out, "cap-m-640", "cap-s-800")
+    assert [(j["name"], j["model"]) for j in summary["jobs"]] == [
+        ("cap-m-640", "yolov8m.yaml"),
+        ("cap-s-800", "yolov8s.yaml"),
+    ]
+    assert list(out.glob("best.pt.part*"))
+
+
 def test_the_loader_checks_differ_from_the_recipe_only_in_workers_and_augmentation(
     synth_yaml: Path, tmp_path: Path
 ) -> None:
