@@ -83,6 +83,9 @@ def serve(
     except ValidationError as err:
         raise ConfigError(f"invalid serve options: {validation_problems(err, as_flags=True)}") from err
     app = create_app(settings)
+    # The first load happens here, not in uvicorn's startup, so a --threats typo ends the command with one
+    # line (a ConfigError) instead of uvicorn's traceback.
+    app.state.holder.start()
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -102,7 +102,9 @@ def _model_or_503(request: Request) -> LoadedModel:
 
 
 def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    data = upload.file.read(limit + 1)
+    # read(n) allocates n bytes up front: ask for no more than the upload holds, as the limit may be huge.
+    want = limit if upload.size is None else min(limit, upload.size)
+    data = upload.file.read(want + 1)
     if len(data) > limit:
         raise ImageError(f"{upload.filename or 'file'}: upload larger than {limit} bytes", 413)
     return data
@@ -210,8 +212,9 @@ def create_app(settings: ServeSettings, source: ModelSource | None = None) -> Fa
     """Build the API for ``settings``; the model comes from ``source`` or from ``settings.model``.
 
     The first model is loaded at startup (a failure leaves the server up but unhealthy, retrying at each
-    poll); afterwards the source is checked every ``settings.poll_s`` seconds and on ``POST
-    /v1/admin/reload``.
+    poll, except a ``threats`` setting naming classes the model lacks, which fails the startup: see
+    :meth:`ModelHolder.start`); afterwards the source is checked every ``settings.poll_s`` seconds and on
+    ``POST /v1/admin/reload``.
 
     Example:
         >>> app = create_app(ServeSettings(model="best.onnx"))  # doctest: +SKIP
@@ -227,7 +230,7 @@ def create_app(settings: ServeSettings, source: ModelSource | None = None) -> Fa
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(holder.refresh)
+        await run_in_threadpool(holder.start)  # nothing to do when `xraydet serve` has loaded it already
         task = asyncio.create_task(_poll(holder, settings.poll_s)) if settings.poll_s > 0 else None
         try:
             yield

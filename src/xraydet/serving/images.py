@@ -62,8 +62,14 @@ class ImageError(XrayDetError):
 
 
 def configure_pil(max_pixels: int) -> None:
-    """Make PIL's own bomb check match ours (it raises above twice this, and warns above it)."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    """Make sure PIL's own bomb check (it raises above twice its limit) never refuses what ours accepts.
+
+    The limit is global to the process, so it is only ever raised: lowering it to one server's
+    ``max_pixels`` would refuse images that another app, or any other code in the process, accepts. Ours
+    is checked on the header before decoding, so it alone guards the server.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def decode_image(data: bytes, max_pixels: int, filename: str = "upload") -> np.ndarray:

@@ -20,7 +20,7 @@ from xraydet.inference.base import Predictor
 from xraydet.io import sha256_file
 from xraydet.serving.model_source import ModelRef, ModelSource
 from xraydet.serving.settings import ServeSettings
-from xraydet.serving.threats import resolve_threats
+from xraydet.serving.threats import UnknownThreatsSetting, resolve_threats
 from xraydet.structures import Detections
 
 log = logging.getLogger(__name__)
@@ -112,11 +112,27 @@ class ModelHolder:
         self.loader = loader
         self._current: LoadedModel | None = None
         self._refresh_lock = threading.Lock()  # one load at a time; requests never take it
+        self._started = False
         self.last_error: str | None = None
 
     @property
     def current(self) -> LoadedModel | None:
         return self._current
+
+    def start(self) -> None:
+        """The first load (later calls do nothing): :meth:`refresh`, but a wrong ``threats`` setting raises.
+
+        Any other failure is kept in ``last_error`` as by :meth:`refresh` (the server starts unhealthy and
+        retries at each check), and a model swapped in later that the setting does not fit is refused there,
+        the old one kept.
+
+        Raises:
+            UnknownThreatsSetting: ``settings.threats`` names classes the first model lacks, most likely a
+                typo: the server refuses to start rather than answer 503 until a model with them comes.
+        """
+        if not self._started:
+            self._started = True
+            self._refresh(strict=True)
 
     def refresh(self) -> bool:
         """Ask the source for the model to serve and swap if its version changed.
@@ -124,6 +140,9 @@ class ModelHolder:
         Returns:
             True if a new model is now served. On any error the old model stays and ``last_error`` says why.
         """
+        return self._refresh(strict=False)
+
+    def _refresh(self, strict: bool) -> bool:
         with self._refresh_lock:
             try:
                 ref = self.source.current()
@@ -133,6 +152,8 @@ class ModelHolder:
                     return False
                 new = self.loader(ref, self.settings)
             except Exception as err:  # a bad new model must never take down the one being served
+                if strict and isinstance(err, UnknownThreatsSetting):
+                    raise
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.error(
                     "model refresh failed, still serving %s: %s",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from xraydet.inference.tta import TTA
 
@@ -21,8 +21,11 @@ class ServeSettings(BaseModel):
         tta: test-time augmentation (:mod:`xraydet.inference.tta`): ``off``, ``hflip`` (the scan and its
             mirror image, 2 model calls per scan) or ``flips`` (also upside down, and both: 4 calls); the
             views' boxes are fused into one answer.
-        threats: threat class names overriding what the model says (see ``serving.threats``).
+        threats: threat class names overriding what the model says (see ``serving.threats``); at least one,
+            since an empty list would silently turn every alarm off.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not silently the default
 
     model: str | None = None
     backend: Literal["auto", "onnx", "ultralytics"] = "auto"
@@ -43,7 +46,7 @@ class ServeSettings(BaseModel):
     )
     poll_s: float = Field(default=30.0, ge=0, description="seconds between model-source checks; 0 = never")
     default_iou: float = Field(default=0.7, ge=0, le=1)
-    threats: list[str] | None = None
+    threats: list[str] | None = Field(default=None, min_length=1)
 
     @field_validator("api_key")
     @classmethod

@@ -21,25 +21,34 @@ from xraydet.errors import ConfigError
 from xraydet.inference.export import THREATS_KEY
 
 
+class UnknownThreatsSetting(ConfigError):
+    """The ``threats`` setting names classes the model does not have: a wrong setting, not a bad model."""
+
+
 def sidecar_path(weights: Path) -> Path:
     return weights.with_name(weights.name + ".threats.json")
 
 
-def _check(threats: Any, names: list[str], where: str) -> list[str]:
+def _check(threats: Any, names: list[str], where: str, error: type[ConfigError] = ConfigError) -> list[str]:
     if not isinstance(threats, list) or not all(isinstance(t, str) for t in threats):
-        raise ConfigError(f"{where}: threats must be a list of class names, got {threats!r}")
+        raise error(f"{where}: threats must be a list of class names, got {threats!r}")
     unknown = [t for t in threats if t not in names]
     if unknown:
-        raise ConfigError(f"{where}: unknown threat classes {unknown}; the model's classes are {names}")
+        raise error(f"{where}: unknown threat classes {unknown}; the model's classes are {names}")
     return list(threats)
 
 
 def resolve_threats(
     weights: Path, names: list[str], metadata: dict[str, Any] | None = None, override: list[str] | None = None
 ) -> tuple[list[str], str]:
-    """The threat class names of a model and where they came from (see the module docstring)."""
+    """The threat class names of a model and where they came from (see the module docstring).
+
+    Raises:
+        UnknownThreatsSetting: ``override`` names a class that is not in ``names``.
+        ConfigError: the sidecar, metadata or training data.yaml does.
+    """
     if override is not None:
-        return _check(override, names, "--threats setting"), "settings"
+        return _check(override, names, "--threats setting", UnknownThreatsSetting), "settings"
     sidecar = sidecar_path(weights)
     if sidecar.is_file():
         try:
