@@ -48,10 +48,62 @@ def read_utf8_text(path: str | Path) -> str:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.offset})") from err
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping: YAML forbids it, PyYAML keeps the last
+    one silently (a second ``transitions:`` would drop the first's rules)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_unique_keys(node)
+        return super().construct_document(node)
+
+
+def _check_unique_keys(root: yaml.Node) -> None:
+    """Raise a YAML error at the second of two equal keys of a mapping; keys merged in with ``<<`` may be
+    overridden, as YAML intends."""
+    stack, visited = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in visited:  # an alias is the same node; a recursive anchor would loop
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                ident = (key.tag, key.value)
+                if ident in first:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"duplicate key '{key.value}' (first at line {first[ident]})",
+                        problem_mark=key.start_mark,
+                    )
+                first[ident] = key.start_mark.line + 1
+            stack.extend(item for pair in reversed(node.value) for item in reversed(pair))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also refuses duplicate keys (a :class:`yaml.YAMLError` with the line).
+
+    Example:
+        >>> load_yaml("epochs: 200\\nimgsz: 640\\nepochs: 2\\n")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        yaml.constructor.ConstructorError: duplicate key 'epochs' (first at line 1)
+        ...
+    """
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "") -> dict[str, Any]:
     """Load a YAML file that must hold a mapping; errors name the file (and line) and what was expected.
 
-    An empty file reads as ``{}``.
+    An empty file reads as ``{}``; a key written twice is an error (:func:`load_yaml`).
 
     Example:
         >>> import tempfile
@@ -64,7 +116,7 @@ def read_yaml_mapping(path: str | Path, what: str = "config", example: str = "")
     if not path.is_file():
         raise ConfigError(f"{path}: {what} file not found")
     try:
-        raw = yaml.safe_load(read_utf8_text(path)) or {}
+        raw = load_yaml(read_utf8_text(path)) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

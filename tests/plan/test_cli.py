@@ -88,10 +88,10 @@ def test_status_shows_the_doctor_steps_key_numbers(
     plan = parse_plan(
         {"name": "doctor-only", "data": [{"id": "doctor-main", "kind": "doctor", "dataset": str(synth_yaml)}]}
     )
-    run_plan(plan, tmp_path)
-    record = plan_status(tmp_path).records["doctor-main"]
+    run_plan(plan, tmp_path / "state")  # tmp_path holds the data set: a state dir must be new or empty
+    record = plan_status(tmp_path / "state").records["doctor-main"]
     values = record.decisions[0]["values"]  # what the doctor measured, as the decision log shows it
-    status = runner.invoke(app, ["plan", "status", str(tmp_path)])
+    status = runner.invoke(app, ["plan", "status", str(tmp_path / "state")])
     assert status.exit_code == 0, status.output
     row = next(line for line in status.output.splitlines() if line.startswith("│ doctor-main"))
     assert record.outcome["verdict"] in row

@@ -258,20 +258,21 @@ def test_one_process_per_state_dir(tmp_path: Path) -> None:
     assert resume_plan(tmp_path).status == "finished"
 
 
+@pytest.mark.usefixtures("branch_kinds")
 def test_rules_read_only_steps_on_this_walk(tmp_path: Path) -> None:
-    """A rule reading another step sees only what this walk reached: a step skipped on this path, or one not
-    reached yet, is missing, even when an earlier run left it done. Otherwise running a finished plan again
-    replays a different path than the one it took."""
+    """A rule reading another step sees only what this walk reached: a step this path jumped over is missing,
+    even when an earlier session left it done. Otherwise a resume on another branch would decide on a stale
+    outcome. (A rule reading a step not reached yet, a later one, is refused when the plan is validated.)"""
     plan = parse_plan(
         {
             "name": "ahead",
             "data": [
                 {
                     "id": "first",
-                    "kind": "score",
-                    "value": 0.5,
+                    "kind": "t-switch",
+                    "file": "switch.txt",
                     "transitions": [
-                        {"when": {"step": "extra", "metric": "final.map50", "op": "exists"}, "goto": "last"}
+                        {"when": {"metric": "switch", "op": "==", "value": "off"}, "goto": "last"}
                     ],
                 },
                 {
@@ -285,19 +286,32 @@ def test_rules_read_only_steps_on_this_walk(tmp_path: Path) -> None:
                         }
                     ],
                 },
-                {"id": "last", "kind": "score", "value": 1.0},
+                {
+                    "id": "last",
+                    "kind": "score",
+                    "value": 1.0,
+                    "transitions": [
+                        {"when": {"step": "extra", "metric": "final.map50", "op": "exists"}, "goto": "end"},
+                        {"goto": "fail", "note": "extra did not run on this path"},
+                    ],
+                },
             ],
         }
     )
-    state = run_plan(plan, tmp_path)
-    assert state.trail == ["first", "extra", "last"]
+    state_dir = tmp_path / "state"
+    (tmp_path / "switch.txt").write_text("on\n")
+    state = run_plan(plan, state_dir, base_dir=tmp_path)
+    assert state.trail == ["first", "extra", "last"] and state.end == "end"
     assert state.records["extra"].transition.reads == {"extra.final.map50": 0.7}  # type: ignore[union-attr]
-    assert state.records["first"].transition.reads == {"extra.final.map50": "missing"}  # type: ignore[union-attr]
+    assert state.records["last"].transition.reads == {"extra.final.map50": 0.7}  # type: ignore[union-attr]
 
-    state = run_plan(plan, tmp_path)  # finished: replays the same path, runs nothing
-    assert state.trail == ["first", "extra", "last"]
-    assert state.records["first"].transition.reads == {"extra.final.map50": "missing"}  # type: ignore[union-attr]
-    assert len(calls(tmp_path)) == 3
+    state = run_plan(plan, state_dir, base_dir=tmp_path)  # finished: replays the same path, runs nothing
+    assert state.trail == ["first", "extra", "last"] and len(calls(state_dir)) == 2
+
+    (tmp_path / "switch.txt").write_text("off\n")
+    state = resume_plan(state_dir, redo=["first"])  # the other branch: extra is done, but not on this walk
+    assert state.trail == ["first", "last"] and state.end == "fail"
+    assert state.records["last"].transition.reads == {"extra.final.map50": "missing"}  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -70,15 +70,15 @@ def test_a_failed_training_fails_the_step_and_resume_retries_it(
     ("text", "message"),
     [("- model\n- epochs\n", r": expected a mapping of job keys"), ("model: [\n", r":2: not valid YAML")],
 )
-def test_a_bad_job_file_fails_the_step_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
-    """A job_file that is not a YAML mapping fails the step with the file named, before any training."""
+def test_a_bad_job_file_is_an_error_naming_the_file(tmp_path: Path, text: str, message: str) -> None:
+    """A job_file that is not a YAML mapping is an error naming the file when the plan is validated, before
+    any step runs."""
     (tmp_path / "job.yaml").write_text(text)
-    plan = parse_plan(
-        {
-            "name": "badjob",
-            "datasets": {"main": str(tmp_path / "data.yaml")},
-            "phases": [{"id": "phase1", "job_file": "job.yaml", "job": {"data": "@main"}}],
-        }
-    )
-    with pytest.raises(PlanError, match=r"step 'phase1' \(train\) failed: .*job\.yaml" + message):
-        run_plan(plan, tmp_path / "state", base_dir=tmp_path)
+    raw = {
+        "name": "badjob",
+        "datasets": {"main": str(tmp_path / "data.yaml")},
+        "phases": [{"id": "phase1", "job_file": "job.yaml", "job": {"data": "@main"}}],
+    }
+    with pytest.raises(PlanError, match=r"phases\[0\]\.job_file: .*job\.yaml" + message):
+        run_plan(parse_plan(raw, base_dir=tmp_path), tmp_path / "state", base_dir=tmp_path)
+    assert not (tmp_path / "state").exists()

@@ -54,6 +54,8 @@ def train(
     else:
         if job_file is None:
             raise ConfigError("give a job file (xraydet train JOB.yaml) or --resume RUN_DIR")
+        if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"--run-dir {run_dir}: exists and is not a folder; give a folder for a new run")
         if epochs is not None:
             set_ = [*set_, f"epochs={epochs}"]
         result = run_training(load_job(job_file, set_), run_dir=run_dir)

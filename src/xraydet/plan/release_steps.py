@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from xraydet.errors import ConfigError
 from xraydet.inference.tta import TTA
 from xraydet.io import sha256_file
 from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
@@ -246,25 +247,27 @@ class GateParams(BaseModel):
 
 
 def _gate_check(params: GateParams, plan: Plan) -> list[str]:
-    from xraydet.evaluation.gate import GatePolicy
     from xraydet.plan.schema import compile_ids, format_validation_error
 
     problems = []
     if params.evaluation not in compile_ids(plan):
         problems.append(f"evaluation: no step '{params.evaluation}' in the plan")
-    if params.policy is not None:
-        try:
-            GatePolicy.model_validate(params.policy)
-        except ValidationError as err:
-            problems += format_validation_error(err, "policy")
+    try:
+        gate_policy(params, plan.base_dir or Path.cwd())
+    except ConfigError as err:  # the policy file: missing, not YAML, a bad key (its message names the file)
+        problems.append(f"policy_file: {err}")
+    except ValidationError as err:
+        problems += format_validation_error(err, "policy")
     return problems
 
 
-def gate_policy(ctx: StepContext, params: GateParams) -> Any:
+def gate_policy(params: GateParams, base_dir: Path) -> Any:
+    """The policy the gate checks: ``policy_file``'s (relative to ``base_dir``) under the inline keys."""
     from xraydet.evaluation.gate import GatePolicy, load_policy
 
     if params.policy_file:
-        base = load_policy(ctx.resolve_path(params.policy_file)).model_dump()
+        path = Path(params.policy_file).expanduser()
+        base = load_policy(path if path.is_absolute() else base_dir / path).model_dump()
         return GatePolicy.model_validate({**base, **(params.policy or {})})
     return GatePolicy.model_validate(params.policy or {})
 
@@ -277,7 +280,7 @@ def run_gate(ctx: StepContext, params: GateParams) -> StepResult:
     evaluation = ctx.record_on_this_walk(params.evaluation)
     if evaluation is None:
         raise StepFailed(f"the gate needs step '{params.evaluation}' to have run on this path of the plan")
-    policy = gate_policy(ctx, params)
+    policy = gate_policy(params, ctx.base_dir)
     review_dir = ctx.resolve_path(params.review_dir) if params.review_dir else None
     result = check_gate(Path(evaluation.outputs["report_dir"]), policy, review_dir=review_dir)
     path = atomic_write_json(ctx.work_dir / "gate.json", result.model_dump(mode="json"))
@@ -365,7 +368,7 @@ def run_deploy(ctx: StepContext, params: DeployParams) -> StepResult:
     decisions: list[dict[str, Any]] = []
     if gate.outcome.get("passed") and params.promote:
         gate_step = next(s for s in ctx.plan.steps() if s.id == params.gate)
-        policy = gate_policy(ctx, gate_step.params)  # type: ignore[arg-type]
+        policy = gate_policy(gate_step.params, ctx.base_dir)  # type: ignore[arg-type]
         ev = evaluation.inputs
         decision = promote(
             params.model_name,

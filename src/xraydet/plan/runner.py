@@ -28,6 +28,7 @@ from xraydet.plan.state import (
     PlanState,
     Session,
     StepRecord,
+    fingerprint,
     fingerprint_files,
     load_state,
     now,
@@ -86,6 +87,7 @@ def run_plan(
             )
         plan = plan.with_base_dir(state.base_dir)
         steps = plan.steps()
+        _check_named_files(plan, state, state_dir)
     else:
         state = PlanState(
             plan_name=plan.name,
@@ -96,10 +98,52 @@ def run_plan(
         )
         plan = plan.with_base_dir(state.base_dir)
         steps = plan.steps()  # checked with relative paths resolved as the steps will resolve them
+        state.named_files = _named_files(plan, state.base_dir)
+        _check_new_state_dir(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_yaml(state_dir / PLAN_SNAPSHOT, plan.model_dump(mode="json", exclude_defaults=False))
+        # by alias: a condition's `not` is the field `not_`, which the snapshot must spell as a plan file does
+        snapshot = plan.model_dump(mode="json", by_alias=True)
+        atomic_write_yaml(state_dir / PLAN_SNAPSHOT, snapshot)
     state.sessions.append(Session(action="run", started_at=now(), pid=os.getpid()))
     return _walk(plan, steps, state, state_dir, on_event or _log_event)
+
+
+def _check_new_state_dir(state_dir: Path) -> None:
+    """A new state dir must be missing or empty: the plan writes plan.yaml, state.json, steps/ and report/
+    there, which would overwrite a person's own files of those names."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise PlanError(["exists and is not a folder; give a new or empty folder for the state"], state_dir)
+    if state_dir.is_dir() and any(state_dir.iterdir()):
+        raise PlanError(
+            [f"not empty and holds no plan state ({STATE_FILE}); give a new or empty folder for the state"],
+            state_dir,
+        )
+
+
+def _named_files(plan: Plan, base_dir: str | Path) -> dict[str, str | None]:
+    """Fingerprints of the job and policy files ``plan`` names, found as its steps will find them."""
+    found: dict[str, str | None] = {}
+    for name in plan.named_files():
+        path = Path(name).expanduser()
+        found[name] = fingerprint(path if path.is_absolute() else (Path(base_dir) / path).resolve())
+    return found
+
+
+def _check_named_files(plan: Plan, state: PlanState, state_dir: Path) -> None:
+    """Refuse to go on when a job or policy file the plan names was edited since it started: the plan's own
+    snapshot holds only the file's name, so the steps left would silently run with other settings than the
+    finished ones (a state dir from before these were recorded has none to compare)."""
+    current = _named_files(plan, state.base_dir)
+    changed = [name for name, value in state.named_files.items() if current.get(name) != value]
+    if changed:
+        raise PlanError(
+            [
+                f"{name}: changed since this plan started here (the finished steps used it as it was); "
+                "restore it, or start again with a new --state-dir"
+                for name in changed
+            ],
+            state_dir,
+        )
 
 
 def resume_plan(
@@ -114,6 +158,7 @@ def resume_plan(
     state = load_state(state_dir)
     plan = load_snapshot(state_dir, base_dir=state.base_dir)
     steps = plan.steps()
+    _check_named_files(plan, state, state_dir)
     unknown = [s for s in redo if s not in {step.id for step in steps}]
     if unknown:
         known = ", ".join(s.id for s in steps)

@@ -18,7 +18,7 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from xraydet.config import load_yaml
 from xraydet.errors import ConfigError
 from xraydet.io import TextDecodeError, decode_text
 from xraydet.plan.transitions import TERMINALS, Transition, referenced_steps
@@ -133,6 +134,12 @@ class Plan(BaseModel):
         """The plan as an ordered list of steps with validated parameters (raises :class:`PlanError`)."""
         return compile_plan(self)
 
+    def named_files(self) -> list[str]:
+        """The job and gate-policy files the plan names, as written: their contents are part of the plan."""
+        files = [phase.job_file for phase in self.phases if phase.job_file]
+        policy_file = self.gate.params().get("policy_file") if self.gate is not None else None
+        return [*files, policy_file] if isinstance(policy_file, str) and policy_file else files
+
     def fingerprint(self) -> str:
         """A short hash of the plan's content (a state dir belongs to one plan)."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -211,6 +218,7 @@ def compile_plan(plan: Plan) -> list[PlannedStep]:
     if not plan.phases and not plan.data:
         problems.append("phases: a plan needs at least one phase or data step")
     problems.extend(_check_transitions(entries))
+    problems.extend(_check_reference_order(entries))
     if problems:
         raise PlanError(problems)
     return steps
@@ -233,9 +241,40 @@ def _check_transitions(
             for ref in referenced_steps(rule.when):
                 if ref not in order:
                     problems.append(f"{key}.when: reads step '{ref}', which the plan does not have")
+                elif order[ref] > i:  # never run yet when this rule is checked: it would read nothing
+                    problems.append(
+                        f"{key}.when: reads step '{ref}', which comes after this step (it has not run yet)"
+                    )
             if rule.when is None and t != len(transitions) - 1:
                 problems.append(f"{key}: a rule without 'when' must be the last one (later rules never fire)")
     return problems
+
+
+def _check_reference_order(
+    entries: list[tuple[str, str, dict[str, Any], list[Transition], str, str, str | None]],
+) -> list[str]:
+    """``@step`` must name a step before this one: steps run in order, so a later one has made nothing yet."""
+    order = {entry[0]: i for i, entry in enumerate(entries)}
+    problems = []
+    for i, (step_id, _, params, _, where, _, _) in enumerate(entries):
+        for key, ref in _references(params):
+            name = ref[1:]
+            if order.get(name, -1) >= i:
+                what = "this step itself" if name == step_id else f"step '{name}', which comes after it"
+                problems.append(f"{where}.{key}: '{ref}' names {what}; a step uses what earlier steps made")
+    return problems
+
+
+def _references(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every ``@name`` text in a step's parameters, with its key path (``job.data``, ``sources[1]``)."""
+    if isinstance(value, str) and value.startswith("@"):
+        yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _references(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for j, v in enumerate(value):
+            yield from _references(v, f"{key}[{j}]")
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:
@@ -345,7 +384,7 @@ def load_plan(path: str | Path, overrides: Sequence[str] = (), base_dir: str | P
         shipped = ", ".join(bundled_plans())
         raise PlanError([f"no such plan file (plans shipped with xraydet: {shipped})"], path)
     try:
-        raw = yaml.safe_load(decode_text(path.read_bytes(), path))
+        raw = load_yaml(decode_text(path.read_bytes(), path))
     except TextDecodeError as err:  # worded as read_utf8_text's ConfigError, plus the line
         raise PlanError([f"not UTF-8 text (byte {err.offset}) at line {err.line}"], path) from err
     except yaml.YAMLError as err:

@@ -78,6 +78,9 @@ class PlanState(BaseModel):
     plan_file: str | None = None
     base_dir: str
     overrides: list[str] = Field(default_factory=list)
+    named_files: dict[str, str | None] = Field(
+        default_factory=dict, description="fingerprint of each job / policy file the plan names, at its start"
+    )
     status: PlanStatus = "running"
     current: str | None = None
     trail: list[str] = Field(default_factory=list)
@@ -113,7 +116,10 @@ def load_state(state_dir: str | Path) -> PlanState:
     try:
         return PlanState.model_validate_json(path.read_bytes())  # bytes: bad UTF-8 is a ValidationError too
     except ValidationError as err:
-        raise PlanError([f"{STATE_FILE} is damaged: {err.errors()[0]['msg']}"], state_dir) from err
+        first = err.errors()[0]
+        key = ".".join(map(str, first["loc"]))
+        problem = f"{key}: {first['msg']}" if key else first["msg"]
+        raise PlanError([f"{STATE_FILE} is damaged: {problem}"], state_dir) from err
 
 
 def fingerprint(path: str | Path) -> str | None:

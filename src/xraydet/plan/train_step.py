@@ -47,47 +47,60 @@ class TrainParams(BaseModel):
 def _check(params: TrainParams, plan: Plan) -> list[str]:
     """Validate the job now (with a stand-in for ``data``, which may be made by an earlier step).
 
-    Relative ``model``/``preset`` paths resolve against the plan's base folder, as they will when the step
-    runs. The class ids of ``xray_augment.projection_classes`` are checked when the step builds its job with
-    the real data set, not against the one-class stand-in.
+    Relative ``model``/``preset``/``job_file`` paths resolve against the plan's base folder, as they will when
+    the step runs. The class ids of ``xray_augment.projection_classes`` are checked when the step builds its
+    job with the real data set, not against the one-class stand-in.
     """
     from xraydet.training.job import job_from_dict
 
-    problems = reference_problems([params.job.get("data")], plan, "job.data")
-    if params.job_file is None:
-        if "data" not in params.job:
-            problems.append("job.data: required (a data.yaml path or @name of a data set or data step)")
-        # the data set may not exist yet (an earlier step makes it): validate against a stand-in data.yaml
-        with tempfile.TemporaryDirectory(prefix="xraydet-plan-check-") as tmp:
-            stand_in = Path(tmp) / "data.yaml"
-            stand_in.write_text("names: [object]\ntrain: images\nval: images\n", encoding="utf-8")
-            try:
-                job_from_dict(
-                    {**params.job, "data": str(stand_in)},
-                    where="job",
-                    base_dir=plan.base_dir,
-                    check_classes=False,
-                )
-            except ConfigError as err:
-                problems.append(str(err))
+    try:
+        raw, what = job_keys(params, plan.base_dir or Path.cwd())
+    except ConfigError as err:
+        return [str(err)]
+    problems = reference_problems([raw.get("data")], plan, "job.data")
+    if "data" not in raw:
+        problems.append("job.data: required (a data.yaml path or @name of a data set or data step)")
+    # the data set may not exist yet (an earlier step makes it): validate against a stand-in data.yaml
+    with tempfile.TemporaryDirectory(prefix="xraydet-plan-check-") as tmp:
+        stand_in = Path(tmp) / "data.yaml"
+        stand_in.write_text("names: [object]\ntrain: images\nval: images\n", encoding="utf-8")
+        try:
+            job_from_dict(
+                {**raw, "data": str(stand_in)}, where=what, base_dir=plan.base_dir, check_classes=False
+            )
+        except ConfigError as err:
+            problems.append(str(err))
     return problems
+
+
+def job_keys(params: TrainParams, base_dir: Path) -> tuple[dict[str, Any], str]:
+    """The phase's job keys (its ``job_file``'s, relative to ``base_dir``, under the inline ones) and what
+    errors call them; a ``job_file`` that is missing or not a YAML mapping is a ConfigError naming it."""
+    if not params.job_file:
+        return dict(params.job), "job"
+    path = Path(params.job_file).expanduser()
+    path = path if path.is_absolute() else (base_dir / path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"job_file: {path} not found")
+    try:
+        base = read_yaml_mapping(path, "job", example="model: yolov8n.yaml")  # errors name the file (line)
+    except ConfigError as err:
+        raise ConfigError(f"job_file: {err}") from err
+    return {**base, **params.job}, f"job (with job_file {path})"
 
 
 def build_job(ctx: StepContext, params: TrainParams) -> Any:
     """The TrainJob for this phase with ``@`` references and relative paths resolved."""
     from xraydet.training.job import job_from_dict
 
-    raw = dict(params.job)
-    if params.job_file:
-        path = ctx.resolve_path(params.job_file)
-        if not path.is_file():
-            raise ConfigError(f"{ctx.step.where}.job_file: {path} not found")
-        base = read_yaml_mapping(path, "job", example="model: yolov8n.yaml")  # errors name the file (line)
-        raw = {**base, **raw}
+    try:
+        raw, what = job_keys(params, ctx.base_dir)
+    except ConfigError as err:
+        raise ConfigError(f"{ctx.step.where}.{err}") from err
     if isinstance(raw.get("data"), str):
         raw["data"] = str(ctx.resolve_data(raw["data"]))
     raw.setdefault("name", ctx.step.id)
-    return job_from_dict(raw, where=f"{ctx.step.where}.job", base_dir=ctx.base_dir)
+    return job_from_dict(raw, where=f"{ctx.step.where}.{what}", base_dir=ctx.base_dir)
 
 
 def train_or_resume(ctx: StepContext, job: Any, run_dir: Path, notes: list[dict[str, Any]]) -> RunResult:

@@ -176,8 +176,10 @@ class GateConfig(BaseModel):
             f"{2 * DECISION_EPOCH}"
         ),
     )
-    continue_above: float = CONTINUE_ABOVE
-    stop_below: float = STOP_BELOW
+    # the gate's metrics (mAP, precision, recall) are fractions: a threshold outside 0-1 (or NaN) would make
+    # the gate always stop, or never continue
+    continue_above: float = Field(default=CONTINUE_ABOVE, ge=0, le=1)
+    stop_below: float = Field(default=STOP_BELOW, ge=0, le=1)
     metric: str = GATE_METRIC
     on_stop: OnStop = ON_STOP
 

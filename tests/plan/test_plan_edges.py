@@ -1,0 +1,268 @@
+"""Edge cases of plan files and state dirs: what is caught when the plan is validated, not hours later when a
+step runs, and what a run must never overwrite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xraydet.plan import PlanError, load_plan, parse_plan, plan_status, resume_plan, run_plan
+from xraydet.plan.runner import load_snapshot
+
+
+def scored(step_id: str, value: float = 0.5, **extra: Any) -> dict[str, Any]:
+    return {"id": step_id, "kind": "score", "value": value, **extra}
+
+
+@pytest.mark.usefixtures("test_kinds")
+def test_a_not_condition_survives_the_snapshot(tmp_path: Path) -> None:
+    """The snapshot spells `not` as a plan file does (the field is `not_`), so status and resume read it."""
+    rule = {"when": {"not": {"metric": "final.map50", "op": ">", "value": 0.9}}, "goto": "last"}
+    plan = parse_plan(
+        {"name": "negated", "data": [scored("first", transitions=[rule]), scored("skipped"), scored("last")]}
+    )
+    state = run_plan(plan, tmp_path)
+    assert state.trail == ["first", "last"]
+    assert load_snapshot(tmp_path).fingerprint() == plan.fingerprint()
+    assert resume_plan(tmp_path).status == "finished"
+
+
+@pytest.mark.usefixtures("test_kinds")
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            [{"id": "use", "kind": "check", "dataset": "@make"}, scored("make")],
+            "data[0].dataset: '@make' names step 'make', which comes after it",
+        ),
+        (
+            [{"id": "use", "kind": "check", "dataset": "@use"}],
+            "data[0].dataset: '@use' names this step itself",
+        ),
+        (
+            [{"id": "both", "kind": "merge", "sources": ["@main", "@later"]}, scored("later")],
+            "data[0].sources[1]: '@later' names step 'later', which comes after it",
+        ),
+        (
+            [
+                scored(
+                    "first",
+                    transitions=[
+                        {"when": {"step": "second", "metric": "status", "op": "exists"}, "goto": "end"}
+                    ],
+                ),
+                scored("second"),
+            ],
+            "data[0].transitions[0].when: reads step 'second', which comes after this step",
+        ),
+    ],
+    ids=["later-step", "itself", "later-in-a-list", "rule-reads-a-later-step"],
+)
+def test_a_step_can_only_read_steps_before_it(data: list[dict[str, Any]], problem: str) -> None:
+    """Steps run in order: what a later step makes (or reports) does not exist yet, on any path."""
+    with pytest.raises(PlanError) as info:
+        parse_plan({"name": "order", "datasets": {"main": "main.yaml"}, "data": data}, "plan.yaml")
+    assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+def test_a_phase_reading_an_earlier_data_step_is_fine() -> None:
+    plan = parse_plan(
+        {
+            "name": "forward",
+            "data": [{"id": "make", "kind": "synth", "n_train": 2, "n_val": 1, "imgsz": 64}],
+            "phases": [{"id": "phase1", "job": {"data": "@make", "imgsz": 64}}],
+        }
+    )
+    assert [s.id for s in plan.steps()] == ["make", "phase1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "first"),
+    [
+        (
+            "name: dup\ndata:\n  - id: s\n    kind: synth\n    transitions: [{goto: fail}]\n"
+            "    transitions: []\n",
+            6,
+            "transitions",
+            5,
+        ),
+        ("name: dup\nname: again\ndata: []\n", 2, "name", 1),
+        ("name: dup\ndata:\n  - {id: s, kind: synth, n_train: 2, n_train: 9}\n", 3, "n_train", 3),
+    ],
+    ids=["a-second-transitions-list", "top-level", "in-a-flow-mapping"],
+)
+def test_a_key_written_twice_is_an_error_with_its_line(
+    tmp_path: Path, text: str, line: int, key: str, first: int
+) -> None:
+    """YAML keys are unique; PyYAML would keep the last silently (dropping the first rule list)."""
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    with pytest.raises(
+        PlanError,
+        match=rf"plan\.yaml: not valid YAML at line {line}: duplicate key '{key}' "
+        rf"\(first at line {first}\)",
+    ):
+        load_plan(path)
+
+
+def test_merge_keys_may_still_override_what_they_merge(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "name: merged\ndata:\n  - &base {id: s, kind: synth, n_train: 2, n_val: 1, imgsz: 64}\n"
+        "  - <<: *base\n    id: t\n    n_train: 4\n"
+    )
+    steps = load_plan(path).steps()
+    assert [(s.id, s.params.model_dump()["n_train"]) for s in steps] == [("s", 2), ("t", 4)]
+
+
+@pytest.mark.parametrize(
+    ("job_file", "problem"),
+    [
+        (None, r"phases\[0\]\.job_file: .*nowhere\.yaml not found"),
+        (
+            "model: yolov8n.yaml\nepoch: 3\n",
+            r"phases\[0\]\.job \(with job_file .*job\.yaml\): unknown key 'epoch'",
+        ),
+        ("model: [\n", r"phases\[0\]\.job_file: .*job\.yaml:2: not valid YAML"),
+        ("- model\n", r"phases\[0\]\.job_file: .*job\.yaml: expected a mapping of job keys"),
+        (
+            "epochs: 3\nepochs: 4\n",
+            r"phases\[0\]\.job_file: .*job\.yaml:2: not valid YAML: duplicate key 'epochs'",
+        ),
+        ("model: yolov8n.yaml\n", None),
+    ],
+    ids=["missing", "typo-in-the-file", "not-yaml", "a-list", "duplicate-key", "fine"],
+)
+def test_a_job_file_is_validated_with_the_plan(
+    tmp_path: Path, job_file: str | None, problem: str | None
+) -> None:
+    """A phase's job_file (and the inline keys over it) is checked up front, naming the file, like an inline
+    job: not when the phase starts, after the data steps (and maybe other phases) have run."""
+    if job_file is not None:
+        (tmp_path / "job.yaml").write_text(job_file)
+    raw = {
+        "name": "jobfile",
+        "datasets": {"main": "main.yaml"},
+        "phases": [
+            {"id": "phase1", "job_file": "job.yaml" if job_file else "nowhere.yaml", "job": {"data": "@main"}}
+        ],
+    }
+    if problem is None:
+        assert [s.id for s in parse_plan(raw, base_dir=tmp_path).steps()] == ["phase1"]
+        return
+    with pytest.raises(PlanError, match=problem):
+        parse_plan(raw, "plan.yaml", base_dir=tmp_path)
+
+
+def test_a_job_file_without_data_needs_it_inline(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_text("model: yolov8n.yaml\n")
+    raw = {"name": "nodata", "phases": [{"id": "phase1", "job_file": "job.yaml"}]}
+    with pytest.raises(PlanError, match=r"phases\[0\]\.job\.data: required"):
+        parse_plan(raw, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        (None, r"gate\.policy_file: .*nowhere\.yaml: policy file not found"),
+        ("min_mAP50: 0.5\n", r"gate\.policy_file: .*policy\.yaml: unknown key 'min_mAP50'"),
+        ("min_map50: 0.5\n", None),
+    ],
+    ids=["missing", "bad-key", "fine"],
+)
+def test_a_gate_policy_file_is_validated_with_the_plan(
+    tmp_path: Path, policy: str | None, problem: str | None
+) -> None:
+    """The gate runs last, after every training: a missing or bad policy file must not wait until then."""
+    if policy is not None:
+        (tmp_path / "policy.yaml").write_text(policy)
+    raw = {
+        "name": "policy",
+        "datasets": {"main": "main.yaml"},
+        "phases": [{"id": "phase1", "job": {"data": "@main"}}],
+        "evaluation": {"dataset": "@main"},
+        "gate": {"policy_file": "policy.yaml" if policy else "nowhere.yaml"},
+    }
+    if problem is None:
+        assert parse_plan(raw, base_dir=tmp_path).steps()[-1].id == "gate"
+        return
+    with pytest.raises(PlanError, match=problem):
+        parse_plan(raw, "plan.yaml", base_dir=tmp_path)
+
+
+@pytest.mark.usefixtures("test_kinds")
+def test_a_new_state_dir_is_missing_or_empty(tmp_path: Path) -> None:
+    """The state dir gets plan.yaml, state.json, steps/, report/: a folder of a person's own files (their
+    plan.yaml, say) is refused, not written into; a file is refused without a traceback."""
+    plan = parse_plan({"name": "mine", "data": [scored("first")]})
+    own = tmp_path / "plan.yaml"
+    own.write_text("# my plan, with comments\nname: mine\n")
+    with pytest.raises(PlanError, match=r"not empty and holds no plan state \(state\.json\)"):
+        run_plan(plan, tmp_path)
+    assert own.read_text() == "# my plan, with comments\nname: mine\n"
+    assert not (tmp_path / "state.json").exists()
+
+    with pytest.raises(PlanError, match="exists and is not a folder"):
+        run_plan(plan, own)
+
+    (tmp_path / "empty").mkdir()
+    assert run_plan(plan, tmp_path / "empty").status == "finished"
+    assert run_plan(plan, tmp_path / "empty").status == "finished"  # its own state: goes on
+    assert plan_status(tmp_path / "empty").trail == ["first"]
+
+
+@pytest.mark.usefixtures("test_kinds")
+def test_a_damaged_state_file_names_the_field_at_fault(tmp_path: Path) -> None:
+    run_plan(parse_plan({"name": "mine", "data": [scored("first")]}), tmp_path)
+    (tmp_path / "state.json").write_text('{"version": 1}')
+    with pytest.raises(PlanError, match=r"state\.json is damaged: plan_name: Field required"):
+        plan_status(tmp_path)
+
+
+@pytest.mark.usefixtures("test_kinds")
+def test_a_job_file_edited_after_the_plan_started_stops_run_and_resume(tmp_path: Path) -> None:
+    """The snapshot keeps only the job file's name: going on after an edit would train the phases left with
+    other settings than the finished ones, unseen. Restored, the plan goes on."""
+    job = tmp_path / "job.yaml"
+    job.write_text("epochs: 3\n")
+    raw = {
+        "name": "edited",
+        "datasets": {"main": str(tmp_path / "absent" / "data.yaml")},  # the phase fails fast when it runs
+        "data": [{"id": "first", "kind": "ctrl-c"}],
+        "phases": [{"id": "phase1", "job_file": "job.yaml", "job": {"data": "@main"}}],
+    }
+    state_dir = tmp_path / "state"
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(parse_plan(raw, base_dir=tmp_path), state_dir, base_dir=tmp_path)
+
+    job.write_text("epochs: 300\n")
+    for go_on in (
+        lambda: resume_plan(state_dir),
+        lambda: run_plan(parse_plan(raw, base_dir=tmp_path), state_dir, base_dir=tmp_path),
+    ):
+        with pytest.raises(PlanError, match=r"job\.yaml: changed since this plan started here"):
+            go_on()
+    assert plan_status(state_dir).records["first"].status != "done"  # nothing ran
+
+    job.write_text("epochs: 3\n")
+    with pytest.raises(PlanError, match=r"step 'phase1' \(train\) failed: .*absent.*does not exist"):
+        resume_plan(state_dir)  # it ran, and stopped at the absent data set
+    assert plan_status(state_dir).records["first"].status == "done"
+
+
+def test_the_files_a_plan_names_are_its_job_and_policy_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("epochs: 3\n")
+    (tmp_path / "policy.yaml").write_text("min_map50: 0.5\n")
+    raw = {
+        "name": "files",
+        "datasets": {"main": "main.yaml"},
+        "phases": [
+            {"id": "phase1", "job_file": "a.yaml", "job": {"data": "@main"}},
+            {"id": "phase2", "job": {"data": "@main"}},
+        ],
+        "evaluation": {"dataset": "@main"},
+        "gate": {"policy_file": "policy.yaml"},
+    }
+    assert parse_plan(raw, base_dir=tmp_path).named_files() == ["a.yaml", "policy.yaml"]
