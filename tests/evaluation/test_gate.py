@@ -153,6 +153,10 @@ def test_load_policy(tmp_path):
         ("min_map50: lots\n", "key 'min_map50'"),
         ("- 1\n- 2\n", "expected a mapping"),
         ("min_map50: [\n", "not valid YAML"),
+        ("min_map50: 50\n", "key 'min_map50'.*less than or equal to 1"),  # a percentage: no model could pass
+        ("max_false_alarm_rate: -0.1\n", "key 'max_false_alarm_rate'"),
+        ("max_latency_p95_ms: .inf\n", "key 'max_latency_p95_ms'"),
+        ("min_reviewed: -5\n", "key 'min_reviewed'"),
     ],
 )
 def test_bad_policy_names_file_and_key(tmp_path, text, message):

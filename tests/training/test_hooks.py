@@ -467,6 +467,11 @@ def test_registry_checks_parameter_types_against_the_constructor() -> None:
         ("oscillation", {"metrics": ["map50", "nope"]}, r"parameter 'metrics.1'.*unknown metric 'nope'"),
         ("plateau", {"action": "explode"}, r"parameter 'action': Input should be 'warn' or 'stop'"),
         ("decision_gate", {"on_stop": "halt"}, r"parameter 'on_stop': Input should be 'stop' or 'warn'"),
+        (
+            "decision_gate",
+            {"continue_above": 40},  # a percentage: the gate could never continue
+            r"parameter 'continue_above': Input should be less than or equal to 1",
+        ),
         ("timeout", {"timeout_s": True}, r"parameter 'timeout_s': Input should be a valid number"),
         # the ranges of the job's settings (red_flags.*, gate.*, timeout_s, checkpoint_every)
         ("plateau", {"patience": 0}, r"parameter 'patience': Input should be greater than or equal to 1"),

@@ -15,7 +15,7 @@ import operator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xraydet.config import read_yaml_mapping
 from xraydet.errors import ConfigError
@@ -31,13 +31,14 @@ class GatePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_map50: float | None = 0.50
-    min_accuracy: float | None = 0.60
-    min_threat_detection: float | None = 0.70
-    max_false_alarm_rate: float | None = 0.20
-    max_latency_p95_ms: float | None = 200.0
-    min_reviewed: int | None = 100
-    min_approval: float | None = 0.90
+    # rates are fractions (0.5, not 50): a limit written as a percentage would fail every model
+    min_map50: float | None = Field(default=0.50, ge=0, le=1)
+    min_accuracy: float | None = Field(default=0.60, ge=0, le=1)
+    min_threat_detection: float | None = Field(default=0.70, ge=0, le=1)
+    max_false_alarm_rate: float | None = Field(default=0.20, ge=0, le=1)
+    max_latency_p95_ms: float | None = Field(default=200.0, gt=0, allow_inf_nan=False)
+    min_reviewed: int | None = Field(default=100, ge=0)
+    min_approval: float | None = Field(default=0.90, ge=0, le=1)
 
 
 class Criterion(BaseModel):

@@ -42,6 +42,7 @@ from xraydet.training.hooks.decision_gate import (
     ON_STOP,
     STOP_BELOW,
     DecisionEpoch,
+    GateThreshold,
     OnStop,
     check_gate_metric,
     check_gate_thresholds,
@@ -176,10 +177,8 @@ class GateConfig(BaseModel):
             f"{2 * DECISION_EPOCH}"
         ),
     )
-    # the gate's metrics (mAP, precision, recall) are fractions: a threshold outside 0-1 (or NaN) would make
-    # the gate always stop, or never continue
-    continue_above: float = Field(default=CONTINUE_ABOVE, ge=0, le=1)
-    stop_below: float = Field(default=STOP_BELOW, ge=0, le=1)
+    continue_above: GateThreshold = CONTINUE_ABOVE
+    stop_below: GateThreshold = STOP_BELOW
     metric: str = GATE_METRIC
     on_stop: OnStop = ON_STOP
 

@@ -57,6 +57,9 @@ def check_gate_thresholds(stop_below: float, continue_above: float) -> None:
 # settings (:mod:`xraydet.training.job`).
 OnStop = Literal["stop", "warn"]
 DecisionEpoch = Annotated[int, Field(ge=1, description="1-based epoch of the decision")]
+# the gate's metrics (mAP, precision, recall) are fractions: a threshold outside 0-1 (or NaN) would make the
+# gate always stop, or never continue
+GateThreshold = Annotated[float, Field(ge=0, le=1, description="a fraction, as the gate's metrics are")]
 GateMetric = Annotated[RecordKey, AfterValidator(check_gate_metric)]
 DECISION_EPOCH = 100  # the seed's epoch 100 of 200
 CONTINUE_ABOVE = 0.40
@@ -74,8 +77,8 @@ class DecisionGate(HookBase):
     def __init__(
         self,
         decision_epoch: DecisionEpoch = DECISION_EPOCH,
-        continue_above: float = CONTINUE_ABOVE,
-        stop_below: float = STOP_BELOW,
+        continue_above: GateThreshold = CONTINUE_ABOVE,
+        stop_below: GateThreshold = STOP_BELOW,
         metric: GateMetric = GATE_METRIC,
         on_stop: OnStop = ON_STOP,
     ) -> None:
