@@ -177,7 +177,10 @@ def test_seed_job_keys_with_string_values(tmp_path: Path, data_yaml: Path) -> No
         ({"model": "yolov8x.pt"}, r"'yolov8x.pt' is not a local file.*never downloads.*'yolov8x.yaml'"),
         ({"model": "not-a-model.yaml"}, r"neither a local file nor an Ultralytics model config"),
         ({"preset": "fast"}, r"unknown preset 'fast'"),
-        ({"data": "missing/data.yaml"}, r"key 'data': .*missing/data.yaml does not exist"),
+        (
+            {"data": "missing/data.yaml"},
+            r"key 'data': missing/data.yaml does not exist beside the job \(.*\) or in the current folder",
+        ),
     ],
 )
 def test_bad_jobs_name_the_file_and_key(

@@ -521,6 +521,11 @@ def job_from_dict(
         key = ".".join(str(p) for p in first["loc"]) or "root"
         more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
         raise ConfigError(f"{where}: key '{key}': {first['msg']}{more}") from err
+    if base_dir is not None and not job.data.is_absolute() and not job.data.exists():
+        raise ConfigError(
+            f"{where}: key 'data': {job.data} does not exist beside the job ({base_dir.resolve()}) or in the "
+            f"current folder ({Path.cwd()}); give a data.yaml or a folder holding one"
+        )
     data_yaml, names = _data_yaml(job.data, where)
     job = job.model_copy(update={"data": data_yaml})
     if check_classes:
