@@ -39,3 +39,12 @@ def tiny_data(request: pytest.FixtureRequest) -> Path:
     except ImportError:
         return request.getfixturevalue("opixray_small")
     return request.getfixturevalue("synth_yaml")
+
+
+@pytest.fixture
+def data_yaml(tmp_path: Path) -> Path:
+    """A one-class data.yaml (with an empty image folder) beside the job files a test writes in tmp_path."""
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    path = tmp_path / "data.yaml"
+    path.write_text("train: images/train\nval: images/train\nnames: {0: knife}\n")
+    return path

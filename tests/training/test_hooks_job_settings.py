@@ -87,9 +87,16 @@ def outside_and_on(bound: Any, kind: type) -> tuple[Any, Any]:
     return value, value - inside
 
 
-def job_settings(model: type[BaseModel], field: str, value: Any) -> BaseModel:
+# settings checked against each other: set with the value tried so that only its own range is judged
+COMPANIONS = {
+    ("decision_gate", "continue_above"): {"stop_below": 0.0},
+    ("decision_gate", "stop_below"): {"continue_above": 1.0},
+}
+
+
+def job_settings(model: type[BaseModel], field: str, value: Any, **companions: Any) -> BaseModel:
     extra = {"data": "data.yaml"} if model is TrainJob else {}
-    return model.model_validate({**extra, field: value})
+    return model.model_validate({**extra, **companions, field: value})
 
 
 RANGED = [
@@ -135,14 +142,15 @@ def test_the_job_and_the_hook_refuse_the_same_values(name: str, param: str, boun
     model, fields = SETTINGS[name]
     kind = bounds_of(name, param)[0]
     outside, on = outside_and_on(bound, kind)
+    companions = COMPANIONS.get((name, param), {})
 
     with pytest.raises(ValidationError) as job_err:
-        job_settings(model, fields[param], outside)
+        job_settings(model, fields[param], outside, **companions)
     job_msg = job_err.value.errors()[0]["msg"]
     assert str(limit(bound)) in job_msg  # names the bound
     with pytest.raises(ConfigError) as hook_err:
-        build_hook(name, {param: outside})
+        build_hook(name, {**companions, param: outside})
     assert str(hook_err.value) == f"hook '{name}': parameter '{param}': {job_msg}"
 
-    assert getattr(job_settings(model, fields[param], on), fields[param]) == on
-    assert getattr(build_hook(name, {param: on}), param) == on
+    assert getattr(job_settings(model, fields[param], on, **companions), fields[param]) == on
+    assert getattr(build_hook(name, {**companions, param: on}), param) == on

@@ -40,14 +40,6 @@ class Picky(HookBase):
         self.every = every
 
 
-@pytest.fixture
-def data_yaml(tmp_path: Path) -> Path:
-    (tmp_path / "images" / "train").mkdir(parents=True)
-    path = tmp_path / "data.yaml"
-    path.write_text("train: images/train\nval: images/train\nnames: {0: knife}\n")
-    return path
-
-
 def write_job(tmp_path: Path, body: dict[str, Any]) -> Path:
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(body))

@@ -13,14 +13,6 @@ from xraydet.errors import ConfigError
 from xraydet.training import load_job, load_preset
 
 
-@pytest.fixture
-def data_yaml(tmp_path: Path) -> Path:
-    (tmp_path / "images" / "train").mkdir(parents=True)
-    path = tmp_path / "data.yaml"
-    path.write_text("train: images/train\nval: images/train\nnames: {0: knife}\n")
-    return path
-
-
 @pytest.mark.usefixtures("data_yaml")
 def test_a_key_written_twice_in_a_job_is_an_error_with_its_line(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys silently: a 200-epoch job would train for 2."""

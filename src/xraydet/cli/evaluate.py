@@ -87,7 +87,11 @@ def eval_run(
     ),
     backend: Backend = typer.Option("auto", help="Inference backend (auto: by the file's suffix)."),
     imgsz: int | None = typer.Option(None, help="Inference size \\[default: the model's]."),
-    device: str = typer.Option("cpu", help="Device for the Ultralytics backend."),
+    device: str = typer.Option(
+        "cpu",
+        help="cpu, or a CUDA GPU such as 0 (ONNX Runtime needs onnxruntime-gpu); one not usable here is "
+        "refused.",
+    ),
     tta: TTA = typer.Option(
         "off", help="Test-time augmentation: hflip (2 model calls per scan) or flips (4), boxes fused."
     ),

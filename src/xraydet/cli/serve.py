@@ -46,7 +46,11 @@ def serve(
     poll_s: float = typer.Option(30.0, help="check the model source this often for a new model (0: never)"),
     imgsz: int | None = typer.Option(None, help="inference size (default: the model's)"),
     threads: int | None = typer.Option(None, help="inference threads (default: all cores)"),
-    device: str = typer.Option("cpu", help="cpu, or a CUDA device such as 0 for the ultralytics backend"),
+    device: str = typer.Option(
+        "cpu",
+        help="cpu, or a CUDA GPU such as 0 (ONNX Runtime needs onnxruntime-gpu); one not usable here is "
+        "refused",
+    ),
     threats: str | None = typer.Option(
         None, help="comma-separated threat class names (overrides the model's)"
     ),

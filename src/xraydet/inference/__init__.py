@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from xraydet.errors import ConfigError
-from xraydet.inference.base import Predictor, load_rgb
+from xraydet.inference.base import Predictor, UnusableSetting, load_rgb
 from xraydet.inference.tta import TTA, TTA_MODES, check_tta, with_tta
 
 Backend = Literal["auto", "onnx", "ultralytics"]
@@ -46,6 +46,10 @@ def load_predictor(
     ``auto`` picks ONNX Runtime for ``.onnx`` files and Ultralytics/PyTorch for ``.pt``; a ``.pt`` given to
     ``onnx`` is exported once (at ``imgsz``, default its training size) to a cache and reused from there.
     ``tta`` other than ``off`` wraps the backend in a :class:`~xraydet.inference.tta.TTAPredictor`.
+
+    Raises:
+        UnusableSetting: a ``device`` the backend cannot use here, or an ``imgsz`` a fixed-size ONNX model
+            cannot run at.
     """
     weights = Path(weights)
     check_backend(backend)
@@ -54,13 +58,14 @@ def load_predictor(
         raise FileNotFoundError(f"model file not found: {weights}")
     _warn_if_flips_unseen(weights, tta)  # before the swap below: an ONNX export does not say how it trained
     if backend == "onnx" or (backend == "auto" and weights.suffix == ".onnx"):
-        from xraydet.inference.onnx_backend import OnnxPredictor
+        from xraydet.inference.onnx_backend import OnnxPredictor, execution_providers
 
         if weights.suffix == ".pt":
             from xraydet.inference.export import cached_onnx
 
+            execution_providers(device)  # a wrong --device is refused before the export, not after it
             weights = cached_onnx(weights, imgsz)
-        return with_tta(OnnxPredictor(weights, imgsz=imgsz, threads=threads), tta)
+        return with_tta(OnnxPredictor(weights, imgsz=imgsz, threads=threads, device=device), tta)
     from xraydet.inference.ultralytics_backend import UltralyticsPredictor
 
     return with_tta(UltralyticsPredictor(weights, device=device, imgsz=imgsz, threads=threads), tta)
@@ -91,6 +96,7 @@ __all__ = [
     "TTA_MODES",
     "Backend",
     "Predictor",
+    "UnusableSetting",
     "check_backend",
     "check_tta",
     "load_predictor",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xraydet.errors import XrayDetError
+from xraydet.errors import ConfigError, XrayDetError
 from xraydet.structures import Detections
 from xraydet.ultralytics_env import pil_open
 
@@ -39,6 +39,11 @@ class Predictor(ABC):
         self, images: Sequence[np.ndarray], conf: float = 0.25, iou: float = 0.7
     ) -> list[Detections]:
         return [self.predict(im, conf, iou) for im in images]
+
+
+class UnusableSetting(ConfigError):
+    """A backend option (``--device``, ``--imgsz``) this machine or model cannot honour: a wrong setting, not
+    a bad model. A server refuses to start on one rather than answer 503 until the setting fits."""
 
 
 class NonFinitePixels(ValueError):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 
 from xraydet.errors import XrayDetError
-from xraydet.inference.base import Predictor
+from xraydet.inference.base import Predictor, UnusableSetting
 from xraydet.structures import Detections
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,85 @@ PAD_VALUE = 114
 MAX_WH = 7680  # Ultralytics' class offset for class-aware NMS
 MAX_NMS = 30000
 MAX_DET = 300
+CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?|(\d+)")  # cuda, cuda:N or a bare index N
+
+
+def execution_providers(device: str | int) -> tuple[str, list[Any]]:
+    """The device ONNX Runtime will run on (``cpu`` or ``cuda:N``) and the execution providers for it.
+
+    The ONNX backend runs on the CPU or one CUDA GPU (``cuda``, ``cuda:N`` or an index ``N``). Any other
+    device, or a GPU when this onnxruntime has no CUDA provider, raises an :class:`UnusableSetting` naming
+    ``--device``: a screening server asked for a GPU must not quietly run many times slower on the CPU.
+
+    Example:
+        >>> execution_providers("cpu")
+        ('cpu', ['CPUExecutionProvider'])
+        >>> execution_providers("gpu")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xraydet.inference.base.UnusableSetting: --device gpu: not a device the onnx backend can use; ...
+    """
+    text = str(device).strip().lower()
+    if text == "cpu":
+        return "cpu", ["CPUExecutionProvider"]
+    match = CUDA_DEVICE.fullmatch(text)
+    if match is None:
+        raise UnusableSetting(
+            f"--device {device}: not a device the onnx backend can use; it runs on cpu or one CUDA GPU "
+            "(cuda, cuda:N or an index N)"
+        )
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise UnusableSetting(
+            f"--device {device}: this onnxruntime has no CUDA provider (only {', '.join(available)}); "
+            "install onnxruntime-gpu, or run with --device cpu"
+        )
+    index = int(match.group(1) or match.group(2) or 0)
+    # CPU after CUDA: ONNX Runtime places the few operators CUDA lacks there.
+    return f"cuda:{index}", [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+
+def round_to_stride(imgsz: int, stride: int) -> int:
+    """``imgsz`` rounded up to a multiple of ``stride``, as Ultralytics rounds it (an export at 150 is 160).
+
+    Example:
+        >>> round_to_stride(150, 32), round_to_stride(160, 32)
+        (160, 160)
+    """
+    return max(math.ceil(imgsz / stride), 1) * stride
+
+
+def check_fixed_imgsz(source: str | Path, imgsz: int | None, fixed_hw: tuple[int, int], stride: int) -> None:
+    """Refuse an ``imgsz`` other than the fixed input size of ``source``, which would run at its own size.
+
+    An ``imgsz`` that rounds up to it is its size: an export at that ``imgsz`` gives this very model.
+    """
+    if imgsz and round_to_stride(imgsz, stride) != max(fixed_hw):
+        h, w = fixed_hw
+        raise UnusableSetting(
+            f"--imgsz {imgsz}: {source} has a fixed {h}x{w} input (the size it was exported at); leave "
+            f"--imgsz out to run it at {max(fixed_hw)}, or export it again (xraydet export --imgsz {imgsz})"
+        )
+
+
+def fixed_input_size(path: str | Path, imgsz: int | None = None) -> int | None:
+    """The side of an ONNX file's fixed input (None when it is dynamic), refusing another ``imgsz``.
+
+    For backends that do not read the graph themselves: Ultralytics runs a fixed-size model at its own size
+    whatever ``imgsz`` it is given.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim[2:]
+    if len(dims) != 2 or not all(d.HasField("dim_value") for d in dims):
+        return None
+    stride = next((int(p.value) for p in model.metadata_props if p.key == "stride"), 32)
+    fixed_hw = (int(dims[0].dim_value), int(dims[1].dim_value))
+    check_fixed_imgsz(path, imgsz, fixed_hw, stride)
+    return max(fixed_hw)
 
 
 def letterbox(
@@ -125,8 +206,12 @@ class OnnxPredictor(Predictor):
 
     Args:
         weights: the ``.onnx`` file (see :func:`xraydet.inference.export.export_onnx`).
-        imgsz: input size; only used when the model has dynamic input axes (else the model's own size).
+        imgsz: input size; for a model with a fixed input size, only that size (or one rounding up to it).
         threads: ONNX Runtime intra-op threads (default: all cores).
+        device: ``cpu``, or a CUDA GPU (``cuda``, ``cuda:N``, ``N``); see :func:`execution_providers`.
+
+    Raises:
+        UnusableSetting: a ``device`` or ``imgsz`` this machine or model cannot honour.
 
     Example:
         >>> p = OnnxPredictor("best.onnx")  # doctest: +SKIP
@@ -135,7 +220,9 @@ class OnnxPredictor(Predictor):
 
     backend = "onnx"
 
-    def __init__(self, weights: str | Path, imgsz: int | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, weights: str | Path, imgsz: int | None = None, threads: int | None = None, device: str = "cpu"
+    ) -> None:
         import onnxruntime as ort
 
         self.source = Path(weights)
@@ -143,32 +230,53 @@ class OnnxPredictor(Predictor):
             raise XrayDetError(
                 f"{self.source}: OnnxPredictor needs an .onnx file; export it first (xraydet export)"
             )
+        self.device, providers = execution_providers(device)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.source), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.source), opts, providers=providers)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise XrayDetError(f"{self.source}: not a loadable ONNX model ({err})") from err
+            on = "" if self.device == "cpu" else f" on {self.device}"
+            raise XrayDetError(f"{self.source}: not a loadable ONNX model{on} ({err})") from err
+        if self.device != "cpu" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # ONNX Runtime falls back to the CPU with only a log line when CUDA or cuDNN will not load.
+            raise UnusableSetting(
+                f"--device {device}: ONNX Runtime could not start CUDA for {self.source} and fell back to "
+                "the CPU (are the CUDA and cuDNN libraries installed?); fix that, or run with --device cpu"
+            )
         self.metadata = read_metadata(self.session)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         out_shape = self.session.get_outputs()[0].shape
         self.end2end = bool(self.metadata.get("end2end", False))
-        fixed = [d for d in inp.shape[2:] if isinstance(d, int)]
-        meta_sz = self.metadata.get("imgsz")
-        if len(fixed) == 2:
-            self.input_hw = (fixed[0], fixed[1])
-        elif meta_sz is not None:
-            sz = [int(s) for s in (meta_sz if isinstance(meta_sz, list | tuple) else [meta_sz, meta_sz])]
-            self.input_hw = (int(imgsz or sz[0]), int(imgsz or sz[-1]))
-        else:
-            self.input_hw = (int(imgsz or 640), int(imgsz or 640))
+        self.stride = int(self.metadata.get("stride", 32))
+        self.input_hw = self._input_hw(inp.shape, imgsz)
         self.imgsz = max(self.input_hw)
         nc = out_shape[1] - 4 if isinstance(out_shape[1], int) and not self.end2end else 0
         self.names = _names_from(self.metadata, nc)
-        self.stride = int(self.metadata.get("stride", 32))
-        log.debug("loaded %s: input %s, %d classes", self.source, self.input_hw, len(self.names))
+        log.debug(
+            "loaded %s on %s: input %s, %d classes", self.source, self.device, self.input_hw, len(self.names)
+        )
+
+    def _input_hw(self, shape: list[Any], imgsz: int | None) -> tuple[int, int]:
+        """A fixed input's size (refusing another ``imgsz``), else ``imgsz`` rounded up to the stride as an
+        export rounds it, else the size the model was exported at."""
+        fixed = [d for d in shape[2:] if isinstance(d, int)]
+        if len(fixed) == 2:
+            check_fixed_imgsz(self.source, imgsz, (fixed[0], fixed[1]), self.stride)
+            return fixed[0], fixed[1]
+        if imgsz:
+            side = round_to_stride(imgsz, self.stride)  # a dynamic graph fails on other sizes
+            if side != imgsz:
+                log.warning("%s: imgsz %d rounded up to %d (a multiple of the model's stride)",
+                            self.source, imgsz, side)
+            return side, side
+        meta_sz = self.metadata.get("imgsz")
+        if meta_sz is None:
+            return 640, 640
+        sz = [int(s) for s in (meta_sz if isinstance(meta_sz, list | tuple) else [meta_sz, meta_sz])]
+        return sz[0], sz[-1]
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
         """RGB ``uint8`` HxWx3 -> NCHW float32 in [0, 1], plus the gain and padding to undo."""

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from xraydet.errors import ConfigError
-from xraydet.inference.base import Predictor
+from xraydet.inference.base import Predictor, UnusableSetting
+from xraydet.inference.onnx_backend import fixed_input_size
 from xraydet.structures import Detections
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
@@ -29,10 +29,18 @@ def detections_from_results(result: Any) -> Detections:
 
 
 def check_device(device: str) -> None:
-    """Refuse a device Ultralytics cannot use (``cuda:3`` on a one-GPU or CPU-only machine) before any work,
-    with a :class:`ConfigError` naming ``--device`` instead of Ultralytics' ``ValueError`` at the first image.
+    """Refuse a device Ultralytics cannot use (``cuda:3`` on a one-GPU or CPU-only machine, ``mps`` off a
+    Mac) before any work, with an :class:`UnusableSetting` naming ``--device`` instead of Ultralytics'
+    ``ValueError`` at the first image or its quiet fallback to the CPU.
     """
-    if str(device).strip().lower() in {"cpu", "mps"}:  # always there (select_device would reset the threads)
+    text = str(device).strip().lower()
+    if text == "cpu":  # always there (select_device would reset the threads)
+        return
+    if text in {"mps", "mps:0"}:
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise UnusableSetting(f"--device {device}: Apple's MPS is not available here; use cpu or a GPU")
         return
     import logging
 
@@ -47,7 +55,7 @@ def check_device(device: str) -> None:
         import torch
 
         first = str(err).strip().split(".")[0]
-        raise ConfigError(
+        raise UnusableSetting(
             f"--device {device}: not usable here: {first} (CUDA devices seen: {torch.cuda.device_count()})"
         ) from err
     finally:
@@ -80,7 +88,8 @@ class UltralyticsPredictor(Predictor):
         args = getattr(self.model, "overrides", {}) or {}
         train_args = getattr(getattr(self.model, "model", None), "args", {}) or {}
         self.imgsz = int(
-            imgsz
+            (fixed_input_size(self.source, imgsz) if self.source.suffix == ".onnx" else None)
+            or imgsz
             or args.get("imgsz")
             or (train_args.get("imgsz") if isinstance(train_args, dict) else None)
             or 640

@@ -161,6 +161,8 @@ class PlannedStep:
 
 
 SECTION_KINDS = {"evaluation": "evaluate", "gate": "gate", "deploy": "deploy"}
+# a step as compile_plan collects it: id, kind, params, transitions, where, title, phase
+Entry = tuple[str, str, dict[str, Any], list[Transition], str, str, str | None]
 
 
 def compile_plan(plan: Plan) -> list[PlannedStep]:
@@ -168,7 +170,7 @@ def compile_plan(plan: Plan) -> list[PlannedStep]:
     from xraydet.plan.steps import get_step_kind, step_kind_names
 
     problems: list[str] = []
-    entries: list[tuple[str, str, dict[str, Any], list[Transition], str, str, str | None]] = []
+    entries: list[Entry] = []
     for i, spec in enumerate(plan.data):
         entries.append((spec.id, spec.kind, spec.params(), spec.transitions, f"data[{i}]", spec.title, None))
     for p, phase in enumerate(plan.phases):
@@ -225,7 +227,7 @@ def compile_plan(plan: Plan) -> list[PlannedStep]:
 
 
 def _check_transitions(
-    entries: list[tuple[str, str, dict[str, Any], list[Transition], str, str, str | None]],
+    entries: list[Entry],
 ) -> list[str]:
     order = {entry[0]: i for i, entry in enumerate(entries)}
     problems = []
@@ -251,7 +253,7 @@ def _check_transitions(
 
 
 def _check_reference_order(
-    entries: list[tuple[str, str, dict[str, Any], list[Transition], str, str, str | None]],
+    entries: list[Entry],
 ) -> list[str]:
     """``@step`` must name a step before this one: steps run in order, so a later one has made nothing yet."""
     order = {entry[0]: i for i, entry in enumerate(entries)}

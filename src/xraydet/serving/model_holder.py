@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xraydet.inference.base import Predictor
+from xraydet.inference.base import Predictor, UnusableSetting
 from xraydet.io import sha256_file
 from xraydet.serving.model_source import ModelRef, ModelSource
 from xraydet.serving.settings import ServeSettings
@@ -120,15 +120,17 @@ class ModelHolder:
         return self._current
 
     def start(self) -> None:
-        """The first load (later calls do nothing): :meth:`refresh`, but a wrong ``threats`` setting raises.
+        """The first load (later calls do nothing): :meth:`refresh`, but a wrong setting raises.
 
         Any other failure is kept in ``last_error`` as by :meth:`refresh` (the server starts unhealthy and
-        retries at each check), and a model swapped in later that the setting does not fit is refused there,
+        retries at each check), and a model swapped in later that the settings do not fit is refused there,
         the old one kept.
 
         Raises:
             UnknownThreatsSetting: ``settings.threats`` names classes the first model lacks, most likely a
                 typo: the server refuses to start rather than answer 503 until a model with them comes.
+            UnusableSetting: ``settings.device`` cannot be used on this machine, or ``settings.imgsz`` is not
+                the first model's fixed input size: retrying would never load it.
         """
         if not self._started:
             self._started = True
@@ -152,7 +154,7 @@ class ModelHolder:
                     return False
                 new = self.loader(ref, self.settings)
             except Exception as err:  # a bad new model must never take down the one being served
-                if strict and isinstance(err, UnknownThreatsSetting):
+                if strict and isinstance(err, UnknownThreatsSetting | UnusableSetting):
                     raise
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.error(
