@@ -222,47 +222,38 @@ def test_a_damaged_state_file_names_the_field_at_fault(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("test_kinds")
-def test_a_job_file_edited_after_the_plan_started_stops_run_and_resume(tmp_path: Path) -> None:
-    """The snapshot keeps only the job file's name: going on after an edit would train the phases left with
-    other settings than the finished ones, unseen. Restored, the plan goes on."""
+def test_a_plan_keeps_its_job_and_policy_files_as_they_were_when_it_started(tmp_path: Path) -> None:
+    """The phases left must not train with other settings than the finished ones: an edit to a job file
+    after the start makes `plan run` see another plan, `plan resume` goes on with the file as it was, and
+    neither (nor `plan status`) needs the file any more."""
     job = tmp_path / "job.yaml"
     job.write_text("epochs: 3\n")
+    (tmp_path / "policy.yaml").write_text("min_map50: 0.45\n")
     raw = {
         "name": "edited",
         "datasets": {"main": str(tmp_path / "absent" / "data.yaml")},  # the phase fails fast when it runs
         "data": [{"id": "first", "kind": "ctrl-c"}],
-        "phases": [{"id": "phase1", "job_file": "job.yaml", "job": {"data": "@main"}}],
+        "phases": [{"id": "phase1", "job_file": "job.yaml", "job": {"data": "@main", "imgsz": 64}}],
+        "evaluation": {"dataset": "@main"},
+        "gate": {"policy_file": "policy.yaml", "policy": {"min_accuracy": 0.5}},
     }
     state_dir = tmp_path / "state"
     with pytest.raises(KeyboardInterrupt):
         run_plan(parse_plan(raw, base_dir=tmp_path), state_dir, base_dir=tmp_path)
+    snapshot = load_snapshot(state_dir)
+    assert snapshot.phases[0].job == {"epochs": 3, "data": "@main", "imgsz": 64}  # inline keys still win
+    assert snapshot.phases[0].job_file is None
+    assert snapshot.gate is not None and "policy_file" not in snapshot.gate.params()
+    policy = snapshot.gate.params()["policy"]
+    assert (policy["min_map50"], policy["min_accuracy"]) == (0.45, 0.5)
 
     job.write_text("epochs: 300\n")
-    for go_on in (
-        lambda: resume_plan(state_dir),
-        lambda: run_plan(parse_plan(raw, base_dir=tmp_path), state_dir, base_dir=tmp_path),
-    ):
-        with pytest.raises(PlanError, match=r"job\.yaml: changed since this plan started here"):
-            go_on()
-    assert plan_status(state_dir).records["first"].status != "done"  # nothing ran
-
-    job.write_text("epochs: 3\n")
+    with pytest.raises(PlanError, match=r"the same plan changed, its job or policy files included"):
+        run_plan(parse_plan(raw, base_dir=tmp_path), state_dir, base_dir=tmp_path)
+    job.unlink()
+    (tmp_path / "policy.yaml").unlink()
+    assert plan_status(state_dir).records["first"].status == "interrupted"
+    assert [s.id for s in load_snapshot(state_dir).steps()][:2] == ["first", "phase1"]
     with pytest.raises(PlanError, match=r"step 'phase1' \(train\) failed: .*absent.*does not exist"):
-        resume_plan(state_dir)  # it ran, and stopped at the absent data set
+        resume_plan(state_dir)  # it ran, from the snapshot, and stopped at the absent data set
     assert plan_status(state_dir).records["first"].status == "done"
-
-
-def test_the_files_a_plan_names_are_its_job_and_policy_files(tmp_path: Path) -> None:
-    (tmp_path / "a.yaml").write_text("epochs: 3\n")
-    (tmp_path / "policy.yaml").write_text("min_map50: 0.5\n")
-    raw = {
-        "name": "files",
-        "datasets": {"main": "main.yaml"},
-        "phases": [
-            {"id": "phase1", "job_file": "a.yaml", "job": {"data": "@main"}},
-            {"id": "phase2", "job": {"data": "@main"}},
-        ],
-        "evaluation": {"dataset": "@main"},
-        "gate": {"policy_file": "policy.yaml"},
-    }
-    assert parse_plan(raw, base_dir=tmp_path).named_files() == ["a.yaml", "policy.yaml"]

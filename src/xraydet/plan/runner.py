@@ -28,7 +28,6 @@ from xraydet.plan.state import (
     PlanState,
     Session,
     StepRecord,
-    fingerprint,
     fingerprint_files,
     load_state,
     now,
@@ -77,28 +76,28 @@ def run_plan(
     state_dir = Path(state_dir).resolve()
     if (state_dir / STATE_FILE).is_file():
         state = load_state(state_dir)
+        plan = _with_files_inlined(plan.with_base_dir(state.base_dir))
         if state.plan_fingerprint != plan.fingerprint():
             raise PlanError(
                 [
-                    f"this state dir holds another plan ('{state.plan_name}', or the same plan changed); "
-                    "use `xraydet plan resume` to go on with it, or a new --state-dir"
+                    f"this state dir holds another plan ('{state.plan_name}', or the same plan changed, "
+                    "its job or policy files included); use `xraydet plan resume` to go on with it as it "
+                    "started, or a new --state-dir"
                 ],
                 state_dir,
             )
-        plan = plan.with_base_dir(state.base_dir)
         steps = plan.steps()
-        _check_named_files(plan, state, state_dir)
     else:
+        resolved_base = str(Path(base_dir or Path.cwd()).resolve())
+        plan = _with_files_inlined(plan.with_base_dir(resolved_base))
         state = PlanState(
             plan_name=plan.name,
             plan_fingerprint=plan.fingerprint(),
             plan_file=None if plan_file is None else str(Path(plan_file).resolve()),
-            base_dir=str(Path(base_dir or Path.cwd()).resolve()),
+            base_dir=resolved_base,
             overrides=list(overrides or []),
         )
-        plan = plan.with_base_dir(state.base_dir)
         steps = plan.steps()  # checked with relative paths resolved as the steps will resolve them
-        state.named_files = _named_files(plan, state.base_dir)
         _check_new_state_dir(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         # by alias: a condition's `not` is the field `not_`, which the snapshot must spell as a plan file does
@@ -120,30 +119,36 @@ def _check_new_state_dir(state_dir: Path) -> None:
         )
 
 
-def _named_files(plan: Plan, base_dir: str | Path) -> dict[str, str | None]:
-    """Fingerprints of the job and policy files ``plan`` names, found as its steps will find them."""
-    found: dict[str, str | None] = {}
-    for name in plan.named_files():
-        path = Path(name).expanduser()
-        found[name] = fingerprint(path if path.is_absolute() else (Path(base_dir) / path).resolve())
-    return found
+def _with_files_inlined(plan: Plan) -> Plan:
+    """``plan`` (validated, with its base folder) with each phase's ``job_file`` and the gate's
+    ``policy_file`` read into it, their inline keys still on top.
 
+    The run, its snapshot and its fingerprint then hold the files as they were when the plan started: a later
+    edit cannot change the phases left behind the finished ones' back (``plan run`` sees another plan;
+    ``plan resume`` goes on as the plan started), and ``plan status`` never needs the files again.
+    """
+    from xraydet.plan.release_steps import GateParams, gate_policy
+    from xraydet.plan.train_step import TrainParams, job_keys
 
-def _check_named_files(plan: Plan, state: PlanState, state_dir: Path) -> None:
-    """Refuse to go on when a job or policy file the plan names was edited since it started: the plan's own
-    snapshot holds only the file's name, so the steps left would silently run with other settings than the
-    finished ones (a state dir from before these were recorded has none to compare)."""
-    current = _named_files(plan, state.base_dir)
-    changed = [name for name, value in state.named_files.items() if current.get(name) != value]
-    if changed:
-        raise PlanError(
-            [
-                f"{name}: changed since this plan started here (the finished steps used it as it was); "
-                "restore it, or start again with a new --state-dir"
-                for name in changed
-            ],
-            state_dir,
+    base_dir = plan.base_dir or Path.cwd()
+    plan.steps()  # the files are checked (and named) in the plan's own terms before they are read here
+    phases = [
+        phase.model_copy(
+            update={
+                "job": job_keys(TrainParams(job=phase.job, job_file=phase.job_file), base_dir)[0],
+                "job_file": None,
+            }
         )
+        if phase.job_file
+        else phase
+        for phase in plan.phases
+    ]
+    gate = plan.gate
+    if gate is not None and gate.params().get("policy_file"):
+        policy = gate_policy(GateParams.model_validate(gate.params()), base_dir).model_dump(mode="json")
+        keys = {k: v for k, v in gate.model_dump(mode="json", by_alias=True).items() if k != "policy_file"}
+        gate = type(gate).model_validate({**keys, "policy": policy})
+    return plan.model_copy(update={"phases": phases, "gate": gate})
 
 
 def resume_plan(
@@ -158,7 +163,6 @@ def resume_plan(
     state = load_state(state_dir)
     plan = load_snapshot(state_dir, base_dir=state.base_dir)
     steps = plan.steps()
-    _check_named_files(plan, state, state_dir)
     unknown = [s for s in redo if s not in {step.id for step in steps}]
     if unknown:
         known = ", ".join(s.id for s in steps)

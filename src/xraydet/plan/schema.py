@@ -134,12 +134,6 @@ class Plan(BaseModel):
         """The plan as an ordered list of steps with validated parameters (raises :class:`PlanError`)."""
         return compile_plan(self)
 
-    def named_files(self) -> list[str]:
-        """The job and gate-policy files the plan names, as written: their contents are part of the plan."""
-        files = [phase.job_file for phase in self.phases if phase.job_file]
-        policy_file = self.gate.params().get("policy_file") if self.gate is not None else None
-        return [*files, policy_file] if isinstance(policy_file, str) and policy_file else files
-
     def fingerprint(self) -> str:
         """A short hash of the plan's content (a state dir belongs to one plan)."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)

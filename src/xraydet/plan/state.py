@@ -78,9 +78,6 @@ class PlanState(BaseModel):
     plan_file: str | None = None
     base_dir: str
     overrides: list[str] = Field(default_factory=list)
-    named_files: dict[str, str | None] = Field(
-        default_factory=dict, description="fingerprint of each job / policy file the plan names, at its start"
-    )
     status: PlanStatus = "running"
     current: str | None = None
     trail: list[str] = Field(default_factory=list)
