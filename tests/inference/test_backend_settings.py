@@ -69,6 +69,10 @@ def test_a_gpu_the_onnx_backend_cannot_reach_is_refused_not_run_on_the_cpu(
     assert "--device cpu" in str(err.value)
 
 
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+    reason="a real CUDA build would start CUDA: this checks the fallback of a CPU-only one",
+)
 def test_a_cuda_provider_that_falls_back_to_the_cpu_is_refused(
     onnx_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -257,3 +257,14 @@ def test_a_plan_keeps_its_job_and_policy_files_as_they_were_when_it_started(tmp_
     with pytest.raises(PlanError, match=r"step 'phase1' \(train\) failed: .*absent.*does not exist"):
         resume_plan(state_dir)  # it ran, from the snapshot, and stopped at the absent data set
     assert plan_status(state_dir).records["first"].status == "done"
+
+
+def test_an_api_evaluation_that_cannot_start_says_why(onnx_model: Path) -> None:
+    """The served model refuses the size asked (it is fixed at 160): the step's error says so, not only
+    uvicorn's log."""
+    from xraydet.plan.release_steps import serve_model
+    from xraydet.plan.steps import StepFailed
+
+    refused = r"the API for .* did not start: --imgsz 320: .* fixed 160x160 input"
+    with pytest.raises(StepFailed, match=refused), serve_model(onnx_model, imgsz=320):
+        pass

@@ -394,3 +394,17 @@ def test_options_beside_a_candidate_report_must_agree_with_it(registry_home, tin
     decision = promote("xray", second, None, policy=lenient_policy, candidate_report=tiny_report,
                        out_dir=tmp_path / "agreeing", plots=False, **agreeing)
     assert decision.promoted, decision.reasons
+
+
+def test_a_fixed_size_onnx_champion_is_evaluated_at_its_own_size(registry_home, tiny_model, onnx_model,
+                                                                lenient_policy, eval_args, tmp_path):
+    """The candidate's imgsz (128) is not the size the champion was exported at (160): the champion is judged
+    as it is served, instead of the whole promotion being refused for a size nobody asked of it."""
+    assert promote("xray", register_model(onnx_model, "xray"), policy=lenient_policy, **eval_args).promoted
+    candidate = register_model(tiny_model, "xray")
+    decision = promote("xray", candidate, policy=lenient_policy, imgsz=128, out_dir=tmp_path / "promotion",
+                       **eval_args)
+    assert decision.decision in {"promoted", "refused"} and decision.comparisons
+    reports = {label: json.loads((tmp_path / "promotion" / label / "report.json").read_text())
+               for label in ("candidate", "champion")}
+    assert (reports["candidate"]["imgsz"], reports["champion"]["imgsz"]) == (128, 160)

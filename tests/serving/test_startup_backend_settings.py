@@ -42,11 +42,14 @@ def test_an_unusable_device_fails_the_startup(onnx_model: Path, backend: str) ->
         _start(settings, onnx_model)
 
 
+@pytest.mark.parametrize("backend", ["onnx", "auto"])
 def test_a_gpu_asked_of_the_onnx_backend_without_cuda_fails_the_startup(
-    onnx_model: Path, monkeypatch: pytest.MonkeyPatch
+    onnx_model: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
+    """``auto`` serves an .onnx with ONNX Runtime on a GPU too: Ultralytics' own .onnx loader would drop to
+    the CPU with a log line where torch sees a GPU and onnxruntime has no CUDA provider."""
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    settings = ServeSettings(poll_s=0, threads=1, backend="onnx", device="0")
+    settings = ServeSettings(poll_s=0, threads=1, backend=backend, device="0")  # type: ignore[arg-type]
     with pytest.raises(UnusableSetting, match="--device 0: this onnxruntime has no CUDA provider"):
         _start(settings, onnx_model)
 
@@ -60,7 +63,7 @@ def test_another_imgsz_than_a_fixed_size_models_fails_the_startup(onnx_model: Pa
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--device", "bogus"], "--device bogus: not usable here"),
+        (["--device", "bogus"], "--device bogus: not a device the onnx backend can use"),
         (["--imgsz", "320"], "--imgsz 320: "),
     ],
     ids=["device", "imgsz"],

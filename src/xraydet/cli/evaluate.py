@@ -89,8 +89,8 @@ def eval_run(
     imgsz: int | None = typer.Option(None, help="Inference size \\[default: the model's]."),
     device: str = typer.Option(
         "cpu",
-        help="cpu, or a CUDA GPU such as 0 (ONNX Runtime needs onnxruntime-gpu); one not usable here is "
-        "refused.",
+        help="cpu, or a CUDA GPU such as 0 (ONNX Runtime: onnxruntime-gpu in place of onnxruntime); one "
+        "not usable here is refused.",
     ),
     tta: TTA = typer.Option(
         "off", help="Test-time augmentation: hflip (2 model calls per scan) or flips (4), boxes fused."

@@ -48,8 +48,8 @@ def serve(
     threads: int | None = typer.Option(None, help="inference threads (default: all cores)"),
     device: str = typer.Option(
         "cpu",
-        help="cpu, or a CUDA GPU such as 0 (ONNX Runtime needs onnxruntime-gpu); one not usable here is "
-        "refused",
+        help="cpu, or a CUDA GPU such as 0 (ONNX Runtime: onnxruntime-gpu in place of onnxruntime); one "
+        "not usable here is refused",
     ),
     threats: str | None = typer.Option(
         None, help="comma-separated threat class names (overrides the model's)"

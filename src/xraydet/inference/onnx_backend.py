@@ -63,7 +63,8 @@ def execution_providers(device: str | int) -> tuple[str, list[Any]]:
     if "CUDAExecutionProvider" not in available:
         raise UnusableSetting(
             f"--device {device}: this onnxruntime has no CUDA provider (only {', '.join(available)}); "
-            "install onnxruntime-gpu, or run with --device cpu"
+            "install onnxruntime-gpu in its place (pip uninstall onnxruntime, then pip install "
+            "onnxruntime-gpu: the two cannot share an environment), or run with --device cpu"
         )
     index = int(match.group(1) or match.group(2) or 0)
     # CPU after CUDA: ONNX Runtime places the few operators CUDA lacks there.

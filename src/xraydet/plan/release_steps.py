@@ -20,7 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from xraydet.errors import ConfigError
 from xraydet.inference.tta import TTA
 from xraydet.io import sha256_file
-from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
+from xraydet.plan.steps import (
+    StepContext,
+    StepFailed,
+    StepResult,
+    reference_problems,
+    register_step_kind,
+    resolve_against,
+)
 from xraydet.plan.transitions import MISSING, logged, lookup
 
 if TYPE_CHECKING:
@@ -130,9 +137,14 @@ def serve_model(
     from xraydet.serving.settings import ServeSettings
 
     settings = ServeSettings(model=str(model), backend="onnx", imgsz=imgsz, tta=tta, poll_s=0, port=0)
+    app = create_app(settings)
+    try:  # loaded here, as `xraydet serve` does: a refused setting is the step's error, not a log line
+        app.state.holder.start()
+    except ConfigError as err:
+        raise StepFailed(f"the API for {model} did not start: {err}") from err
     sock = _free_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="xraydet-plan-api", daemon=True
     )
@@ -266,8 +278,7 @@ def gate_policy(params: GateParams, base_dir: Path) -> Any:
     from xraydet.evaluation.gate import GatePolicy, load_policy
 
     if params.policy_file:
-        path = Path(params.policy_file).expanduser()
-        base = load_policy(path if path.is_absolute() else base_dir / path).model_dump()
+        base = load_policy(resolve_against(base_dir, params.policy_file)).model_dump()
         return GatePolicy.model_validate({**base, **(params.policy or {})})
     return GatePolicy.model_validate(params.policy or {})
 

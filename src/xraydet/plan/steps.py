@@ -45,6 +45,17 @@ class StepFailed(XrayDetError):
     """A step could not do its job (bad data set, failed gate input...): the plan stops, resume retries it."""
 
 
+def resolve_against(base_dir: Path, value: str | Path) -> Path:
+    """An input path of the plan: ``~`` expanded, a relative one taken from ``base_dir``.
+
+    Example:
+        >>> str(resolve_against(Path("/plans"), "jobs/a.yaml"))
+        '/plans/jobs/a.yaml'
+    """
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
 @dataclass
 class StepResult:
     """What a step produced.
@@ -155,8 +166,7 @@ class StepContext:
         return self.state_dir / "steps" / self.step.id
 
     def resolve_path(self, value: str | Path) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path).resolve()
+        return resolve_against(self.base_dir, value)
 
     def output_path(self, value: str | Path | None, default: str) -> Path:
         if value is None:

@@ -21,7 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from xraydet.config import read_yaml_mapping
 from xraydet.errors import ConfigError, XrayDetError
-from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
+from xraydet.plan.steps import (
+    StepContext,
+    StepFailed,
+    StepResult,
+    reference_problems,
+    register_step_kind,
+    resolve_against,
+)
 from xraydet.training.history import is_validated
 
 if TYPE_CHECKING:
@@ -78,8 +85,7 @@ def job_keys(params: TrainParams, base_dir: Path) -> tuple[dict[str, Any], str]:
     errors call them; a ``job_file`` that is missing or not a YAML mapping is a ConfigError naming it."""
     if not params.job_file:
         return dict(params.job), "job"
-    path = Path(params.job_file).expanduser()
-    path = path if path.is_absolute() else (base_dir / path).resolve()
+    path = resolve_against(base_dir, params.job_file)
     if not path.is_file():
         raise ConfigError(f"job_file: {path} not found")
     try:

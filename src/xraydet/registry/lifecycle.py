@@ -205,6 +205,15 @@ def _reviewed_report(path: str | Path, mv: Any, dataset: str | Path | None, c: A
     return report, folder
 
 
+def _fixed_size_onnx(weights: str | Path) -> bool:
+    """Whether ``weights`` is an ONNX file with a fixed input size (it runs at that size only)."""
+    if Path(weights).suffix != ".onnx":
+        return False
+    from xraydet.inference.onnx_backend import fixed_input_size
+
+    return fixed_input_size(weights) is not None
+
+
 def promote(
     name: str,
     version: str | int,
@@ -278,9 +287,12 @@ def promote(
     def run_eval(mv: Any, label: str, settings: EvalSettings) -> Any:
         log.info("evaluating %s v%s (%s) on %s", name, mv.version, label, settings.dataset)
         step = (lambda done, total: progress(label, done, total)) if progress else None
-        return evaluate(fetch_version(mv), settings.dataset, split=settings.split,
+        weights = fetch_version(mv)
+        # a champion registered as a fixed-size ONNX file is judged as it is served, at its own size
+        size = None if label == "champion" and _fixed_size_onnx(weights) else imgsz
+        return evaluate(weights, settings.dataset, split=settings.split,
                         negatives=settings.negatives or None, conf=settings.conf, out_dir=out / label,
-                        max_images=settings.max_images, seed=settings.seed, backend=backend, imgsz=imgsz,
+                        max_images=settings.max_images, seed=settings.seed, backend=backend, imgsz=size,
                         tta=settings.tta, latency_samples=LATENCY_SAMPLES, plots=plots, progress=step)
 
     if candidate_report is not None:

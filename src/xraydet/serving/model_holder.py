@@ -64,8 +64,9 @@ def load_model(ref: ModelRef, settings: ServeSettings) -> LoadedModel:
     from xraydet.inference import load_predictor
 
     backend = settings.backend
-    if backend == "auto":
-        backend = "ultralytics" if settings.device != "cpu" else "onnx"
+    if backend == "auto":  # Ultralytics only for a .pt on a GPU: its .onnx loader drops to the CPU unsaid
+        onnx = settings.device == "cpu" or Path(ref.weights).suffix == ".onnx"
+        backend = "onnx" if onnx else "ultralytics"
     predictor = load_predictor(
         ref.weights,
         backend=backend,

@@ -17,7 +17,7 @@ class ServeSettings(BaseModel):
         model: a weights path (``.onnx``/``.pt``) or a registry name (``name``, ``name@champion``); None
             when a :class:`~xraydet.serving.model_source.ModelSource` is passed to ``create_app`` directly.
         backend: ``onnx`` (ONNX Runtime; a ``.pt`` is exported once to a cache), ``ultralytics`` (PyTorch) or
-            ``auto`` (ONNX on CPU, Ultralytics on a GPU device).
+            ``auto`` (ONNX Runtime for an ``.onnx`` file or on the CPU, Ultralytics for a ``.pt`` on a GPU).
         tta: test-time augmentation (:mod:`xraydet.inference.tta`): ``off``, ``hflip`` (the scan and its
             mirror image, 2 model calls per scan) or ``flips`` (also upside down, and both: 4 calls); the
             views' boxes are fused into one answer.
