@@ -42,8 +42,8 @@ class Predictor(ABC):
 
 
 class UnusableSetting(ConfigError):
-    """A backend option (``--device``, ``--imgsz``) this machine or model cannot honour: a wrong setting, not
-    a bad model. A server refuses to start on one rather than answer 503 until the setting fits."""
+    """A setting (``--device``, ``--imgsz``, a server's ``--threats``) this machine or model cannot honour: a
+    wrong setting, not a bad model. A server refuses to start on one rather than answer 503 until it fits."""
 
 
 class NonFinitePixels(ValueError):

@@ -130,6 +130,9 @@ def _with_files_inlined(plan: Plan) -> Plan:
     from xraydet.plan.release_steps import GateParams, gate_policy
     from xraydet.plan.train_step import TrainParams, job_keys
 
+    has_policy_file = plan.gate is not None and bool(plan.gate.params().get("policy_file"))
+    if not has_policy_file and not any(phase.job_file for phase in plan.phases):
+        return plan
     base_dir = plan.base_dir or Path.cwd()
     plan.steps()  # the files are checked (and named) in the plan's own terms before they are read here
     phases = [
@@ -144,7 +147,7 @@ def _with_files_inlined(plan: Plan) -> Plan:
         for phase in plan.phases
     ]
     gate = plan.gate
-    if gate is not None and gate.params().get("policy_file"):
+    if gate is not None and has_policy_file:
         policy = gate_policy(GateParams.model_validate(gate.params()), base_dir).model_dump(mode="json")
         keys = {k: v for k, v in gate.model_dump(mode="json", by_alias=True).items() if k != "policy_file"}
         gate = type(gate).model_validate({**keys, "policy": policy})

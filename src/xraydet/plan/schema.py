@@ -220,9 +220,7 @@ def compile_plan(plan: Plan) -> list[PlannedStep]:
     return steps
 
 
-def _check_transitions(
-    entries: list[Entry],
-) -> list[str]:
+def _check_transitions(entries: list[Entry]) -> list[str]:
     order = {entry[0]: i for i, entry in enumerate(entries)}
     problems = []
     for i, (_, _, _, transitions, where, _, _) in enumerate(entries):
@@ -246,9 +244,7 @@ def _check_transitions(
     return problems
 
 
-def _check_reference_order(
-    entries: list[Entry],
-) -> list[str]:
+def _check_reference_order(entries: list[Entry]) -> list[str]:
     """``@step`` must name a step before this one: steps run in order, so a later one has made nothing yet."""
     order = {entry[0]: i for i, entry in enumerate(entries)}
     problems = []

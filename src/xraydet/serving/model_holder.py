@@ -20,7 +20,7 @@ from xraydet.inference.base import Predictor, UnusableSetting
 from xraydet.io import sha256_file
 from xraydet.serving.model_source import ModelRef, ModelSource
 from xraydet.serving.settings import ServeSettings
-from xraydet.serving.threats import UnknownThreatsSetting, resolve_threats
+from xraydet.serving.threats import resolve_threats
 from xraydet.structures import Detections
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,9 @@ class ModelHolder:
         the old one kept.
 
         Raises:
-            UnknownThreatsSetting: ``settings.threats`` names classes the first model lacks, most likely a
-                typo: the server refuses to start rather than answer 503 until a model with them comes.
-            UnusableSetting: ``settings.device`` cannot be used on this machine, or ``settings.imgsz`` is not
-                the first model's fixed input size: retrying would never load it.
+            UnusableSetting: ``settings.device`` cannot be used on this machine, ``settings.imgsz`` is not the
+                first model's fixed input size, or ``settings.threats`` names classes it lacks (most likely a
+                typo; :class:`~xraydet.serving.threats.UnknownThreatsSetting`): retrying would never load it.
         """
         if not self._started:
             self._started = True
@@ -155,7 +154,7 @@ class ModelHolder:
                     return False
                 new = self.loader(ref, self.settings)
             except Exception as err:  # a bad new model must never take down the one being served
-                if strict and isinstance(err, UnknownThreatsSetting | UnusableSetting):
+                if strict and isinstance(err, UnusableSetting):
                     raise
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.error(

@@ -18,10 +18,11 @@ from typing import Any
 
 from xraydet.config import read_utf8_text
 from xraydet.errors import ConfigError
+from xraydet.inference.base import UnusableSetting
 from xraydet.inference.export import THREATS_KEY
 
 
-class UnknownThreatsSetting(ConfigError):
+class UnknownThreatsSetting(UnusableSetting):
     """The ``threats`` setting names classes the model does not have: a wrong setting, not a bad model."""
 
 
