@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,25 @@ def check_output_dir(path: str | os.PathLike[str], markers: tuple[str, ...], wha
         f"{path}: not empty and not an earlier {what} (no {' or '.join(markers)}), so it is not replaced; "
         "give a new or empty folder"
     )
+
+
+def refuse_output_over_inputs(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an output folder that is one of the inputs or holds one: replacing it would delete the input.
+
+    Example:
+        >>> refuse_output_over_inputs("sets", ["sets/opixray"])
+        Traceback (most recent call last):
+        ...
+        xraydet.errors.XrayDetError: sets: the output would replace the input sets/opixray ...
+    """
+    final = Path(out).resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if source == final or final in source.parents:
+            raise XrayDetError(
+                f"{out}: the output would replace the input {given} (the output folder is replaced whole); "
+                "give an output folder outside the inputs"
+            )
 
 
 @contextmanager

@@ -409,3 +409,16 @@ def test_cli_check_exit_codes_and_json(faulty_opixray: Any, yolo_set, tmp_path: 
     result = runner.invoke(app, ["data", "check", str(clean)])
     assert result.exit_code == 0, result.output  # a warning (background image) only
     assert "label-missing" in result.stdout
+
+
+def test_symlink_to_a_missing_image_is_reported(yolo_set) -> None:
+    """A dangling image symlink was left out silently (0 errors), though Ultralytics' glob lists it and then
+    drops it as corrupt; its label file was reported only as an orphan."""
+    path = yolo_set("links", ["a"], {"train": {"ok": ["0 0.5 0.5 0.2 0.2"]}})
+    root = path.parent
+    (root / "images" / "train" / "gone.jpg").symlink_to(root / "elsewhere" / "gone.jpg")
+    (root / "labels" / "train" / "gone.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    report = check_dataset(path)
+    found = [(Path(p.file).name, p.code) for p in report.problems if p.file and "gone" in p.file]
+    assert ("gone.jpg", "image-unreadable") in found
+    assert not report.ok

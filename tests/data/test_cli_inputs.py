@@ -94,3 +94,21 @@ def test_a_map_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     map_file.write_bytes(b"rename:\n  Messer: couteau \xe0 pain\n")
     with pytest.raises(ConfigError, match=r"map.yaml: not UTF-8 text \(byte 26\)"):
         load_map_file(map_file)
+
+
+@pytest.mark.parametrize("command", ["split", "doctor"])
+def test_negative_seed_is_a_usage_error_not_a_traceback(command: str, yolo_set, tmp_path: Path) -> None:
+    """numpy's default_rng(-1) raised ValueError: the CLI printed a traceback (split, doctor's sample)."""
+    data_yaml = yolo_set("s", ["knife"], {"train": {f"a{i}": ["0 0.5 0.5 0.2 0.2"] for i in range(6)}})
+    extra = ["-o", tmp_path / "out"] if command == "split" else ["--max-images", 1, "--split", "train"]
+    result = _invoke("data", command, data_yaml, "--seed", -1, *extra)
+    assert result.exit_code == 2 and not isinstance(result.exception, ValueError)
+    assert "--seed" in result.output and not (tmp_path / "out").exists()
+
+
+def test_split_api_refuses_a_negative_seed(yolo_set, tmp_path: Path) -> None:
+    from xraydet.data.split import split_dataset
+
+    data_yaml = yolo_set("s", ["knife"], {"train": {f"a{i}": ["0 0.5 0.5 0.2 0.2"] for i in range(6)}})
+    with pytest.raises(ConfigError, match=r"--seed -1: must be >= 0"):
+        split_dataset(data_yaml, tmp_path / "out", val=0.5, seed=-1)

@@ -15,6 +15,7 @@ from PIL import Image
 from xraydet.data.convert import convert, infer_split
 from xraydet.data.dataset import load_dataset, read_label_file
 from xraydet.data.formats import FormatError, Record, coco
+from xraydet.errors import XrayDetError
 from xraydet.structures import xywhn_to_xyxy
 
 
@@ -121,6 +122,32 @@ def test_images_folder_option(tmp_path: Path) -> None:
     )
     convert(src, "loctoken", tmp_path / "yolo", images=tmp_path / "pics")
     assert (tmp_path / "yolo/labels/train/x.txt").read_text() == "0 0.250000 0.250000 0.500000 0.500000\n"
+
+
+@pytest.mark.parametrize("target", ["ann", "pics", "."], ids=["annotations", "images", "above-both"])
+def test_overwrite_never_replaces_the_input(tmp_path: Path, target: str) -> None:
+    """The output folder is replaced whole: the annotations' or images' folder (or one above) is refused."""
+    _image(tmp_path / "pics/x.jpg", 100, 100)
+    src = _jsonl(
+        tmp_path / "ann/a.jsonl", [{"image": "x.jpg", "suffix": "<loc0000><loc0000><loc0512><loc0512> gun"}]
+    )
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(XrayDetError, match="the output would replace the input"):
+        convert(tmp_path / "ann", "loctoken", tmp_path / target, images=tmp_path / "pics", overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert src.is_file()
+
+
+def test_an_image_over_the_pixel_limit_is_an_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    """PIL refuses to open an image past twice its pixel limit with an error that is not an OSError."""
+    _image(tmp_path / "big.jpg", 200, 200)
+    src = _jsonl(
+        tmp_path / "a.jsonl", [{"image": "big.jpg", "suffix": "<loc0000><loc0000><loc0512><loc0512> gun"}]
+    )
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 40,000 pixels: over twice the limit
+    with pytest.raises(FormatError, match=r"a\.jsonl:1: cannot open image 'big\.jpg'.*decompression bomb"):
+        convert(src, "loctoken", tmp_path / "yolo")
+    assert not (tmp_path / "yolo").exists()
 
 
 # ------------------------------------------------------------------------------------------------- COCO
@@ -266,3 +293,63 @@ def test_cli_prints_the_class_order(tmp_path: Path) -> None:
         app, ["data", "convert", str(tmp_path / "rf"), "--from", "yaml", "-o", str(tmp_path / "y2")]
     )
     assert bad.exit_code != 0 and "--from yaml" in str(bad.exception)
+
+
+@pytest.mark.parametrize("size", ["", "<size><width>64</width><height>48</height></size>"])
+def test_voc_box_outside_the_image_is_an_error_not_a_zero_size_line(tmp_path: Path, size: str) -> None:
+    """A box wholly past the image edge used to be clipped to nothing and written as '0 1 1 0 0'."""
+    _image(tmp_path / "voc/a.png", 64, 48)
+    box = "<bndbox><xmin>70</xmin><ymin>50</ymin><xmax>100</xmax><ymax>100</ymax></bndbox>"
+    (tmp_path / "voc/a.xml").write_text(
+        f"<annotation><filename>a.png</filename>{size}<object><name>knife</name>{box}</object></annotation>"
+    )
+    with pytest.raises(
+        FormatError, match=r"a\.xml.*box \[69\.0, 49\.0, 100\.0, 100\.0\] lies outside the 64x48"
+    ):
+        convert(tmp_path / "voc", "voc", tmp_path / "yolo")
+    assert not (tmp_path / "yolo").exists()
+
+
+def test_embedded_images_of_two_jsonl_files_in_one_split_do_not_clash(tmp_path: Path) -> None:
+    """Both files' first line named its data-URL image image_000001.png: the second file was refused."""
+    rows = []
+    for colour in ((10, 20, 30), (200, 100, 50)):
+        buf = io.BytesIO()
+        Image.new("RGB", (200, 100), colour).save(buf, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        rows.append({"image": url, "suffix": "<loc0256><loc0512><loc0768><loc1000> gun"})
+    _jsonl(tmp_path / "export/train/part1.jsonl", rows[:1])
+    _jsonl(tmp_path / "export/train/part2.jsonl", rows[1:])
+    result = convert(tmp_path / "export", "loctoken", tmp_path / "yolo")
+    assert result.splits["train"].images == 2
+    images = sorted(p.name for p in (tmp_path / "yolo/images/train").iterdir())
+    assert images == ["image_000001.png", "part2__image_000001.png"]
+    assert Image.open(tmp_path / "yolo/images/train/part2__image_000001.png").getpixel((0, 0)) == (
+        200,
+        100,
+        50,
+    )
+    assert read_label_file(tmp_path / "yolo/labels/train/part2__image_000001.txt").shape == (1, 5)
+
+
+def test_coco_sizes_of_an_exif_rotated_image_as_shown_upright(tmp_path: Path) -> None:
+    """A JPEG stored 64x48 with EXIF orientation 6 shows (and loads in Ultralytics) 48x64; a COCO export
+    states that upright size. It was refused as 'annotations are for a 48x64 image but ... is 64x48'."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "export").mkdir()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(tmp_path / "export/a.jpg", exif=exif.tobytes())
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 48, "height": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 8, 20, 40]}],
+        "categories": [{"id": 1, "name": "knife"}],
+    }
+    (tmp_path / "export/c.json").write_text(json.dumps(data))
+    result = convert(tmp_path / "export/c.json", "coco", tmp_path / "yolo")
+    rows = read_label_file(tmp_path / "yolo/labels/train/a.txt")
+    np.testing.assert_allclose(rows, [[0, 14 / 48, 28 / 64, 20 / 48, 40 / 64]], atol=1e-6)
+    assert any("EXIF rotation" in note for note in result.notes)
+    data["images"][0].update(width=50, height=64)  # neither the stored nor the upright size: still refused
+    (tmp_path / "export/c.json").write_text(json.dumps(data))
+    with pytest.raises(FormatError, match=r"annotations are for a 50x64 image but 'a\.jpg' is 64x48"):
+        convert(tmp_path / "export/c.json", "coco", tmp_path / "yolo2")

@@ -184,6 +184,15 @@ def test_coco_keeps_a_used_category_zero(tmp_path: Path) -> None:
         ),
         (lambda d: d["images"][1].pop("width"), r"images\[1\]: missing 'width'"),
         (lambda d: d.pop("categories"), "expected a COCO object"),
+        # used to be tracebacks (AttributeError / TypeError) or, for a string iscrowd, a silently skipped box
+        (lambda d: d["annotations"].append("bag1.jpg"), r"annotations\[3\] should be an object"),
+        (lambda d: d.update(images=5), r"'images' should be a list, got int"),
+        (lambda d: d["images"].insert(1, 3), r"images\[1\] should be an object, got 3"),
+        (lambda d: d["categories"].append("knife"), r"categories\[3\] should be an object"),
+        (
+            lambda d: d["annotations"][0].update(iscrowd="0"),
+            r"annotations\[0\] \(id=0\): 'iscrowd' should be 0 or 1",
+        ),
     ],
 )
 def test_coco_errors_name_the_record(tmp_path: Path, mutate, message: str) -> None:
@@ -392,3 +401,16 @@ def test_yolo_class_id_equal_to_the_number_of_classes_is_refused(yolo_set) -> No
     assert "img0.txt" in str(info.value)
     ok = yolo_set("t", ["knife", "gun"], {"train": {"img0": ["1 0.5 0.5 0.2 0.2"]}})
     assert yolo.read_split(ok, "train").records[0].labels == ["gun"]
+
+
+def test_utf8_bom_and_windows_line_endings_are_read(tmp_path: Path) -> None:
+    """Windows tools write a BOM and CRLF; json.loads refused the BOM ('Unexpected UTF-8 BOM')."""
+    line = json.dumps({"image": "a.jpg", "suffix": "<loc0100><loc0100><loc0900><loc0300> knife "})
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + f"{line}\r\n\r\n{line}\r\n".encode())
+    records = loctoken.read(jsonl).records
+    assert [r.labels for r in records] == [["knife"], ["knife"]]
+    np.testing.assert_allclose(records[0].boxes, [[100 / 1024, 100 / 1024, 300 / 1024, 900 / 1024]])
+    path = tmp_path / "c.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_roboflow_coco(), indent=1).replace("\n", "\r\n").encode())
+    assert coco.read(path).declared_names == ["knife", "gun"]

@@ -308,3 +308,30 @@ def test_merge_refuses_a_label_with_class_id_equal_to_the_number_of_classes(
     with pytest.raises(DatasetError, match=r"img2\.txt:2"):
         merge_datasets([a, b], tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_threats_spelt_in_another_case_than_names_are_kept(yolo_set, tmp_path: Path) -> None:
+    """data.yaml's threats match names ignoring case (load_dataset accepts 'Knife' for 'knife'); merge looked
+    the spelling up exactly and dropped the threat: the merged set had no threat class at all."""
+    a = yolo_set("a", ["knife", "gun"], {"train": {"x": ["0 0.5 0.5 0.2 0.2"]}}, threats=["Knife"])
+    b = yolo_set("b", ["bottle"], {"train": {"y": ["0 0.5 0.5 0.2 0.2"]}}, seed=1)
+    result = merge_datasets([a, b], tmp_path / "m")
+    assert result.threats == ["knife"]
+    assert load_dataset(tmp_path / "m").threat_ids == {0}
+
+
+def test_the_same_source_twice_is_refused(yolo_set, tmp_path: Path) -> None:
+    """Given as a folder and as its data.yaml, a set was merged twice: every image duplicated, renamed."""
+    a = yolo_set("a", ["knife"], {"train": {"x": ["0 0.5 0.5 0.2 0.2"]}})
+    with pytest.raises(ConfigError, match=r"sources 1 and 2 are the same data set"):
+        merge_datasets([a.parent, a], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_overwrite_never_replaces_a_source(overlapping, tmp_path: Path, file_sha1) -> None:
+    """Merging A and B into A with ``--overwrite`` would delete A before its images could be read again."""
+    a, b = overlapping
+    before = {p: file_sha1(p) for p in a.parent.rglob("*") if p.is_file()}
+    with pytest.raises(XrayDetError, match="the output would replace the input"):
+        merge_datasets([a, b], a.parent, overwrite=True)
+    assert {p: file_sha1(p) for p in a.parent.rglob("*") if p.is_file()} == before

@@ -155,3 +155,24 @@ def test_an_image_listed_by_two_splits_is_placed_once(yolo_set, tmp_path: Path) 
     manifest = json.loads((tmp_path / "out" / "split.json").read_text())["files"]
     sources = [f["source"] for f in manifest]
     assert len(sources) == len(set(sources)) == 20
+
+
+def test_refuses_a_split_without_train_images(yolo_set, tmp_path: Path) -> None:
+    """--val and --test that take every image used to write an empty train folder (nothing to train on)."""
+    data_yaml = yolo_set(
+        "two", ["knife"], {"train": {"a": ["0 0.5 0.5 0.2 0.2"], "b": ["0 0.4 0.4 0.2 0.2"]}}
+    )
+    with pytest.raises(ConfigError, match=r"--val 0.5 and --test 0.45: leave no train image out of 2"):
+        split_dataset(data_yaml, tmp_path / "out", val=0.5, test=0.45)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["the-set", "parent"], ids=["out-is-the-source", "out-holds-the-source"])
+def test_overwrite_never_replaces_the_source(source: Path, where: str, file_sha1) -> None:
+    """``--overwrite`` replaces the output folder whole: at the source (or above it) it would delete it."""
+    root = source.parent
+    before = {p: file_sha1(p) for p in root.rglob("*") if p.is_file()}
+    out = root if where == "the-set" else root.parent
+    with pytest.raises(XrayDetError, match="the output would replace the input"):
+        split_dataset(source, out, val=0.2, seed=0, overwrite=True)
+    assert {p: file_sha1(p) for p in root.rglob("*") if p.is_file()} == before

@@ -194,7 +194,7 @@ def split_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="New data-set folder (must not exist)."),
     val: float = typer.Option(0.15, "--val", help="Share of images for val."),
     test: float = typer.Option(0.0, "--test", help="Share of images for test (0: no test split)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same split."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (>= 0); same seed, same split."),
     link: bool = typer.Option(False, "--link", help=LINK_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:

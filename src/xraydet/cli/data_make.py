@@ -152,7 +152,7 @@ def doctor_cmd(
     max_images: int = typer.Option(
         300, "--max-images", min=1, help="Labelled images sampled for the scores."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the image sample (>= 0)."),
     probe: bool = typer.Option(
         False, "--probe", help="Also run the quick overfit probe (trains on a temp copy)."
     ),

@@ -254,6 +254,10 @@ def check_dataset(
         except DatasetError as err:
             problems.append(problem("split-missing", err.message, err.path, split=split))
             continue
+        problems.extend(
+            problem("image-unreadable", f"symlink to a missing file ({os.readlink(link)})", link, split=split)
+            for link in ds.dangling_images(split)
+        )
         if not images:
             problems.append(
                 problem("split-empty", f"{split} has no images", ds.splits[split][0], split=split)

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from xraydet.data.dataset import SPLIT_NAMES, write_data_yaml
 from xraydet.data.formats import AnnotationSet, FormatError, Record, coco, loctoken, voc
 from xraydet.data.formats.yolo import format_lines
-from xraydet.io import atomic_directory, atomic_write_json
+from xraydet.io import atomic_directory, atomic_write_json, refuse_output_over_inputs
 from xraydet.ultralytics_env import pil_open
 
 log = logging.getLogger(__name__)
@@ -150,14 +150,63 @@ def _find_image(rec: Record, annotation: Path, images: Path | None) -> Path:
     )
 
 
-def _image_size(rec: Record, path: Path | None) -> tuple[int, int]:
+def _dest_name(rec: Record, annotation: Path, taken: dict[str, str]) -> str:
+    """The record's image file name in its output split, claimed in ``taken`` (stem -> record).
+
+    Labels go by stem, so two images of one split may not share one. An embedded (``data:`` URL) image is
+    named by its line (``image_000001.png``), which another annotation file of the split may use too: such a
+    name gets the annotation file's stem as a prefix. Two real files with one stem are an error.
+    """
+    name = Path(rec.file_name).name
+    if Path(name).stem in taken and rec.image_bytes is not None:
+        name = f"{annotation.stem}__{name}"
+    stem = Path(name).stem
+    if stem in taken:
+        raise FormatError(
+            f"{rec.where}: image name '{name}' clashes with {taken[stem]} (same file stem in one split)"
+        )
+    taken[stem] = rec.where
+    return name
+
+
+def _image_size(rec: Record, path: Path | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The image's stored size and its upright size (sides swapped by an EXIF orientation of 5 to 8)."""
     import io
+
+    from PIL import Image
 
     try:
         with pil_open(io.BytesIO(rec.image_bytes) if rec.image_bytes is not None else path) as im:  # type: ignore[arg-type]
-            return im.size
-    except OSError as err:
+            width, height = im.size
+            orientation = im.getexif().get(0x0112)
+    except (OSError, Image.DecompressionBombError) as err:  # the bomb check: PIL's pixel limit, at open
         raise FormatError(f"{rec.where}: cannot open image '{rec.file_name}': {err}") from err
+    return (width, height), ((height, width) if orientation in (5, 6, 7, 8) else (width, height))
+
+
+def annotated_size(rec: Record, stored: tuple[int, int], upright: tuple[int, int]) -> tuple[int, int]:
+    """The image size the record's boxes refer to: the stored one, unless the annotations state the upright
+    size of an EXIF-rotated image (drawn on it as viewers show it, and as Ultralytics/OpenCV load it).
+
+    A stated size that is neither raises (the boxes belong to another resolution).
+
+    Example:
+        >>> rec = Record("a.jpg", 48, 64, [[4, 8, 24, 48]], ["knife"], "c.json: images[0]")
+        >>> annotated_size(rec, (64, 48), (48, 64))
+        (48, 64)
+    """
+    if rec.width is None or (rec.width, rec.height) == stored:
+        return stored
+    if (rec.width, rec.height) == upright:
+        rec.notes.append(
+            f"{rec.where}: '{rec.file_name}' is stored {stored[0]}x{stored[1]} with an EXIF rotation; "
+            f"boxes read on the upright {upright[0]}x{upright[1]} image, as Ultralytics loads it"
+        )
+        return upright
+    raise FormatError(
+        f"{rec.where}: annotations are for a {rec.width}x{rec.height} image but '{rec.file_name}' is "
+        f"{stored[0]}x{stored[1]}"
+    )
 
 
 def convert(
@@ -186,6 +235,7 @@ def convert(
         threats: Class names to list as ``threats:`` in data.yaml.
         progress: Called with ``(done, total)`` images.
     """
+    refuse_output_over_inputs(out, [src] if images is None else [src, images])
     groups = discover(Path(src), fmt, split)
     sets = [(f, read_file(f, fmt, bins)) for files in groups.values() for f in files]
     names, mapping = resolve_classes(sets, classes)
@@ -207,22 +257,10 @@ def convert(
                     continue
                 for rec in s.records:
                     path = None if rec.image_bytes is not None else _find_image(rec, f, images)
-                    width, height = _image_size(rec, path)
-                    if rec.width is not None and (rec.width, rec.height) != (width, height):
-                        raise FormatError(
-                            f"{rec.where}: annotations are for a {rec.width}x{rec.height} image but "
-                            f"'{rec.file_name}' is {width}x{height}"
-                        )
+                    width, height = annotated_size(rec, *_image_size(rec, path))
                     rec.set_size(width, height)
                     notes.extend(rec.notes)
-                    dest_name = Path(rec.file_name).name
-                    stem = Path(dest_name).stem
-                    if stem in taken:
-                        raise FormatError(
-                            f"{rec.where}: image name '{dest_name}' clashes with {taken[stem]} "
-                            "(same file stem in one split)"
-                        )
-                    taken[stem] = rec.where
+                    dest_name = _dest_name(rec, f, taken)
                     dest = tmp / "images" / split_name / dest_name
                     if rec.image_bytes is not None:
                         dest.write_bytes(rec.image_bytes)

@@ -99,6 +99,19 @@ class Dataset:
             found.extend(_images_in(source))
         return sorted(found)
 
+    def locations(self) -> list[Path]:
+        """The data set's root and every split's sources (folders or image-list files)."""
+        return [self.root, *(source for sources in self.splits.values() for source in sources)]
+
+    def dangling_images(self, split: str) -> list[Path]:
+        """Image-named symlinks of ``split``'s folders whose target is missing, sorted.
+
+        :meth:`images` leaves them out (they cannot be read), but Ultralytics' glob lists them and then drops
+        them as corrupt, so ``data check`` reports them.
+        """
+        found = [p for source in self.splits.get(split, []) if source.is_dir() for p in _dangling_in(source)]
+        return sorted(found)
+
     def iter_samples(self, split: str) -> Iterator[tuple[Path, Path]]:
         """``(image, label_file)`` pairs of ``split``; the label file may not exist (a background image)."""
         for image in self.images(split):
@@ -181,6 +194,14 @@ def read_label_file(path: Path) -> np.ndarray:
 def _hidden(path: Path, root: Path) -> bool:
     """True if a component of ``path`` below ``root`` starts with '.' (Ultralytics' glob skips those)."""
     return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _dangling_in(folder: Path) -> list[Path]:
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p, folder) and p.is_symlink() and not p.exists()
+    ]
 
 
 def _images_in(source: Path) -> list[Path]:

@@ -47,7 +47,7 @@ from xraydet.data.dataset import (
 from xraydet.data.split import place_file, unique_name
 from xraydet.data.stats import DatasetStats, StatsBuilder
 from xraydet.errors import ConfigError, XrayDetError
-from xraydet.io import atomic_directory, atomic_write_text
+from xraydet.io import atomic_directory, atomic_write_text, refuse_output_over_inputs
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,17 @@ def unify_threats(
     return result
 
 
+def threat_classes(ds: Dataset) -> list[str]:
+    """A source's threat classes spelt as in its ``names`` (a data.yaml may list ``threats`` in another case:
+    :attr:`Dataset.threat_ids` matches them ignoring case, so must the merge, or the threat is dropped).
+
+    Example:
+        >>> threat_classes(Dataset(Path("."), ["knife", "gun"], {}, ["Gun"]))
+        ['gun']
+    """
+    return [ds.names[i] for i in sorted(ds.threat_ids)]
+
+
 # ---------------------------------------------------------------------------------------------- labels
 
 
@@ -263,6 +274,17 @@ def source_names(datasets: Sequence[Dataset]) -> list[str]:
             name, i = f"{base}-{i}", i + 1
         result.append(name)
     return result
+
+
+def refuse_repeated_sources(datasets: Sequence[Dataset]) -> None:
+    """Refuse a data set given twice (as its folder and as its data.yaml, say): each image would be merged
+    twice, the second copy renamed, so duplicates would fill the merged set unnoticed."""
+    seen: dict[Path, int] = {}
+    for i, ds in enumerate(datasets):
+        key = (ds.yaml_path or ds.root).resolve()
+        if key in seen:
+            raise ConfigError(f"sources {seen[key] + 1} and {i + 1} are the same data set ({key})")
+        seen[key] = i
 
 
 def rename_steps(
@@ -351,6 +373,9 @@ def merge_datasets(
     if out.exists() and not overwrite and not dry_run:
         raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
     datasets = [load_dataset(s) for s in sources]
+    refuse_repeated_sources(datasets)
+    if not dry_run:
+        refuse_output_over_inputs(out, [place for ds in datasets for place in ds.locations()])
     for ds in datasets:
         if dupes := duplicate_names(ds.names):
             raise DatasetError(
@@ -366,7 +391,7 @@ def merge_datasets(
     renamed = [apply_steps(ds.names, st, case_insensitive) for ds, st in zip(datasets, steps, strict=True)]
     merged, id_maps = unify_names(renamed, case_insensitive)
     renamed_threats = [
-        apply_steps(ds.threats, st, case_insensitive) for ds, st in zip(datasets, steps, strict=True)
+        apply_steps(threat_classes(ds), st, case_insensitive) for ds, st in zip(datasets, steps, strict=True)
     ]
     threats = unify_threats(renamed_threats, merged, case_insensitive)
 

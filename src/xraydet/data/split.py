@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from xraydet.data.dataset import label_path_for, load_dataset, read_label_file, write_data_yaml
 from xraydet.data.stats import DatasetStats, StatsBuilder
 from xraydet.errors import ConfigError, XrayDetError
-from xraydet.io import atomic_directory
+from xraydet.io import atomic_directory, refuse_output_over_inputs
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,21 @@ def validate_fractions(val: float, test: float) -> None:
         )
 
 
+def _refuse_empty_splits(
+    assigned: Sequence[str], split_names: Sequence[str], val: float, test: float, n: int
+) -> None:
+    """Refuse a split that would leave ``train``, ``val`` or (when asked for) ``test`` without images."""
+    for name, share in (("val", val), ("test", test)):
+        if name in split_names and name not in assigned:
+            raise ConfigError(
+                f"--{name} {share}: gives no {name} image out of {n}; raise --{name} or add images"
+            )
+    if "train" not in assigned:
+        raise ConfigError(
+            f"--val {val} and --test {test}: leave no train image out of {n}; lower them or add images"
+        )
+
+
 def place_file(src: Path, dest: Path, link: bool) -> None:
     """Copy ``src`` to ``dest``; with ``link`` a hard link, or a symlink where a hard link cannot be made."""
     if link:
@@ -170,10 +185,13 @@ def split_dataset(
         {'train': 1998, 'val': 352}
     """
     validate_fractions(val, test)
+    if seed < 0:  # numpy's generator refuses it with a traceback
+        raise ConfigError(f"--seed {seed}: must be >= 0")
     out = Path(out)
     if out.exists() and not overwrite:
         raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
     ds = load_dataset(source)
+    refuse_output_over_inputs(out, ds.locations())
     pool: list[tuple[str, Path]] = []
     seen: set[Path] = set()  # an image two splits list (train and val naming one folder) is pooled once
     for src_split, img in sorted(
@@ -189,11 +207,7 @@ def split_dataset(
     class_sets = [set(r[:, 0].astype(int).tolist()) for r in rows]
     assigned = assign_splits(class_sets, val, test, seed)
     split_names = ["train", "val"] + (["test"] if test > 0 else [])
-    for name, share in (("val", val), ("test", test)):
-        if name in split_names and name not in assigned:
-            raise ConfigError(
-                f"--{name} {share}: gives no {name} image out of {len(pool)}; raise --{name} or add images"
-            )
+    _refuse_empty_splits(assigned, split_names, val, test, len(pool))
     builder = StatsBuilder(ds.names)
     for s in split_names:
         builder.touch(s)

@@ -26,6 +26,25 @@ class FormatError(DatasetError):
     """An annotation file that cannot be converted; the message names the file and line or record."""
 
 
+def clip_to_image(boxes: np.ndarray, width: int, height: int, where: str) -> tuple[np.ndarray, bool]:
+    """Pixel ``xyxy`` boxes clipped to the image, and whether any changed.
+
+    A box with no area left inside the image raises :class:`FormatError` naming ``where``: clipped, it would
+    become a zero-size YOLO line that Ultralytics drops.
+
+    Example:
+        >>> clip_to_image(np.array([[-5.0, 0, 10, 10]]), 64, 48, "a.xml")[0].tolist()
+        [[0.0, 0.0, 10.0, 10.0]]
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    clipped = np.clip(boxes, 0, np.array([width, height, width, height], dtype=np.float64))
+    empty = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+    if empty.any():
+        box = [round(float(v), 3) for v in boxes[int(np.argmax(empty))]]
+        raise FormatError(f"{where}: box {box} lies outside the {width}x{height} image")
+    return clipped, not np.array_equal(clipped, boxes)
+
+
 @dataclass
 class Record:
     """One image's annotations as read from a source format.
@@ -67,8 +86,8 @@ class Record:
         if self.normalized:
             self.boxes = self.boxes * scale
             self.normalized = False
-        clipped = np.clip(self.boxes, 0, scale)
-        if not np.array_equal(clipped, self.boxes):
+        clipped, changed = clip_to_image(self.boxes, self.width, self.height, self.where)
+        if changed:
             self.notes.append(f"{self.where}: box clipped to the {width}x{height} image")
             self.boxes = clipped
 

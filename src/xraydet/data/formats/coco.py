@@ -26,14 +26,25 @@ from xraydet.io import atomic_write_json
 
 def _load(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(read_text_file(path))
+        data = json.loads(read_text_file(path, "utf-8-sig"))  # a UTF-8 BOM (Windows tools) is dropped
     except DatasetError as err:
         raise FormatError(err.message, path, err.line) from err
     except json.JSONDecodeError as err:
         raise FormatError(f"not valid JSON: {err.msg}", path, err.lineno) from err
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
         raise FormatError("expected a COCO object with 'images', 'annotations' and 'categories'", path)
+    for key in ("images", "annotations", "categories"):
+        _check_objects(data[key], key, path)
     return data
+
+
+def _check_objects(items: Any, key: str, path: Path) -> None:
+    """Refuse a COCO section that is not a list of objects, naming the section or the first bad entry."""
+    if not isinstance(items, list):
+        raise FormatError(f"'{key}' should be a list, got {type(items).__name__}", path)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise FormatError(f"{key}[{i}] should be an object, got {item!r:.80}", path)
 
 
 def _field(item: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path, where: str) -> Any:
@@ -45,6 +56,14 @@ def _field(item: dict[str, Any], key: str, kind: type | tuple[type, ...], path: 
             f"{where}: '{key}' should be {getattr(kind, '__name__', kind)}, got {value!r}", path
         )
     return value
+
+
+def _crowd(ann: dict[str, Any], path: Path, where: str) -> bool:
+    """COCO's ``iscrowd`` flag (0 or 1, absent meaning 0); any other value raises naming the annotation."""
+    value = ann.get("iscrowd", 0)
+    if value not in (0, 1):
+        raise FormatError(f"{where}: 'iscrowd' should be 0 or 1, got {value!r}", path)
+    return bool(value)
 
 
 def supercategories_to_drop(categories: list[dict[str, Any]], used: set[int]) -> list[dict[str, Any]]:
@@ -120,7 +139,7 @@ def read(path: Path) -> AnnotationSet:
             raise FormatError(
                 f"{where}: bbox should be [x, y, width, height] of finite numbers, got {bbox!r}", path
             )
-        if ann.get("iscrowd", 0):
+        if _crowd(ann, path, where):
             images[image_id]["notes"].append(f"{where}: crowd annotation skipped")
             continue
         x, y, w, h = (float(v) for v in bbox)

@@ -153,7 +153,7 @@ def read(path: Path, bins: int = DEFAULT_BINS) -> AnnotationSet:
     path = Path(path)
     records = []
     try:
-        text = read_text_file(path)
+        text = read_text_file(path, "utf-8-sig")  # a UTF-8 BOM (Windows tools) is dropped
     except DatasetError as err:
         raise FormatError(err.message, path, err.line) from err
     for number, line in enumerate(text.splitlines(), start=1):

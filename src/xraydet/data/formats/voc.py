@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xraydet.data.formats import AnnotationSet, FormatError, Record
+from xraydet.data.formats import AnnotationSet, FormatError, Record, clip_to_image
 from xraydet.io import atomic_write_text
 
 
@@ -70,10 +70,10 @@ def read(path: Path) -> AnnotationSet:
                 f"{where} '{name}': empty box xmin={xmin} ymin={ymin} xmax={xmax} ymax={ymax}", path
             )
         if width is not None and height is not None:
-            clipped = np.clip(box, 0, [width, height, width, height])
-            if not np.array_equal(clipped, box):
+            clipped, changed = clip_to_image(box, width, height, f"{path}: {where} '{name}'")
+            if changed:
                 notes.append(f"{path}: {where} '{name}' clipped to the {width}x{height} image")
-                box = clipped
+                box = clipped[0]
         boxes.append(box)
         labels.append(name)
     record = Record(file_name, width, height, np.array(boxes).reshape(-1, 4), labels, str(path), notes=notes)
