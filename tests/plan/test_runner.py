@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -246,15 +247,89 @@ def test_report_has_phases_curves_and_totals(tmp_path: Path) -> None:
     assert "No phase has run yet." in (tmp_path / "report" / "report.md").read_text()
 
 
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from xraydet.plan.runner import _lock
+with _lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _lock_holder(state_dir: Path) -> subprocess.Popen[str]:
+    """Another process holding the state dir's lock (xraydet's own), until its stdin closes."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
 def test_one_process_per_state_dir(tmp_path: Path) -> None:
     run_plan(plan_of(0.5, 0.5), tmp_path)
     assert not (tmp_path / "lock").exists()  # released at the end
-    (tmp_path / "lock").write_text(f"{os.getppid()}\n")  # a live process holds it
-    with pytest.raises(PlanError, match=f"another process \\(pid {os.getppid()}\\) is running this plan"):
-        resume_plan(tmp_path)
-    code = "import os; print(os.getpid())"
-    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    (tmp_path / "lock").write_text(dead.stdout)  # left behind by a killed process: taken over
+    holder = _lock_holder(tmp_path)
+    try:
+        with pytest.raises(PlanError, match=f"another process \\(pid {holder.pid}\\) is running this plan"):
+            resume_plan(tmp_path)
+    finally:
+        holder.communicate("")
+    assert resume_plan(tmp_path).status == "finished"  # the holder ended: the lock is free again
+
+
+RACE_FOR_LOCK = """
+import os, sys, time
+from pathlib import Path
+from xraydet.plan.runner import _lock
+from xraydet.plan.schema import PlanError
+state_dir, start, log = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+while time.time() < start:
+    pass
+try:
+    with _lock(state_dir):
+        with open(log, "a") as f:
+            f.write(f"in {os.getpid()}\\n")
+        time.sleep(0.3)
+        with open(log, "a") as f:
+            f.write(f"out {os.getpid()}\\n")
+except PlanError:
+    pass
+"""
+
+
+def test_runs_started_together_never_hold_the_lock_at_once(tmp_path: Path) -> None:
+    """Six processes ask for one state dir's lock at the same instant: at most one holds it at a time."""
+    log = tmp_path / "holders.log"
+    start = time.time() + 3  # past every process's start-up, so they ask together
+    racers = [
+        subprocess.Popen([sys.executable, "-c", RACE_FOR_LOCK, str(tmp_path), str(start), str(log)])
+        for _ in range(6)
+    ]
+    assert all(racer.wait(timeout=60) == 0 for racer in racers)
+    lines = log.read_text().splitlines()
+    assert lines and len(lines) % 2 == 0
+    for enter, leave in zip(lines[::2], lines[1::2], strict=True):  # in/out pairs of one pid, never nested
+        assert enter.startswith("in ") and leave == "out " + enter.removeprefix("in ")
+
+
+def test_a_lock_left_by_a_killed_process_is_free(tmp_path: Path) -> None:
+    run_plan(plan_of(0.5, 0.5), tmp_path)
+    holder = _lock_holder(tmp_path)
+    holder.kill()  # SIGKILL: no clean-up, the lock file stays with its pid
+    holder.wait()
+    assert (tmp_path / "lock").read_text() == f"{holder.pid}\n"
+    assert resume_plan(tmp_path).status == "finished"
+    assert not (tmp_path / "lock").exists()
+
+
+def test_a_live_pid_in_an_unheld_lock_file_does_not_block(tmp_path: Path) -> None:
+    """The OS lock decides, not the pid written in the file: a live process (ours) that holds nothing."""
+    run_plan(plan_of(0.5, 0.5), tmp_path)
+    (tmp_path / "lock").write_text(f"{os.getppid()}\n")
     assert resume_plan(tmp_path).status == "finished"
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from xraydet.io import TextDecodeError, atomic_write_text, atomic_write_yaml, decode_text
+from xraydet.io import TextDecodeError, atomic_write_yaml, decode_text
 from xraydet.plan.schema import Plan, PlanError, PlannedStep, parse_plan
 from xraydet.plan.state import (
     PLAN_SNAPSHOT,
@@ -230,28 +230,45 @@ LOCK_FILE = "lock"
 
 @contextlib.contextmanager
 def _lock(state_dir: Path) -> Iterator[None]:
-    """One process per state dir; a lock left by a killed process (its pid is gone) is taken over."""
+    """One process per state dir: an OS lock on ``state_dir/lock``, which also holds the runner's pid.
+
+    The OS drops the lock when its process dies (even by ``kill -9``), so a lock file left behind is free, and
+    taking it is atomic: two runs started together cannot both pass the check. The file is removed while still
+    locked; a run that opened it just before finds the path gone or new and tries again on the new file.
+    """
+    import fcntl
+
     lock = state_dir / LOCK_FILE
-    if lock.is_file():
+    while True:
+        handle = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole walk)
         try:
-            pid = int(lock.read_text(encoding="utf-8").strip())
-            if pid <= 0:  # never a holder's: os.kill reads 0 as our process group, -1 as every process
-                raise ProcessLookupError(pid)
-            os.kill(pid, 0)
-            alive = pid != os.getpid()
-        except (ValueError, OverflowError, ProcessLookupError):  # garbage, a pid beyond C's int, gone
-            alive = False
-        except PermissionError:  # the process exists but belongs to someone else
-            alive = True
-        if alive:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
             raise PlanError(
-                [f"another process (pid {pid}) is running this plan; wait for it or stop it"], state_dir
-            )
-    atomic_write_text(lock, f"{os.getpid()}\n")
+                [f"another process (pid {holder}) is running this plan; wait for it or stop it"], state_dir
+            ) from None
+        if _same_file(handle, lock):
+            break
+        handle.close()  # its holder removed it between our open and lock: take the current file instead
     try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
         yield
     finally:
         lock.unlink(missing_ok=True)
+        handle.close()
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), path.stat())
+    except FileNotFoundError:
+        return False
 
 
 def _walk_locked(

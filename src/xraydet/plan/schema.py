@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -155,8 +155,18 @@ class PlannedStep:
 
 
 SECTION_KINDS = {"evaluation": "evaluate", "gate": "gate", "deploy": "deploy"}
-# a step as compile_plan collects it: id, kind, params, transitions, where, title, phase
-Entry = tuple[str, str, dict[str, Any], list[Transition], str, str, str | None]
+
+
+class Entry(NamedTuple):
+    """A step as :func:`compile_plan` collects it, before its params are validated against its kind."""
+
+    id: str
+    kind: str
+    params: dict[str, Any]
+    transitions: list[Transition]
+    where: str
+    title: str
+    phase: str | None
 
 
 def compile_plan(plan: Plan) -> list[PlannedStep]:
@@ -166,27 +176,24 @@ def compile_plan(plan: Plan) -> list[PlannedStep]:
     problems: list[str] = []
     entries: list[Entry] = []
     for i, spec in enumerate(plan.data):
-        entries.append((spec.id, spec.kind, spec.params(), spec.transitions, f"data[{i}]", spec.title, None))
+        entries.append(
+            Entry(spec.id, spec.kind, spec.params(), spec.transitions, f"data[{i}]", spec.title, None)
+        )
     for p, phase in enumerate(plan.phases):
         for i, spec in enumerate(phase.prepare):
+            where = f"phases[{p}].prepare[{i}]"
             entries.append(
-                (
-                    spec.id,
-                    spec.kind,
-                    spec.params(),
-                    spec.transitions,
-                    f"phases[{p}].prepare[{i}]",
-                    spec.title,
-                    phase.id,
-                )
+                Entry(spec.id, spec.kind, spec.params(), spec.transitions, where, spec.title, phase.id)
             )
         params = {"job": phase.job, "job_file": phase.job_file}
-        entries.append((phase.id, "train", params, phase.transitions, f"phases[{p}]", phase.title, phase.id))
+        entries.append(
+            Entry(phase.id, "train", params, phase.transitions, f"phases[{p}]", phase.title, phase.id)
+        )
     for section, kind in SECTION_KINDS.items():
         spec = getattr(plan, section)
         if spec is not None:
             entries.append(
-                (spec.id or kind, kind, spec.params(), spec.transitions, section, spec.title, None)
+                Entry(spec.id or kind, kind, spec.params(), spec.transitions, section, spec.title, None)
             )
 
     steps: list[PlannedStep] = []
@@ -221,9 +228,10 @@ def compile_plan(plan: Plan) -> list[PlannedStep]:
 
 
 def _check_transitions(entries: list[Entry]) -> list[str]:
-    order = {entry[0]: i for i, entry in enumerate(entries)}
+    order = {entry.id: i for i, entry in enumerate(entries)}
     problems = []
-    for i, (_, _, _, transitions, where, _, _) in enumerate(entries):
+    for i, entry in enumerate(entries):
+        transitions, where = entry.transitions, entry.where
         for t, rule in enumerate(transitions):
             key = f"{where}.transitions[{t}]"
             if rule.goto not in order and rule.goto not in TERMINALS:
@@ -246,14 +254,16 @@ def _check_transitions(entries: list[Entry]) -> list[str]:
 
 def _check_reference_order(entries: list[Entry]) -> list[str]:
     """``@step`` must name a step before this one: steps run in order, so a later one has made nothing yet."""
-    order = {entry[0]: i for i, entry in enumerate(entries)}
+    order = {entry.id: i for i, entry in enumerate(entries)}
     problems = []
-    for i, (step_id, _, params, _, where, _, _) in enumerate(entries):
-        for key, ref in _references(params):
+    for i, entry in enumerate(entries):
+        for key, ref in _references(entry.params):
             name = ref[1:]
             if order.get(name, -1) >= i:
-                what = "this step itself" if name == step_id else f"step '{name}', which comes after it"
-                problems.append(f"{where}.{key}: '{ref}' names {what}; a step uses what earlier steps made")
+                what = "this step itself" if name == entry.id else f"step '{name}', which comes after it"
+                problems.append(
+                    f"{entry.where}.{key}: '{ref}' names {what}; a step uses what earlier steps made"
+                )
     return problems
 
 
