@@ -18,6 +18,7 @@ from typing import Any
 
 from xraydet.config import read_utf8_text
 from xraydet.errors import ConfigError, XrayDetError
+from xraydet.inference.onnx_backend import graph_input_hw, warn_if_rounded
 from xraydet.io import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,9 @@ def export_onnx(pt_path: str | Path, imgsz: int, out: str | Path | None = None) 
             entry = model.metadata_props.add()
             entry.key, entry.value = THREATS_KEY, json.dumps(list(info["threats"]))
         atomic_write_bytes(out, model.SerializeToString())
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    side = dims[-1].dim_value if dims else imgsz  # Ultralytics rounds up to a multiple of the model's stride
-    if side != imgsz:
-        log.warning("%s: imgsz %d rounded up to %d (a multiple of the model's stride)", pt_path, imgsz, side)
+    fixed_hw = graph_input_hw(model)
+    side = max(fixed_hw) if fixed_hw else imgsz  # Ultralytics rounds up to a multiple of the model's stride
+    warn_if_rounded(pt_path, imgsz, side)
     log.info("exported %s -> %s (imgsz %d)", pt_path, out, side)
     return out
 

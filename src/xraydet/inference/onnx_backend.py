@@ -94,6 +94,20 @@ def check_fixed_imgsz(source: str | Path, imgsz: int | None, fixed_hw: tuple[int
         )
 
 
+def graph_input_hw(model: Any) -> tuple[int, int] | None:
+    """The fixed ``(height, width)`` of an ``onnx.ModelProto``'s image input; None when it is dynamic."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim[2:]
+    if len(dims) != 2 or not all(d.HasField("dim_value") for d in dims):
+        return None
+    return int(dims[0].dim_value), int(dims[1].dim_value)
+
+
+def warn_if_rounded(source: str | Path, imgsz: int, side: int) -> None:
+    """Say so when a model runs or is exported at another size than asked (rounded up to its stride)."""
+    if side != imgsz:
+        log.warning("%s: imgsz %d rounded up to %d (a multiple of the model's stride)", source, imgsz, side)
+
+
 def fixed_input_size(path: str | Path, imgsz: int | None = None) -> int | None:
     """The side of an ONNX file's fixed input (None when it is dynamic), refusing another ``imgsz``.
 
@@ -103,11 +117,10 @@ def fixed_input_size(path: str | Path, imgsz: int | None = None) -> int | None:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    dims = model.graph.input[0].type.tensor_type.shape.dim[2:]
-    if len(dims) != 2 or not all(d.HasField("dim_value") for d in dims):
+    fixed_hw = graph_input_hw(model)
+    if fixed_hw is None:
         return None
     stride = next((int(p.value) for p in model.metadata_props if p.key == "stride"), 32)
-    fixed_hw = (int(dims[0].dim_value), int(dims[1].dim_value))
     check_fixed_imgsz(path, imgsz, fixed_hw, stride)
     return max(fixed_hw)
 
@@ -269,9 +282,7 @@ class OnnxPredictor(Predictor):
             return fixed[0], fixed[1]
         if imgsz:
             side = round_to_stride(imgsz, self.stride)  # a dynamic graph fails on other sizes
-            if side != imgsz:
-                log.warning("%s: imgsz %d rounded up to %d (a multiple of the model's stride)",
-                            self.source, imgsz, side)
+            warn_if_rounded(self.source, imgsz, side)
             return side, side
         meta_sz = self.metadata.get("imgsz")
         if meta_sz is None:
