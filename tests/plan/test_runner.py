@@ -287,8 +287,7 @@ from pathlib import Path
 from xraydet.plan.runner import _lock
 from xraydet.plan.schema import PlanError
 state_dir, start, log = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-while time.time() < start:
-    pass
+time.sleep(max(0.0, start - time.time()))
 try:
     with _lock(state_dir):
         with open(log, "a") as f:
