@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
+from pydantic_core import PydanticCustomError
 
 from xraydet.errors import ConfigError
 from xraydet.io import TextDecodeError, decode_text
@@ -28,6 +29,28 @@ def number_from_text(text: str) -> float | str:
         return float(text)
     except ValueError:
         return text
+
+
+def refuse_bool(value: Any) -> Any:
+    """A before-validator of numeric settings: a boolean is not a number.
+
+    Pydantic's lax mode reads ``true`` as 1 (and YAML 1.1 reads ``yes``/``on`` as ``true``), so ``epochs:
+    true`` would train one epoch.
+
+    Example:
+        >>> refuse_bool(3), refuse_bool(0.5)
+        (3, 0.5)
+    """
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "bool_not_number", "expected a number, got the boolean {value}", {"value": str(value).lower()}
+        )
+    return value
+
+
+# In the ``Annotated`` type of every numeric setting (hooks' parameters, the job's fields), first.
+# First in the ``Annotated`` type of every numeric setting read from a file (jobs, hooks, plans, policies).
+NotBool = BeforeValidator(refuse_bool)
 
 
 def read_utf8_text(path: str | Path) -> str:

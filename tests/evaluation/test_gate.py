@@ -213,3 +213,12 @@ def test_cli_gate_on_real_report(report_copy):
     report = load_report(report_copy)
     assert gate["criteria"][0]["value"] == pytest.approx(report.box.map50)
     assert gate["criteria"][3]["value"] == pytest.approx(report.screening.false_alarm_rate)
+
+
+@pytest.mark.parametrize("key", ["min_map50", "max_latency_p95_ms", "min_reviewed"])
+def test_a_boolean_limit_is_refused_not_read_as_one(key, tmp_path):
+    """``min_reviewed: yes`` in a policy file would otherwise ask for one reviewed prediction."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"{key}: yes\n")
+    with pytest.raises(ConfigError, match=f"{key}.*expected a number, got the boolean true"):
+        load_policy(policy)

@@ -112,6 +112,29 @@ def test_minimal_plan_compiles_in_order() -> None:
         ("gate", {"evaluation": "evaluate"}, "gate.evaluation: no step 'evaluate' in the plan"),
         ("deploy", {"model_name": "x", "gate": "nogate"}, "deploy.evaluation: no step 'evaluate'"),
         ("surprise", 1, "surprise: unknown key"),
+        # YAML reads true/yes/on as booleans; pydantic would take them as 1
+        ("cost.gpus", True, "cost.gpus: expected a number, got the boolean true"),
+        (
+            "data.0",
+            {"id": "doc", "kind": "doctor", "dataset": "@main", "max_images": True},
+            "data[0].max_images: expected a",
+        ),
+        (
+            "evaluation",
+            {"dataset": "@main", "conf": True},
+            "evaluation.conf: expected a number, got the boolean",
+        ),
+        (
+            "evaluation",
+            {"dataset": "@main", "imgsz": True},
+            "evaluation.imgsz: expected a number, got the boolean",
+        ),
+        (
+            "gate",
+            {"policy": {"min_reviewed": True}},
+            "gate.policy.min_reviewed: expected a number, got the bool",
+        ),
+        ("phases.0.job.epochs", True, "phases[0].job: key 'epochs': expected a number, got the boolean true"),
     ],
 )
 def test_errors_name_the_key_path(path: str, value: Any, expected: str) -> None:

@@ -472,7 +472,7 @@ def test_registry_checks_parameter_types_against_the_constructor() -> None:
             {"continue_above": 40},  # a percentage: the gate could never continue
             r"parameter 'continue_above': Input should be less than or equal to 1",
         ),
-        ("timeout", {"timeout_s": True}, r"parameter 'timeout_s': Input should be a valid number"),
+        ("timeout", {"timeout_s": True}, r"parameter 'timeout_s': expected a number, got the boolean true"),
         # the ranges of the job's settings (red_flags.*, gate.*, timeout_s, checkpoint_every)
         ("plateau", {"patience": 0}, r"parameter 'patience': Input should be greater than or equal to 1"),
         (

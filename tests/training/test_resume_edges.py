@@ -225,7 +225,7 @@ def hook_epochs(verdicts: list[Verdict] | list[dict[str, Any]], hook: str) -> li
 
 
 @pytest.mark.parametrize("kept", [1, 2])
-def test_a_rewind_forgets_the_later_epochs_and_relogs_only_them(
+def test_a_rewind_forgets_the_later_epochs_and_replaces_their_mlflow_values(
     script: Script, data: Path, tmp_path: Path, kept: int
 ) -> None:
     run_dir = tmp_path / "run"
@@ -256,10 +256,8 @@ def test_a_rewind_forgets_the_later_epochs_and_relogs_only_them(
     assert [r["map50"] for r in again.history] == [map50(0 if e <= kept else 1, e) for e in (1, 2, 3)]
     speeds = [loop_figures(0 if e <= kept else 1, e)["train_images_per_s"] for e in (1, 2, 3)]
     assert [r["train_images_per_s"] for r in again.history] == speeds
-    # MLflow: the kept epochs once; a retrained epoch once more (MLflow cannot drop the old value).
-    assert map50_in_mlflow(again.mlflow_run_id) == {
-        e: [map50(0, e)] if e <= kept else [map50(0, e), map50(1, e)] for e in (1, 2, 3)
-    }
+    # MLflow: each epoch once, as in results.csv: a retrained epoch's old value is dropped for the new one
+    assert map50_in_mlflow(again.mlflow_run_id) == {e: [map50(0 if e <= kept else 1, e)] for e in (1, 2, 3)}
     assert RunState.load(run_dir).mlflow_epochs == [1, 2, 3]
 
 
@@ -290,22 +288,15 @@ def test_a_failed_retraining_after_a_rewind_still_logs_the_epoch_it_wrote(
 
     assert failed.status == "failed" and "scripted failure in epoch 2" in (failed.stop_reason or "")
     assert [r["map50"] for r in failed.history] == [map50(0, 1), map50(1, 2)]
-    assert map50_in_mlflow(first.mlflow_run_id) == {
-        1: [map50(0, 1)],
-        2: [map50(0, 2), map50(1, 2)],
-        3: [map50(0, 3)],
-    }
+    # as results.csv: the old epochs 2 and 3 dropped when the resume started, the retrained epoch 2 logged
+    assert map50_in_mlflow(first.mlflow_run_id) == {1: [map50(0, 1)], 2: [map50(1, 2)]}
     assert RunState.load(run_dir).mlflow_epochs == [1, 2]
 
     final = resume_training(run_dir)  # from the retrained epoch 2's checkpoint: nothing logged twice
 
     assert final.status == "completed" and script.calls[-1]["epochs"] == [3]
     assert hook_epochs(final.verdicts, "test_stamp") == [1, 2, 3]
-    assert map50_in_mlflow(first.mlflow_run_id) == {
-        1: [map50(0, 1)],
-        2: [map50(0, 2), map50(1, 2)],
-        3: [map50(0, 3), map50(2, 3)],
-    }
+    assert map50_in_mlflow(first.mlflow_run_id) == {1: [map50(0, 1)], 2: [map50(1, 2)], 3: [map50(2, 3)]}
     assert RunState.load(run_dir).mlflow_epochs == [1, 2, 3]
 
 
@@ -523,6 +514,45 @@ def test_a_run_killed_while_writing_its_last_checkpoint_trains_the_last_epoch_ag
     assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
 
 
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """Killed in epoch 2 of a run that writes ``last.pt`` every 2 epochs (or in its first epoch): epoch 1 is
+    in results.csv, state.json and MLflow, and there are no weights at all. The resume trains from the start
+    in the same folder and MLflow run (the OOM retry's rule when there is no checkpoint yet), not an error."""
+    run_dir = tmp_path / "run"
+    first = run_training(job(data), run_dir)
+    shutil.copyfile(script.snapshot(0, 1), run_dir / "state.json")
+    lines = (run_dir / "results.csv").read_text().splitlines()
+    (run_dir / "results.csv").write_text("\n".join(lines[:2]) + "\n")
+    shutil.rmtree(run_dir / "weights")
+    (run_dir / "summary.json").unlink()
+    moved = tmp_path / "moved"
+    run_dir.rename(moved)  # Ultralytics must write to the folder where the run is now
+
+    again = resume_training(moved)
+
+    assert again.status == "completed", again.stop_reason
+    assert (script.calls[-1]["start"], script.calls[-1]["epochs"]) == (0, [1, 2, 3])
+    assert again.resumes == [{"checkpoint": None, "from_epoch": 0, "epochs": 3, "extended": False}]
+    assert [r["map50"] for r in again.history] == [map50(1, e) for e in (1, 2, 3)]
+    assert hook_epochs(again.verdicts, "test_stamp") == [1, 2, 3]
+    assert again.mlflow_run_id == first.mlflow_run_id
+    assert map50_in_mlflow(again.mlflow_run_id) == {e: [map50(1, e)] for e in (1, 2, 3)}
+    assert again.train_args["project"] == str(tmp_path) and again.train_args["name"] == "moved"
+
+
+def test_a_run_whose_weights_are_all_torn_is_not_restarted(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    tear(run_dir, *(p.name for p in (run_dir / "weights").glob("*.pt")))
+    with pytest.raises(XrayDetError, match="no resumable checkpoint in weights/"):
+        resume_training(run_dir, epochs=4)
+    assert len(script.calls) == 1
+
+
 class Killed(BaseException):
     """``kill -9``: not an ``Exception``, so nothing ends the run as failed (its MLflow run stays RUNNING)."""
 
@@ -727,7 +757,7 @@ def test_resume_refuses_the_options_of_a_new_run(
 
 
 @pytest.mark.slow
-def test_real_rewind_relogs_the_retrained_epoch_once(
+def test_real_rewind_logs_the_retrained_epoch_in_place_of_the_old_one(
     tiny_data: Path, mlflow_home: Path, tmp_path: Path
 ) -> None:
     body = tiny_job(tiny_data, epochs=2, gate={"enabled": False}, red_flags=NO_FLAGS)
@@ -742,8 +772,8 @@ def test_real_rewind_relogs_the_retrained_epoch_once(
     assert [r["epoch"] for r in read_results_csv(run_dir / "results.csv")] == [1, 2]
     logged = map50_in_mlflow(again.mlflow_run_id)
     assert logged[1] == [pytest.approx(first.history[0]["map50"])]
-    assert sorted(logged) == [1, 2] and len(logged[2]) == 2
-    assert any(value == pytest.approx(again.history[1]["map50"]) for value in logged[2])  # the retrained one
+    assert logged[2] == [pytest.approx(again.history[1]["map50"])]  # the retrained one only
+    assert sorted(logged) == [1, 2]
     assert RunState.load(run_dir).mlflow_epochs == [1, 2]
 
 

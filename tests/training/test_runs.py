@@ -367,7 +367,10 @@ def test_a_cuda_oom_retry_keeps_the_timeout_deadline(
 def test_cuda_oom_at_the_minimum_batch_fails_with_the_reason(
     tiny_data: Path, mlflow_home: Path, tmp_path: Path
 ) -> None:
-    body = tiny_job(tiny_data, epochs=1, batch=4, hooks=[{"name": "test_inject_oom", "params": {"epoch": 1}}])
+    """Out of memory while training epoch 1 (of 1) at the minimum batch: nothing left to halve. (After the
+    last epoch's checkpoint the run would be finished instead: tests/training/test_oom_edges.py.)"""
+    oom = {"name": "test_inject_oom", "params": {"epoch": 1, "in_batch": True}}
+    body = tiny_job(tiny_data, epochs=1, batch=4, hooks=[oom])
     result = run_training(job_from_dict(body), tmp_path / "run")
     assert result.status == "failed"
     assert "OutOfMemoryError" in (result.stop_reason or "") and result.retries == []

@@ -29,23 +29,30 @@ class EpochMarker(HookBase):
 @register_hook
 class InjectOOM(HookBase):
     """Raises a real ``torch.cuda.OutOfMemoryError`` at the end of ``epoch`` (or, ``in_batch``, after its
-    first batch) on the first attempt only, after ``sleep_s`` seconds (an attempt that used up time before it
-    ran out of memory)."""
+    first batch; ``in_save``, right after its checkpoint) on the first attempt only, after ``sleep_s`` seconds
+    (an attempt that used up time before it ran out of memory)."""
 
     name = "test_inject_oom"
 
-    def __init__(self, epoch: int = 1, sleep_s: float = 0.0, in_batch: bool = False) -> None:
+    def __init__(
+        self, epoch: int = 1, sleep_s: float = 0.0, in_batch: bool = False, in_save: bool = False
+    ) -> None:
         self.epoch = epoch
         self.sleep_s = sleep_s
         self.in_batch = in_batch
+        self.in_save = in_save
         self.raised = 0
 
     def after_batch(self, ctx: TrainContext) -> None:
         if self.in_batch and ctx.batch_index == 0:
             self._maybe_raise(ctx)
 
+    def after_save(self, ctx: TrainContext) -> None:
+        if self.in_save:
+            self._maybe_raise(ctx)
+
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> None:
-        if not self.in_batch:
+        if not (self.in_batch or self.in_save):
             self._maybe_raise(ctx)
 
     def _maybe_raise(self, ctx: TrainContext) -> None:

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import operator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from xraydet.config import read_yaml_mapping
+from xraydet.config import NotBool, read_yaml_mapping
 from xraydet.errors import ConfigError
 from xraydet.evaluation.report import EvalReport, load_report
 from xraydet.evaluation.review.store import VerdictStore
 
 Op = Literal[">", ">=", "<", "<="]
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+# A policy's limits; None switches one off, and a YAML `true` is refused rather than read as 1.
+Limit = Annotated[float | None, NotBool]
+Count = Annotated[int | None, NotBool]
 
 
 class GatePolicy(BaseModel):
@@ -32,13 +35,13 @@ class GatePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # rates are fractions (0.5, not 50): a limit written as a percentage would fail every model
-    min_map50: float | None = Field(default=0.50, ge=0, le=1)
-    min_accuracy: float | None = Field(default=0.60, ge=0, le=1)
-    min_threat_detection: float | None = Field(default=0.70, ge=0, le=1)
-    max_false_alarm_rate: float | None = Field(default=0.20, ge=0, le=1)
-    max_latency_p95_ms: float | None = Field(default=200.0, gt=0, allow_inf_nan=False)
-    min_reviewed: int | None = Field(default=100, ge=0)
-    min_approval: float | None = Field(default=0.90, ge=0, le=1)
+    min_map50: Limit = Field(default=0.50, ge=0, le=1)
+    min_accuracy: Limit = Field(default=0.60, ge=0, le=1)
+    min_threat_detection: Limit = Field(default=0.70, ge=0, le=1)
+    max_false_alarm_rate: Limit = Field(default=0.20, ge=0, le=1)
+    max_latency_p95_ms: Limit = Field(default=200.0, gt=0, allow_inf_nan=False)
+    min_reviewed: Count = Field(default=100, ge=0)
+    min_approval: Limit = Field(default=0.90, ge=0, le=1)
 
 
 class Criterion(BaseModel):

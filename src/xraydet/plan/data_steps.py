@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from xraydet.config import NotBool
 from xraydet.plan.steps import StepContext, StepFailed, StepResult, reference_problems, register_step_kind
 
 if TYPE_CHECKING:
@@ -130,8 +131,8 @@ class DoctorParams(BaseModel):
 
     dataset: str = Field(..., description="a path or @name")
     split: str | None = None
-    max_images: int = Field(300, ge=1)
-    seed: int = 0
+    max_images: Annotated[int, NotBool] = Field(300, ge=1)
+    seed: Annotated[int, NotBool] = 0
     fail_on_flag: bool = True
 
 

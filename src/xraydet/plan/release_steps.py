@@ -13,10 +13,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from xraydet.config import NotBool
 from xraydet.errors import ConfigError
 from xraydet.inference.tta import TTA
 from xraydet.io import sha256_file
@@ -65,19 +66,21 @@ class EvaluateParams(BaseModel):
     dataset: str = Field(..., description="path or @name")
     split: str = "val"
     negatives: list[str] = Field(default_factory=list, description="threat-free folders / data sets (@names)")
-    conf: float = Field(0.25, gt=0, lt=1)
-    max_images: int | None = Field(None, ge=1)
-    seed: int = 0
+    conf: Annotated[float, NotBool] = Field(0.25, gt=0, lt=1)
+    max_images: Annotated[int | None, NotBool] = Field(None, ge=1)
+    seed: Annotated[int, NotBool] = 0
     via: Literal["api", "onnx", "pt"] = Field(
         "api", description="api: start the real server on loopback and evaluate through HTTP; onnx/pt: direct"
     )
     candidate: str = Field("best", description="best | last | a phase id")
     choose_by: str = Field("best.map50", description="outcome value that ranks phases for candidate: best")
-    imgsz: int | None = Field(None, ge=32, description="ONNX input size (default: the training imgsz)")
+    imgsz: Annotated[int | None, NotBool] = Field(
+        None, ge=32, description="ONNX input size (default: the training imgsz)"
+    )
     tta: TTA = Field(
         "off", description="test-time augmentation: hflip (2 model calls per scan) or flips (4), boxes fused"
     )
-    latency_samples: int = Field(30, ge=1)
+    latency_samples: Annotated[int, NotBool] = Field(30, ge=1)
 
 
 def _evaluate_check(params: EvaluateParams, plan: Plan) -> list[str]:

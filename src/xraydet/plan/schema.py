@@ -21,12 +21,12 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from xraydet.config import load_yaml
+from xraydet.config import NotBool, load_yaml
 from xraydet.errors import ConfigError
 from xraydet.io import TextDecodeError, decode_text
 from xraydet.plan.transitions import TERMINALS, Transition, referenced_steps
@@ -53,9 +53,13 @@ class CostConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    price_per_gpu_hour: float = Field(default=0.5, ge=0, description="price of one accelerator hour")
+    price_per_gpu_hour: Annotated[float, NotBool] = Field(
+        default=0.5, ge=0, description="price of one accelerator hour"
+    )
     currency: str = "USD"
-    gpus: int = Field(default=1, ge=0, description="accelerators held while a billed step runs")
+    gpus: Annotated[int, NotBool] = Field(
+        default=1, ge=0, description="accelerators held while a billed step runs"
+    )
     billed_kinds: list[str] = Field(default_factory=lambda: ["train"], description="step kinds that use them")
 
 

@@ -18,7 +18,7 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from xraydet.config import number_from_text, read_yaml_mapping
+from xraydet.config import NotBool, number_from_text, read_yaml_mapping
 from xraydet.errors import ConfigError
 from xraydet.training.history import check_record_key
 from xraydet.training.hooks.checkpoints import CHECKPOINT_EVERY, CheckpointEvery
@@ -132,6 +132,9 @@ def check_ultralytics_values(args: dict[str, Any], where: str) -> dict[str, Any]
     numeric = CFG_FLOAT_KEYS | CFG_FRACTION_KEYS | CFG_INT_KEYS | {"scale"}
     out: dict[str, Any] = {}
     for key, value in args.items():
+        if isinstance(value, bool) and key in numeric:  # check_cfg takes a bool for an int: `time: yes` = 1 h
+            word = str(value).lower()
+            raise ConfigError(f"{where}: key '{key}': expected a number, got the boolean {word}")
         if isinstance(value, str) and key in numeric:
             value = number_from_text(value)
             if key in CFG_INT_KEYS and isinstance(value, float) and value.is_integer():
@@ -159,6 +162,11 @@ def known_metrics_when_on(value: str | list[str], info: ValidationInfo) -> str |
     return value
 
 
+# Numbers a job gives as numbers: a YAML `true` (or `yes`, `on`) is refused, not read as 1.
+Count = Annotated[int, NotBool]
+Probability = Annotated[float, NotBool]
+
+
 # The ranges and defaults of the gate's and red flags' settings (and of `checkpoint_every`, `timeout_s`) are
 # the parameter types and defaults of their hooks (training/hooks/), defined there once: an extra hook named
 # in `hooks:` is held to the same rules, and the two cannot drift apart.
@@ -170,7 +178,7 @@ class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    decision_epoch: DecisionEpoch | None = Field(
+    decision_epoch: Annotated[DecisionEpoch | None, NotBool] = Field(
         default=None,
         description=(
             f"1-based epoch of the decision; None = {DECISION_EPOCH}, or half the run when epochs < "
@@ -269,14 +277,14 @@ class XrayAugmentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rot90: float = Field(default=0.0, ge=0, le=1, description="turn a scan by 90, 180 or 270 degrees")
-    threat_projection: float = Field(
+    rot90: Probability = Field(default=0.0, ge=0, le=1, description="turn a scan by 90, 180 or 270 degrees")
+    threat_projection: Probability = Field(
         default=0.0, ge=0, le=1, description="project a threat cut from another scan into the bag (TIP)"
     )
-    projection_classes: list[int] | None = Field(
+    projection_classes: Annotated[list[Count] | None, NotBool] = Field(
         default=None, description="class ids that may be projected (all if unset): the threats of a mixed set"
     )
-    threat_free: float = Field(
+    threat_free: Probability = Field(
         default=0.0, ge=0, le=1, description="replace a scan by a threat-free bag cut from it (no labels)"
     )
 
@@ -306,21 +314,23 @@ class TrainJob(BaseModel):
     model: str = "yolov8n.yaml"
     data: Path
     preset: str = "improved"
-    epochs: int = Field(default=100, ge=1)
-    batch: int | None = Field(default=None, ge=1, description="None = the preset's batch")
-    imgsz: int = Field(default=640, ge=32)
+    epochs: Count = Field(default=100, ge=1)
+    batch: Annotated[Count | None, NotBool] = Field(
+        default=None, ge=1, description="None = the preset's batch"
+    )
+    imgsz: Count = Field(default=640, ge=32)
     device: str | None = None
-    workers: int | None = Field(default=None, ge=0)
-    seed: int = 0
-    timeout_s: TimeoutSeconds | None = None
-    val_every: int = Field(
+    workers: Annotated[Count | None, NotBool] = Field(default=None, ge=0)
+    seed: Count = 0
+    timeout_s: Annotated[TimeoutSeconds | None, NotBool] = None
+    val_every: Count = Field(
         default=1,
         ge=1,
         description="validate every N epochs (and at the gate's epoch and the last): faster, coarser curve",
     )
     xray_augment: XrayAugmentConfig = Field(default_factory=XrayAugmentConfig)
     checkpoint_every: CheckpointEvery = CHECKPOINT_EVERY
-    save_every: int = Field(
+    save_every: Count = Field(
         default=1,
         ge=1,
         description=(
@@ -328,7 +338,7 @@ class TrainJob(BaseModel):
             "a resume redoes at most N-1 epochs"
         ),
     )
-    min_batch: int = Field(default=4, ge=1, description="CUDA OOM retries halve the batch down to this")
+    min_batch: Count = Field(default=4, ge=1, description="CUDA OOM retries halve the batch down to this")
     experiment: str = "xraydet-train"
     gate: GateConfig = Field(default_factory=GateConfig)
     red_flags: RedFlagConfig = Field(default_factory=RedFlagConfig)

@@ -3,6 +3,13 @@
 Uses an explicit ``MlflowClient`` on :func:`xraydet.tracking.configure_mlflow`'s URI (SQLite under the runs
 folder by default, ``MLFLOW_TRACKING_URI`` for a server) rather than MLflow's global "active run", so nothing
 else in the process is affected. A resumed run continues the same MLflow run.
+
+Epochs trained again (a resume or an OOM retry from a checkpoint older than the epochs logged) replace their
+old values: MLflow has no call that drops a logged metric value, so on a SQL store (SQLite by default) the
+values after the checkpoint are deleted from its tables before training on (:meth:`forget_steps_after`), and
+a metric's history holds each epoch once, as ``results.csv`` does. Another store (a tracking server) keeps
+both; the tag ``xraydet.superseded_metrics`` then lists, per restart, the steps whose values logged before
+its time are superseded by later ones.
 """
 
 from __future__ import annotations
@@ -47,6 +54,34 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
             out.update(flatten(f"{prefix}.{key}" if prefix else str(key), sub))
         return out
     return {prefix: str(value)[:MAX_PARAM_CHARS]}
+
+
+def _delete_steps_after(store: Any, run_id: str, step: int) -> int:
+    """Delete ``run_id``'s metric values at steps after ``step`` from a SQL store, and set each metric's
+    latest value (what the run's page shows) to the newest one left, as MLflow orders them (step, time,
+    value)."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+
+    with store.ManagedSessionMaker(read_only=False) as session:
+        run_metrics = session.query(SqlMetric).filter(SqlMetric.run_uuid == run_id)
+        dropped = int(run_metrics.filter(SqlMetric.step > step).delete(synchronize_session=False))
+        stale = session.query(SqlLatestMetric).filter(
+            SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.step > step
+        )
+        for latest in stale.all():
+            newest = (
+                run_metrics.filter(SqlMetric.key == latest.key)
+                .order_by(SqlMetric.step.desc(), SqlMetric.timestamp.desc(), SqlMetric.value.desc())
+                .first()
+            )
+            if newest is None:
+                session.delete(latest)
+                continue
+            latest.value, latest.step = newest.value, newest.step
+            latest.timestamp, latest.is_nan = newest.timestamp, newest.is_nan
+    if dropped:
+        log.info("MLflow run %s: dropped %d metric values of the steps after %d", run_id, dropped, step)
+    return dropped
 
 
 class MlflowRunLogger:
@@ -96,6 +131,33 @@ class MlflowRunLogger:
         ]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
+
+    def forget_steps_after(self, step: int) -> int:
+        """Drop the metric values this run logged at steps after ``step`` (epochs that are cut from
+        ``results.csv`` and trained again); returns how many were dropped.
+
+        Where the store cannot drop them (not a SQL store), they are marked superseded instead, in the tag
+        ``xraydet.superseded_metrics``: values at those steps logged before this call's time.
+        """
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        if isinstance(store, SqlAlchemyStore):
+            return _delete_steps_after(store, self.run_id, step)
+        self._mark_superseded(step)
+        return 0
+
+    def _mark_superseded(self, step: int) -> None:
+        tag = "xraydet.superseded_metrics"
+        marks = json.loads(self.client.get_run(self.run_id).data.tags.get(tag, "[]"))
+        marks.append({"after_step": step, "logged_before_ms": int(time.time() * 1000)})
+        self.client.set_tag(self.run_id, tag, json.dumps(marks)[:5000])
+        log.warning(
+            "MLflow store cannot drop metric values: those of steps after %d logged so far are superseded by "
+            "the values logged next (tag %s)",
+            step,
+            tag,
+        )
 
     def log_verdicts(self, verdicts: list[Verdict]) -> None:
         """Tags ``verdict.<hook>`` (the decision), ``.reason``, ``.epoch`` and the numbers as ``.values``."""

@@ -70,15 +70,18 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
         # Not stop_on_record: a stop verdict here came at the last epoch, which cuts nothing short, so the run
         # ends as it would have had it not been killed ("completed", or "timed_out" if the deadline cut it).
         return execute(job, run_dir, state, resume_from=None, stop_on_record=False, train=False)
-    if info is None:
+    if info is None and holds_weights(run_dir):
         raise XrayDetError(
             f"{run_dir}: no resumable checkpoint in weights/ (last.pt, resume.pt, epochNNN.pt missing, torn "
             "or stripped); start a new run, e.g. with `model:` set to weights/last.pt"
         )
-    done = max(info.epochs_done, last)  # a torn last.pt lags
+    # No weights at all (killed in its first epoch, or before its first checkpoint with `save_every`): the run
+    # starts again from its beginning, in its folder, as an OOM retry with no checkpoint yet does.
+    checkpoint = info.epochs_done if info is not None else 0
+    done = max(checkpoint, last)  # a torn last.pt lags
     if epochs is not None and epochs <= done:
         raise XrayDetError(f"{run_dir}: --epochs {epochs} must exceed the {done} epochs already done")
-    if planned <= info.epochs_done:
+    if planned <= checkpoint:
         log.info(
             "%s already has all %d epochs; nothing to resume (pass epochs to extend it)", run_dir, planned
         )
@@ -90,26 +93,28 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
     job = job_from_dict(raw, where=str(job_file))
     if epochs is not None:  # the run now aims at the new total; a later plain resume keeps it
         atomic_write_yaml(job_file, job.model_dump(mode="json"))
-    truncate_results_csv(run_dir / "results.csv", info.epochs_done)
+    truncate_results_csv(run_dir / "results.csv", checkpoint)
     state.train_args["epochs"] = planned
     # Verdicts of an epoch that never ended (a NaN loss's immediate stop) are forgotten with it when it is
     # trained again; a plain resume of a run they stopped trains nothing, so it keeps them.
     stays_stopped = epochs is None and stop_verdict_on_record(state) is not None
-    if state.epoch > info.epochs_done or (judged_epoch(state) > info.epochs_done and not stays_stopped):
-        rewind_hooks(job, run_dir, state, info.epochs_done)
+    if state.epoch > checkpoint or (judged_epoch(state) > checkpoint and not stays_stopped):
+        rewind_hooks(job, run_dir, state, checkpoint)
+    name = info.path.name if info is not None else None
     state.resumes.append(
-        {
-            "checkpoint": info.path.name,
-            "from_epoch": info.epochs_done,
-            "epochs": planned,
-            "extended": bool(epochs),
-        }
+        {"checkpoint": name, "from_epoch": checkpoint, "epochs": planned, "extended": bool(epochs)}
     )
-    log.info(
-        "resuming %s from %s (epoch %d) to %d epochs", run_dir, info.path.name, info.epochs_done, planned
-    )
+    log.info("resuming %s from %s (epoch %d) to %d epochs", run_dir, name or "the start", checkpoint, planned)
+    if info is None:  # Ultralytics writes to the run folder where it is now (it may have been moved)
+        state.train_args.update(project=str(run_dir.parent), name=run_dir.name)
+        return execute(job, run_dir, state, resume_from=None, stop_on_record=epochs is None, restart=True)
     source = prepare_resume_checkpoint(info, run_dir, epochs=planned, batch=state.train_args.get("batch"))
     return execute(job, run_dir, state, resume_from=source, stop_on_record=epochs is None)
+
+
+def holds_weights(run_dir: Path) -> bool:
+    """Whether ``run_dir/weights`` holds any weights (usable or not): something was trained and saved."""
+    return any((run_dir / "weights").glob("*.pt"))
 
 
 def _summary_is_current(run_dir: Path, state: RunState, last: int) -> bool:

@@ -35,6 +35,7 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 from xraydet.errors import ConfigError, XrayDetError
 from xraydet.io import atomic_write_yaml
 from xraydet.training.checkpoint_files import (
+    CheckpointInfo,
     check_best_weights,
     find_resume_checkpoint,
     prepare_resume_checkpoint,
@@ -60,7 +61,12 @@ from xraydet.training.mlflow_logger import MlflowRunLogger
 from xraydet.training.state import RunState
 from xraydet.training.summary import RunResult, best_record, metrics_of, write_run_result
 from xraydet.training.throughput import FIGURES, run_figures
-from xraydet.training.ultralytics_bridge import TrainOutcome, UltralyticsBridge
+from xraydet.training.ultralytics_bridge import (
+    TrainOutcome,
+    UltralyticsBridge,
+    keep_resumable,
+    strip_finished,
+)
 from xraydet.training.validation_cadence import StaleNanRecovery
 
 log = logging.getLogger(__name__)
@@ -192,6 +198,7 @@ def execute(
     *,
     stop_on_record: bool = False,
     train: bool = True,
+    restart: bool = False,
 ) -> RunResult:
     """Run (or continue) training with hooks, OOM retries, MLflow and the summary. Used by resume too.
 
@@ -199,7 +206,8 @@ def execute(
     missed epochs, finish as ``stopped`` without training (a plain resume of a run a hook stopped).
     ``train=False``: every epoch is done (the run was killed before its summary): replay what the hooks
     missed, then write the summary, with the status the run would have ended with (``timed_out`` when the
-    deadline cut its last epoch short).
+    deadline cut its last epoch short). ``restart``: a resume with no checkpoint yet trains from the start
+    (``resume_from`` None) and forgets what MLflow holds of the run's epochs.
     """
     t0 = time.monotonic()
     hooks = build_job_hooks(job)
@@ -212,6 +220,8 @@ def execute(
     state.mlflow_run_id = mlflow.run_id
     mlflow.log_params({"job": job.model_dump(mode="json"), "train": state.train_args})
     mlflow.set_tags({"xraydet.run_dir": run_dir, "xraydet.preset": job.preset, "xraydet.model": job.model})
+    if resume_from is not None or restart:  # the epochs after its checkpoint (cut from results.csv) again
+        forget_epochs_after(mlflow, state, ctx.start_epoch)
     state.save(run_dir)
 
     def on_epoch(ctx: TrainContext, record: dict[str, Any], verdicts: list[Verdict]) -> None:
@@ -268,7 +278,7 @@ def execute(
             log.warning("%s: every epoch was trained before the run ended; writing its summary", run_dir)
         else:
             state.final_eval = {}  # the final validation of this training's best.pt, once it has run
-            outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from)
+            outcome = _train_with_oom_retry(bridge, job, run_dir, state, resume_from, mlflow)
             _keep_final_eval(state, outcome)
             status, reason = _status(outcome, ctx.epochs, time_budget=bool(state.train_args.get("time")))
             if outcome.final_eval_error:  # training's results stand; the reason says what is missing
@@ -303,6 +313,13 @@ def execute(
     return result
 
 
+def forget_epochs_after(mlflow: MlflowRunLogger, state: RunState, epoch: int) -> None:
+    """Drop the MLflow values of the epochs after ``epoch`` (trained again next), so that MLflow's history of
+    each metric holds one value per epoch, the one ``results.csv`` holds (see :mod:`.mlflow_logger`)."""
+    mlflow.forget_steps_after(epoch)
+    state.mlflow_epochs = [e for e in state.mlflow_epochs if e <= epoch]
+
+
 def _log_epoch(mlflow: MlflowRunLogger, state: RunState, record: dict[str, Any]) -> None:
     mlflow.log_epoch(record)
     if record["epoch"] not in state.mlflow_epochs:
@@ -321,11 +338,18 @@ MAX_NAN_RESTARTS = 3  # as Ultralytics' own NaN recovery, which gives up after 3
 
 
 def _train_with_oom_retry(
-    bridge: UltralyticsBridge, job: TrainJob, run_dir: Path, state: RunState, resume_from: Path | None
+    bridge: UltralyticsBridge,
+    job: TrainJob,
+    run_dir: Path,
+    state: RunState,
+    resume_from: Path | None,
+    mlflow: MlflowRunLogger,
 ) -> TrainOutcome:
     args = dict(state.train_args)
     source = resume_from
     nan_restarts = 0
+    final_val_error: str | None = None  # out of memory in Ultralytics' final validation of best.pt
+    ended_at: tuple[CheckpointInfo, Verdict | None] | None = None  # the loop ended at this checkpoint
     while True:
         try:
             return bridge.train(job.model, args if source is None else {}, resume_from=source)
@@ -339,7 +363,7 @@ def _train_with_oom_retry(
                     raise
                 nan_restarts += 1
                 new_batch, cause = batch, "nan"
-            elif not is_cuda_oom(err) or not isinstance(batch, int) or batch <= job.min_batch:
+            elif not is_cuda_oom(err) or not isinstance(batch, int):
                 raise
             else:
                 new_batch, cause = max(job.min_batch, batch // 2), "oom"
@@ -347,15 +371,10 @@ def _train_with_oom_retry(
             if info is None and cause == "nan":  # nothing to go back to: fail, as Ultralytics' recovery would
                 raise
             from_epoch = info.epochs_done if info is not None else 0
-            if cause == "nan":
-                log.warning("%s; going back to the checkpoint of epoch %d", err, from_epoch)
-            else:
-                log.warning(
-                    "CUDA out of memory at batch %d: retrying with batch %d from epoch %d",
-                    batch,
-                    new_batch,
-                    from_epoch,
-                )
+            trained = cause == "oom" and from_epoch >= int(args["epochs"])  # e.g. a hook of the last epoch
+            if cause == "oom" and not trained and isinstance(batch, int) and batch <= job.min_batch:
+                raise
+            _log_restart(err, cause, batch, new_batch, from_epoch, trained)
             checkpoint = info.path if info else None
             _record_retry(state, cause, _error_text(err), batch, new_batch, from_epoch, checkpoint)
             if cause == "oom":
@@ -364,8 +383,14 @@ def _train_with_oom_retry(
             # batch verdicts of an epoch the checkpoint holds: that epoch is replayed, not trained again
             state.verdicts.extend(v for v in bridge.take_batch_verdicts() if v.epoch <= from_epoch)
             truncate_results_csv(run_dir / "results.csv", from_epoch)
+            forget_epochs_after(mlflow, state, from_epoch)
             _restart_hooks(bridge.hooks, bridge.ctx, job, run_dir, state, from_epoch)
             bridge.ctx.start_epoch = from_epoch
+            stop = stop_at(state, from_epoch) if cause == "oom" else None
+            if info is not None and (trained or stop is not None):
+                ended_at = info, stop
+                state.save(run_dir)
+                break  # out of the handler, as above
             source = (
                 None
                 if info is None
@@ -374,7 +399,79 @@ def _train_with_oom_retry(
                 )
             )
             state.save(run_dir)
-    return _retry_final_validation(bridge, run_dir, state, final_val_error)
+    if ended_at is not None:
+        return _finish_at_checkpoint(bridge, run_dir, state, *ended_at, int(args["batch"]))
+    return _retry_final_validation(bridge, run_dir, state, final_val_error or "CUDA out of memory")
+
+
+def _log_restart(
+    err: Exception, cause: str, batch: Any, new_batch: Any, from_epoch: int, trained: bool
+) -> None:
+    if cause == "nan":
+        log.warning("%s; going back to the checkpoint of epoch %d", err, from_epoch)
+    elif trained:
+        log.warning(
+            "CUDA out of memory after the checkpoint of epoch %d, the last: nothing to train again",
+            from_epoch,
+        )
+    else:
+        log.warning(
+            "CUDA out of memory at batch %d: retrying with batch %d from epoch %d",
+            batch,
+            new_batch,
+            from_epoch,
+        )
+
+
+def stop_at(state: RunState, epoch: int) -> Verdict | None:
+    """The first stop verdict on record for ``epoch`` (a timeout's too), unless the run was extended from it.
+
+    The training loop ended at that epoch: an OOM retry from its checkpoint trains nothing more.
+    """
+    if epoch <= extended_at(state):
+        return None
+    return next((v for v in state.verdicts if v.decision == "stop" and v.epoch == epoch), None)
+
+
+def _finish_at_checkpoint(
+    bridge: UltralyticsBridge,
+    run_dir: Path,
+    state: RunState,
+    info: CheckpointInfo,
+    stop: Verdict | None,
+    batch: int,
+) -> TrainOutcome:
+    """CUDA out of memory after the checkpoint of the epoch the loop ended on (its last epoch, or a stop):
+    in a hook's ``after_save`` or ``after_fit_epoch`` (an epoch's validation comes before its checkpoint: an
+    OOM there trains the epoch again). Ultralytics would refuse to resume from it ("nothing to resume"), so
+    nothing is trained again: the run ends as the loop would have, with ``resume.pt`` kept,
+    ``last.pt``/``best.pt`` stripped and ``best.pt`` validated at twice ``batch`` (the halved train batch), as
+    Ultralytics' validation loader is, and at half that on out of memory (:func:`_retry_final_validation`).
+    An immediate stop (a NaN loss) ends it there.
+    """
+    outcome = bridge.outcome = TrainOutcome(
+        stop_verdict=stop, epochs_done=info.epochs_done, loop_finished=True
+    )
+    if stop is not None and stop.immediate:
+        return outcome
+    keep_resumable(info.path)
+    weights = run_dir / "weights"
+    strip_finished(weights / "last.pt" if info.path.name == "last.pt" else None, weights / "best.pt")
+    best = weights / "best.pt"
+    if not best.is_file():
+        return outcome
+    outcome.val_batch = 2 * batch
+    try:
+        outcome.best_eval = bridge.validate(best, state.train_args, outcome.val_batch, run_dir)
+    except Exception as err:
+        if is_cuda_oom(err):
+            return _retry_final_validation(bridge, run_dir, state, _error_text(err))
+        log.warning("the final validation of best.pt at batch %d failed", outcome.val_batch, exc_info=True)
+        outcome.final_eval_error = _final_eval_error(f"{_error_text(err)} (at batch {outcome.val_batch})")
+        return outcome
+    _keep_final_eval(state, outcome)
+    state.save(run_dir)
+    return outcome
 
 
 def _record_retry(
@@ -533,13 +630,16 @@ def stop_verdict_on_record(state: RunState) -> Verdict | None:
     That is the first one: training ends at the first stop, as the bridge acts on it; later ones on record
     came from the same epoch (another hook) or from replaying it.
     """
-    extended_at = max((int(r.get("from_epoch", 0)) for r in state.resumes if r.get("extended")), default=0)
+    since = extended_at(state)
     stops = [
-        v
-        for v in state.verdicts
-        if v.decision == "stop" and v.status != "timed_out" and v.epoch > extended_at
+        v for v in state.verdicts if v.decision == "stop" and v.status != "timed_out" and v.epoch > since
     ]
     return stops[0] if stops else None
+
+
+def extended_at(state: RunState) -> int:
+    """The epoch the run's latest extension (``--epochs N``) started from; 0 if it was never extended."""
+    return max((int(r.get("from_epoch", 0)) for r in state.resumes if r.get("extended")), default=0)
 
 
 def _replay(hooks: HookList, ctx: TrainContext, history: list[dict[str, Any]], state: RunState) -> None:

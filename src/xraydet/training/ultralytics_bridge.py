@@ -380,6 +380,16 @@ def keep_resumable(last: Path) -> Path | None:
     return target
 
 
+def strip_finished(last: Path | None, best: Path) -> None:
+    """Strip the optimizer from ``last`` and ``best`` as Ultralytics' ``final_eval`` does when a run ends
+    (``best`` gets ``last``'s ``train_results``); a missing or unreadable file is left as it is."""
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    ckpt = strip_optimizer(last) if last is not None and last.is_file() else {}
+    if best.is_file():
+        strip_optimizer(best, updates={"train_results": ckpt.get("train_results")})
+
+
 # -- offline guard --
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from xraydet.config import NotBool
 from xraydet.training.hooks.base import HookBase, TrainContext, register_hook
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def checkpoint_name(epoch: int) -> str:
 # The parameter, typed once with its range, and its default: the one source of both for the hook's
 # constructor and for the job's ``checkpoint_every`` (:mod:`xraydet.training.job`).
 CheckpointEvery = Annotated[
-    int, Field(ge=0, description="copy last.pt to weights/epochNNN.pt every N epochs; 0 = off")
+    int, NotBool, Field(ge=0, description="copy last.pt to weights/epochNNN.pt every N epochs; 0 = off")
 ]
 CHECKPOINT_EVERY = 10
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
+from xraydet.config import NotBool
 from xraydet.training.history import METRIC_KEYS, RecordKey, is_validated
 from xraydet.training.hooks.base import Decision, HookBase, TrainContext, Verdict, register_hook
 
@@ -56,10 +57,12 @@ def check_gate_thresholds(stop_below: float, continue_above: float) -> None:
 # hook's constructor (so for an extra ``decision_gate`` in a job's ``hooks:``) and for the job's ``gate``
 # settings (:mod:`xraydet.training.job`).
 OnStop = Literal["stop", "warn"]
-DecisionEpoch = Annotated[int, Field(ge=1, description="1-based epoch of the decision")]
+DecisionEpoch = Annotated[int, NotBool, Field(ge=1, description="1-based epoch of the decision")]
 # the gate's metrics (mAP, precision, recall) are fractions: a threshold outside 0-1 (or NaN) would make the
 # gate always stop, or never continue
-GateThreshold = Annotated[float, Field(ge=0, le=1, description="a fraction, as the gate's metrics are")]
+GateThreshold = Annotated[
+    float, NotBool, Field(ge=0, le=1, description="a fraction, as the gate's metrics are")
+]
 GateMetric = Annotated[RecordKey, AfterValidator(check_gate_metric)]
 DECISION_EPOCH = 100  # the seed's epoch 100 of 200
 CONTINUE_ABOVE = 0.40

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from xraydet.config import NotBool
 from xraydet.training.history import RecordKey, is_validated
 from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
 
@@ -90,29 +91,33 @@ Action = Literal["warn", "stop"]
 FLAG_ACTION: Action = "warn"  # every flag but the NaN one only warns by default
 NAN_ACTION: Action = "stop"
 
-MetricWindow = Annotated[int, Field(ge=3, description="validated epochs looked at (all if val_every=1)")]
-SignChangeRatio = Annotated[
-    float, Field(ge=0, le=1, description="share of sign changes between successive steps that fires")
+MetricWindow = Annotated[
+    int, NotBool, Field(ge=3, description="validated epochs looked at (all if val_every=1)")
 ]
-RelAmplitude = Annotated[float, Field(ge=0, description="mean step relative to the mean level that fires")]
+SignChangeRatio = Annotated[
+    float, NotBool, Field(ge=0, le=1, description="share of sign changes between successive steps that fires")
+]
+RelAmplitude = Annotated[
+    float, NotBool, Field(ge=0, description="mean step relative to the mean level that fires")
+]
 OSCILLATION_METRICS: tuple[RecordKey, ...] = ("map50", "val_loss")
 OSCILLATION_WINDOW = 10
 MIN_SIGN_CHANGE_RATIO = 0.6
 MIN_REL_AMPLITUDE = 0.05
 
-Patience = Annotated[int, Field(ge=1, description="validations with no new best")]
-MinDelta = Annotated[float, Field(ge=0, description="the least gain that counts as a new best")]
+Patience = Annotated[int, NotBool, Field(ge=1, description="validations with no new best")]
+MinDelta = Annotated[float, NotBool, Field(ge=0, description="the least gain that counts as a new best")]
 PLATEAU_METRIC: RecordKey = "map50"
 PLATEAU_PATIENCE = 20
 PLATEAU_MIN_DELTA = 0.001
 
-MinValRise = Annotated[float, Field(ge=0, description="relative rise of val loss over the window")]
+MinValRise = Annotated[float, NotBool, Field(ge=0, description="relative rise of val loss over the window")]
 OVERFIT_WINDOW = 10
 MIN_VAL_RISE = 0.02
 
-LoaderWindow = Annotated[int, Field(ge=2, description="epochs looked at (every epoch is measured)")]
+LoaderWindow = Annotated[int, NotBool, Field(ge=2, description="epochs looked at (every epoch is measured)")]
 WaitFraction = Annotated[
-    float, Field(gt=0, le=1, description="median share of the loop spent waiting for the next batch")
+    float, NotBool, Field(gt=0, le=1, description="median share of the loop spent waiting for the next batch")
 ]
 LOADER_WINDOW = 5
 MAX_WAIT_FRAC = 0.25

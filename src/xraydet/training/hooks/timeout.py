@@ -16,12 +16,15 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from xraydet.config import NotBool
 from xraydet.training.history import is_validated
 from xraydet.training.hooks.base import HookBase, TrainContext, Verdict, register_hook
 
 # The deadline's type with its range: the one source of it for the hook's constructor and for the job's
 # ``timeout_s`` / ``TIMEOUT`` (:mod:`xraydet.training.job`).
-TimeoutSeconds = Annotated[float, Field(gt=0, description="seconds from the start of each training process")]
+TimeoutSeconds = Annotated[
+    float, NotBool, Field(gt=0, description="seconds from the start of each training process")
+]
 
 
 @register_hook
