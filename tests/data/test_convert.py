@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from xraydet.data.check import check_dataset
 from xraydet.data.convert import convert, infer_split
 from xraydet.data.dataset import load_dataset, read_label_file
 from xraydet.data.formats import FormatError, Record, coco
@@ -353,3 +354,55 @@ def test_coco_sizes_of_an_exif_rotated_image_as_shown_upright(tmp_path: Path) ->
     (tmp_path / "export/c.json").write_text(json.dumps(data))
     with pytest.raises(FormatError, match=r"annotations are for a 50x64 image but 'a\.jpg' is 64x48"):
         convert(tmp_path / "export/c.json", "coco", tmp_path / "yolo2")
+
+
+def _data_url(media: str, data: bytes) -> str:
+    return f"data:{media};base64," + base64.b64encode(data).decode()
+
+
+def _encoded(fmt: str, size: tuple[int, int] = (200, 100)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("media", "fmt", "suffix"), [("image/jpeg", "PNG", "png"), ("image/png", "JPEG", "jpg")]
+)
+def test_embedded_image_is_named_by_the_format_of_its_bytes(
+    tmp_path: Path, media: str, fmt: str, suffix: str
+) -> None:
+    """A data:image/jpeg URL holding PNG bytes was saved as image_000001.jpg (image-format-mismatch)."""
+    row = {"image": _data_url(media, _encoded(fmt)), "suffix": "<loc0256><loc0512><loc0768><loc1000> gun"}
+    result = convert(_jsonl(tmp_path / "export/a.jsonl", [row]), "loctoken", tmp_path / "yolo")
+    assert sorted(p.name for p in (tmp_path / "yolo/images/train").iterdir()) == [f"image_000001.{suffix}"]
+    assert Image.open(tmp_path / f"yolo/images/train/image_000001.{suffix}").format == fmt
+    assert read_label_file(tmp_path / "yolo/labels/train/image_000001.txt").shape == (1, 5)
+    assert any(f"says {media} but holds {suffix.upper()} bytes" in note for note in result.notes)
+    assert not [p for p in check_dataset(tmp_path / "yolo").problems if p.code.startswith("image-")]
+
+
+@pytest.mark.parametrize(
+    ("url", "found"),
+    [
+        (
+            _data_url("image/svg+xml", b"<svg xmlns='http://www.w3.org/2000/svg' width='9' height='9'/>"),
+            "svg",
+        ),
+        ("data:image/svg+xml;utf8,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E", "svg"),
+        (_data_url("text/plain", b"hello"), "text/plain"),
+        (_data_url("image/gif", _encoded("GIF")), "GIF image"),
+    ],
+    ids=["svg-base64", "svg-percent-encoded", "text", "gif"],
+)
+def test_data_url_that_is_not_a_trainable_raster_image_is_an_error_naming_the_line(
+    tmp_path: Path, url: str, found: str
+) -> None:
+    """An SVG data URL ended in "image 'data:image/svg+xml;...' not found"; a GIF one became a .gif file that
+    no xraydet data set lists."""
+    good = {"image": _data_url("image/png", _encoded("PNG")), "suffix": ""}
+    src = _jsonl(tmp_path / "a.jsonl", [good, {"image": url, "suffix": ""}])
+    with pytest.raises(FormatError, match=r"a\.jsonl:2: the data URL") as err:
+        convert(src, "loctoken", tmp_path / "yolo")
+    assert found in str(err.value) and "not found" not in str(err.value)
+    assert not (tmp_path / "yolo").exists()

@@ -335,3 +335,97 @@ def test_overwrite_never_replaces_a_source(overlapping, tmp_path: Path, file_sha
     with pytest.raises(XrayDetError, match="the output would replace the input"):
         merge_datasets([a, b], a.parent, overwrite=True)
     assert {p: file_sha1(p) for p in a.parent.rglob("*") if p.is_file()} == before
+
+
+def _leaky_pair(yolo_set, image_writer, a_split: str, b_split: str) -> tuple[Path, Path, Path, Path]:
+    """Two sources, each with its own images, plus one image whose bytes are in A's ``a_split`` (a.png) and
+    B's ``b_split`` (b.png): the same scan exported twice under other names."""
+    a = yolo_set(
+        "A", ["knife"], {"train": {"a1": ["0 0.5 0.5 0.2 0.2"]}, "val": {"a2": ["0 0.5 0.5 0.2 0.2"]}}
+    )
+    b = yolo_set(
+        "B", ["knife"], {"train": {"b1": ["0 0.5 0.5 0.2 0.2"]}, "val": {"b2": ["0 0.5 0.5 0.2 0.2"]}}, seed=1
+    )
+    a_copy, b_copy = a.parent / f"images/{a_split}/a.png", b.parent / f"images/{b_split}/b.png"
+    image_writer(a_copy, 999)
+    b_copy.write_bytes(a_copy.read_bytes())
+    for image, root in ((a_copy, a.parent), (b_copy, b.parent)):
+        (root / "labels" / image.parent.name / f"{image.stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    return a, b, a_copy, b_copy
+
+
+@pytest.mark.parametrize(("a_split", "b_split"), [("train", "val"), ("val", "train")])
+def test_the_same_image_in_two_sources_is_warned_and_its_val_copy_dropped(
+    yolo_set, image_writer, tmp_path: Path, caplog, file_sha1, a_split: str, b_split: str
+) -> None:
+    """A's train and B's val (or the other way round) held the same bytes: the merged set leaked."""
+    a, b, a_copy, b_copy = _leaky_pair(yolo_set, image_writer, a_split, b_split)
+    train_copy, val_copy = (a_copy, b_copy) if a_split == "train" else (b_copy, a_copy)
+    with caplog.at_level("WARNING", logger="xraydet.data.merge"):
+        result = merge_datasets([a, b], tmp_path / "m")
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(train_copy) in warning and str(val_copy) in warning and "dropped the val copy" in warning
+    [dup] = result.duplicates
+    assert (dup.kind, dup.kept, dup.kept_split, dup.duplicate, dup.duplicate_split, dup.dropped) == (
+        "split-leak",
+        str(train_copy),
+        "train",
+        str(val_copy),
+        "val",
+        True,
+    )
+    assert (result.leaks_dropped, result.leaks_kept, result.duplicates_in_split) == (1, 0, 0)
+    assert sum(s.dropped_files for s in result.sources) == 1
+    assert result.stats.splits["train"].images == 3 and result.stats.splits["val"].images == 2
+    merged = load_dataset(tmp_path / "m")
+    digest = file_sha1(train_copy)
+    assert [file_sha1(p) for p in merged.images("train")].count(digest) == 1
+    assert digest not in {file_sha1(p) for p in merged.images("val")}
+    assert len(merged.images("val")) == 2
+    assert not [p for p in check_dataset(tmp_path / "m").problems if p.code == "split-leak"]
+    body = json.loads((tmp_path / "m" / "merge.json").read_text())
+    assert body["leaks_dropped"] == 1 and body["duplicates"][0]["duplicate"] == str(val_copy)
+
+
+def test_keep_leaks_keeps_both_copies_and_check_reports_the_copy_merge_named(
+    yolo_set, image_writer, tmp_path: Path
+) -> None:
+    a, b, a_copy, b_copy = _leaky_pair(yolo_set, image_writer, "train", "val")
+    result = merge_datasets([a, b], tmp_path / "m", keep_leaks=True)
+    [dup] = result.duplicates
+    assert (dup.kept, dup.duplicate, dup.dropped) == (str(a_copy), str(b_copy), False)
+    assert (result.leaks_dropped, result.leaks_kept) == (0, 1)
+    assert result.stats.splits["val"].images == 3
+    [leak] = [p for p in check_dataset(tmp_path / "m").problems if p.code == "split-leak"]
+    merged_copy = json.loads((tmp_path / "m" / "merge.json").read_text())["files"]
+    source_of = {str(tmp_path / "m" / f["image"]): f["source"] for f in merged_copy}
+    assert (leak.split, source_of[leak.file or ""]) == ("val", str(b_copy))
+
+
+def test_the_same_image_twice_in_one_merged_split_is_kept_and_counted(
+    yolo_set, image_writer, tmp_path: Path, caplog
+) -> None:
+    a, b, a_copy, b_copy = _leaky_pair(yolo_set, image_writer, "train", "train")
+    with caplog.at_level("WARNING", logger="xraydet.data.merge"):
+        result = merge_datasets([a, b], tmp_path / "m")
+    assert (result.leaks_dropped, result.duplicates_in_split) == (0, 1)
+    assert result.duplicates[0].kind == "duplicate-image" and not result.duplicates[0].dropped
+    assert any(str(a_copy) in r.getMessage() and str(b_copy) in r.getMessage() for r in caplog.records)
+    assert result.stats.splits["train"].images == 4
+    codes = {p.code for p in check_dataset(tmp_path / "m").problems}
+    assert "duplicate-image" in codes and "split-leak" not in codes
+
+
+def test_cli_merge_reports_dropped_leaks(yolo_set, image_writer, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    a, b, _, _ = _leaky_pair(yolo_set, image_writer, "train", "val")
+    args = ["data", "merge", str(a), str(b), "-o", str(tmp_path / "m")]
+    dropped = CliRunner().invoke(app, args)
+    assert dropped.exit_code == 0, dropped.output
+    assert "1 image(s) also in an earlier split" in dropped.stdout and "(5 images)" in dropped.stdout
+    kept = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "k"), "--keep-leaks"])
+    assert kept.exit_code == 0, kept.output
+    assert "1 image(s) in two splits kept (--keep-leaks)" in kept.stdout and "(6 images)" in kept.stdout

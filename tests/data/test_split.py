@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from xraydet.data.check import check_dataset
 from xraydet.data.dataset import DatasetError, label_path_for, load_dataset
 from xraydet.data.split import apportion, assign_splits, split_dataset, stratum_keys
 from xraydet.errors import ConfigError, XrayDetError
@@ -176,3 +177,77 @@ def test_overwrite_never_replaces_the_source(source: Path, where: str, file_sha1
     with pytest.raises(XrayDetError, match="the output would replace the input"):
         split_dataset(source, out, val=0.2, seed=0, overwrite=True)
     assert {p: file_sha1(p) for p in root.rglob("*") if p.is_file()} == before
+
+
+def _copy_image(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(src.read_bytes())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_identical_images_at_different_paths_stay_in_one_split(
+    yolo_set, tmp_path: Path, file_sha1, seed: int
+) -> None:
+    """Byte-identical images under other names (here 6 copies of t0, 3 of t1 across train and val) were
+    grouped by path: copies landed in train and val, the leak `data check` reports as split-leak."""
+    data_yaml = yolo_set(
+        "dups",
+        ["knife", "gun"],
+        {
+            "train": {f"t{i}": [f"{i % 2} 0.5 0.5 0.2 0.2"] for i in range(20)},
+            "val": {f"v{i}": ["0 0.4 0.4 0.2 0.2"] for i in range(5)},
+        },
+    )
+    root = data_yaml.parent
+    for i in range(3):
+        _copy_image(root / "images/train/t0.png", root / f"images/train/copy_t0_{i}.png")
+        _copy_image(root / "images/train/t0.png", root / f"images/val/val_t0_{i}.png")
+    for i in range(3):
+        _copy_image(root / "images/train/t1.png", root / f"images/val/val_t1_{i}.png")
+    out = tmp_path / f"out{seed}"
+    result = split_dataset(data_yaml, out, val=0.2, seed=seed)
+    splits_of: dict[str, set[str]] = {}
+    for split, digests in _digests_by_split(out, file_sha1).items():
+        for digest in digests:
+            splits_of.setdefault(digest, set()).add(split)
+    assert all(len(s) == 1 for s in splits_of.values()), splits_of
+    assert (result.duplicate_groups, result.duplicate_images) == (2, 11)
+    assert sum(result.counts.values()) == 34  # every copy is written, next to its twins
+    assert sum(split == {"val"} for split in splits_of.values()) == 5  # round(25 distinct * 0.2)
+    body = json.loads((out / "split.json").read_text())
+    assert (body["duplicate_groups"], body["duplicate_images"]) == (2, 11)
+    assert not [p for p in check_dataset(out).problems if p.code == "split-leak"]
+
+
+def _digests_by_split(root: Path, file_sha1) -> dict[str, list[str]]:
+    """split -> sha1 of each of its images."""
+    ds = load_dataset(root)
+    return {split: [file_sha1(p) for p in ds.images(split)] for split in ds.splits}
+
+
+def test_cli_split_says_how_many_duplicate_groups_were_kept_together(yolo_set, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    data_yaml = yolo_set("d", ["knife"], {"train": {f"a{i}": ["0 0.5 0.5 0.2 0.2"] for i in range(10)}})
+    _copy_image(data_yaml.parent / "images/train/a0.png", data_yaml.parent / "images/train/b0.png")
+    result = CliRunner().invoke(app, ["data", "split", str(data_yaml), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "kept 1 group(s) of identical images (2 images) together" in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["2 0.5 0.5 0.2 0.2", "7 0.1 0.1 0.2 0.1 0.2 0.3"], ids=["box", "polygon"])
+def test_split_refuses_class_ids_outside_names_naming_file_and_line(
+    source: Path, tmp_path: Path, bad: str
+) -> None:
+    """Such labels were copied unchanged (Ultralytics then drops the image) and left out of the counts."""
+    label = source.parent / "labels" / "train" / "a3.txt"
+    label.write_text(f"0 0.5 0.5 0.2 0.2\n\n{bad}\n")
+    cls = bad.split()[0]
+    with pytest.raises(DatasetError, match=rf"a3\.txt:3: class id {cls} but names has 2 classes \(0\.\.1\)"):
+        split_dataset(source, tmp_path / "out", val=0.2)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    [found] = [p for p in check_dataset(source).problems if p.code == "class-out-of-range"]
+    assert (Path(found.file or ""), found.line) == (label, 3)  # what `data check` names too

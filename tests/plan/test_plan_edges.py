@@ -268,3 +268,39 @@ def test_an_api_evaluation_that_cannot_start_says_why(onnx_model: Path) -> None:
     refused = r"the API for .* did not start: --imgsz 320: .* fixed 160x160 input"
     with pytest.raises(StepFailed, match=refused), serve_model(onnx_model, imgsz=320):
         pass
+
+
+def _yolo_set(root: Path, images: dict[str, tuple[str, int]]) -> Path:
+    """A one-class set: ``{"split/stem": (label line, pixel seed)}``; equal seeds make identical images."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    for key, (line, seed) in images.items():
+        split, stem = key.split("/")
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / split / f"{stem}.png")
+        (root / "labels" / split / f"{stem}.txt").write_text(line + "\n")
+    splits = {s: f"images/{s}" for s in ("train", "val")}
+    (root / "data.yaml").write_text(yaml.safe_dump({**splits, "names": {0: "knife"}}))
+    return root / "data.yaml"
+
+
+def test_a_merge_step_drops_and_counts_an_image_leaking_into_val(tmp_path: Path) -> None:
+    """The same scan in one set's train and another's val: the plan's merged set must not leak it."""
+    a = _yolo_set(tmp_path / "a", {"train/t0": ("0 0.5 0.5 0.2 0.2", 1), "val/v0": ("0 0.5 0.5 0.2 0.2", 2)})
+    b = _yolo_set(tmp_path / "b", {"train/t1": ("0 0.4 0.4 0.2 0.2", 3), "val/v1": ("0 0.5 0.5 0.2 0.2", 1)})
+    plan = parse_plan(
+        {
+            "name": "leak",
+            "datasets": {"a": str(a), "b": str(b)},
+            "data": [{"id": "both", "kind": "merge", "sources": ["@a", "@b"]}],
+        }
+    )
+    state = run_plan(plan, tmp_path / "state")
+    outcome = state.records["both"].outcome
+    assert (outcome["leaks_dropped"], outcome["leaks_kept"]) == (1, 0)
+    merged = tmp_path / "state" / "steps" / "both" / "data"
+    assert sorted(p.name for p in (merged / "images" / "val").iterdir()) == ["v0.png"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,6 +14,9 @@ from rich.table import Table
 
 from xraydet.cli.progress import counting_progress
 from xraydet.data.stats import BoxSizeStats, DatasetStats
+
+if TYPE_CHECKING:
+    from xraydet.data.merge import MergeResult
 
 LINK_HELP = (
     "Hard-link images instead of copying (symlink across file systems). The files are then shared with "
@@ -209,6 +213,11 @@ def split_cmd(
     console.print(
         f"[green]wrote {out / 'data.yaml'}[/]: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
     )
+    if result.duplicate_groups:
+        console.print(
+            f"kept {result.duplicate_groups} group(s) of identical images ({result.duplicate_images} images) "
+            "together: each group is in one split, so no copy leaks from train into val/test"
+        )
 
 
 def merge_cmd(
@@ -228,9 +237,18 @@ def merge_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and counts; write nothing."),
     link: bool = typer.Option(False, "--link", help=LINK_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    keep_leaks: bool = typer.Option(
+        False,
+        "--keep-leaks",
+        help="Keep the val/test copy of an image whose bytes are also in train (default: drop that copy).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON to stdout."),
 ) -> None:
-    """Merge data sets: one class list (union by name), ids remapped in every label, threats united."""
+    """Merge data sets: one class list (union by name), ids remapped in every label, threats united.
+
+    An image found in two splits (the same bytes, e.g. in A's train and B's val) would leak into validation:
+    its val/test copy is dropped with a warning naming both files (--keep-leaks keeps it).
+    """
     from xraydet.data.merge import merge_datasets, parse_renames
 
     with counting_progress("merging") as (advance, _):
@@ -243,6 +261,7 @@ def merge_cmd(
             dry_run=dry_run,
             link=link,
             overwrite=overwrite,
+            keep_leaks=keep_leaks,
             progress=advance,
         )
     if as_json:
@@ -261,11 +280,28 @@ def merge_cmd(
     console.print(stats_table(result.stats, title="merged: images / instances"))
     console.print(f"merged classes ({len(result.names)}): {', '.join(result.names)}")
     console.print(f"threats: {', '.join(result.threats) or 'none'}")
+    _print_duplicates(result)
     verb = "would write" if dry_run else "wrote"
     console.print(
         f"[green]{verb} {out}[/] ({result.stats.n_images} images)"
         + (" - dry run, nothing written" if dry_run else "")
     )
+
+
+def _print_duplicates(result: MergeResult) -> None:
+    """A line per kind of identical image found (each logged naming both files; all listed in merge.json)."""
+    if result.leaks_dropped:
+        console.print(
+            f"[yellow]{result.leaks_dropped} image(s) also in an earlier split (same bytes): their val/test "
+            "copy left out, so the merged set does not leak (--keep-leaks keeps them)"
+        )
+    if result.leaks_kept:
+        console.print(
+            f"[red]{result.leaks_kept} image(s) in two splits kept (--keep-leaks): the merged set leaks; "
+            "`xraydet data check` reports them as split-leak"
+        )
+    if result.duplicates_in_split:
+        console.print(f"[yellow]{result.duplicates_in_split} identical copy(ies) kept within one split")
 
 
 def register(data_app: typer.Typer) -> None:

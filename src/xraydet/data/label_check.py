@@ -39,9 +39,19 @@ def check_label_line(
     found: list[tuple[str, str]] = []
     cls = int(row[0])
     if cls >= nc:
-        found.append(("class-out-of-range", f"class id {cls} but names has {nc} classes (0..{nc - 1})"))
+        found.append(("class-out-of-range", class_out_of_range(cls, nc)))
     found.extend(check_box(values, width, height))
     return (row if cls < nc else None), found
+
+
+def class_out_of_range(cls: int, nc: int) -> str:
+    """The message for a class id that is not an index into ``names`` (``data check`` and ``split`` share it).
+
+    Example:
+        >>> class_out_of_range(9, 5), class_out_of_range(0, 0)
+        ('class id 9 but names has 5 classes (0..4)', 'class id 0 but names has no classes')
+    """
+    return f"class id {cls} but names has " + (f"{nc} classes (0..{nc - 1})" if nc else "no classes")
 
 
 def check_box(

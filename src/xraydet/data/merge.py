@@ -8,6 +8,12 @@ the sources' ``threats:`` lists are united, ``valid``/``validation`` splits go t
 stem is already taken in its output split is renamed ``<source>__<name>`` (labels go by stem, so ``a.jpg``
 and ``a.png`` collide too). The output is built in a temp folder and renamed into place only when complete.
 
+Identical images (same bytes, by SHA-1, as ``data check`` compares them) are found across all sources and
+splits. An image whose first copy (by split order train, val, test, then source order) is in another split
+would leak into validation (``data check`` reports it as ``split-leak``): its val/test copy is dropped, with
+a warning naming both files, unless ``keep_leaks``. Copies within one merged split are kept (``data check``:
+``duplicate-image``, a warning) and reported. Every such pair is listed in the result's ``duplicates``.
+
 Map file (YAML)::
 
     rename:            # applied to every source
@@ -27,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -44,7 +50,7 @@ from xraydet.data.dataset import (
     read_text_file,
     write_data_yaml,
 )
-from xraydet.data.split import place_file, unique_name
+from xraydet.data.split import content_digest, group_by_content, place_file, unique_name
 from xraydet.data.stats import DatasetStats, StatsBuilder
 from xraydet.errors import ConfigError, XrayDetError
 from xraydet.io import atomic_directory, atomic_write_text, refuse_output_over_inputs
@@ -53,6 +59,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "testing": "test"}
 SPLIT_ORDER = ("train", "val", "test")
+WARN_DUPLICATES = 20  # duplicate warnings logged one by one; the rest are counted (all are in merge.json)
 
 
 class SourceSummary(BaseModel):
@@ -65,7 +72,23 @@ class SourceSummary(BaseModel):
     id_map: list[int]
     split_map: dict[str, str]
     renamed_files: int
+    dropped_files: int = 0  # val/test copies of an image also in train (or val), left out of the merge
     stats: DatasetStats
+
+
+class DuplicateImage(BaseModel):
+    """An image whose bytes equal another's in the merge: the copy kept (``kept``), this one (``duplicate``).
+
+    ``kind`` is the code ``data check`` would report for ``duplicate``: ``split-leak`` (another split than the
+    kept copy) or ``duplicate-image`` (the same split); ``dropped``: it was left out of the merged set.
+    """
+
+    kind: Literal["split-leak", "duplicate-image"]
+    kept: str
+    kept_split: str
+    duplicate: str
+    duplicate_split: str
+    dropped: bool
 
 
 class MergeResult(BaseModel):
@@ -78,6 +101,11 @@ class MergeResult(BaseModel):
     sources: list[SourceSummary]
     stats: DatasetStats
     renamed_files: int
+    keep_leaks: bool = False
+    leaks_dropped: int = 0
+    leaks_kept: int = 0
+    duplicates_in_split: int = 0
+    duplicates: list[DuplicateImage] = []
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -250,6 +278,84 @@ def remap_label_text(text: str, id_map: Sequence[int], path: Path | str = "") ->
 
 
 @dataclass
+class _Entry:
+    """One source image as read in planning: where it goes, its remapped labels and its content digest."""
+
+    source: int
+    split: str  # the source's split name
+    target: str  # the merged split
+    image: Path
+    labels: RemappedLabels | None  # None: no label file
+    digest: str
+
+
+def split_rank(split: str) -> tuple[int, str]:
+    """Sort key of merged splits: train, val, test, then any other split by name."""
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+def find_duplicates(
+    entries: Sequence[tuple[str, Path, str]], keep_leaks: bool = False
+) -> tuple[set[int], list[DuplicateImage]]:
+    """Identical images among ``(merged split, image, digest)`` entries: the indices to drop, and every copy.
+
+    The first copy (by split rank, then entry order) is kept; a copy in another split is a leak and dropped
+    unless ``keep_leaks``; a copy in the same split as the first is kept.
+
+    Example:
+        >>> dropped, found = find_duplicates([("val", Path("b/v.png"), "x"), ("train", Path("a/t.png"), "x")])
+        >>> dropped, [(d.kind, d.kept, d.duplicate) for d in found]
+        ({0}, [('split-leak', 'a/t.png', 'b/v.png')])
+    """
+    dropped: set[int] = set()
+    found: list[DuplicateImage] = []
+    for members in group_by_content([digest for _, _, digest in entries]):
+        first, *others = sorted(members, key=lambda i: (split_rank(entries[i][0]), i))
+        home, original = entries[first][0], entries[first][1]
+        for i in others:
+            split, image = entries[i][0], entries[i][1]
+            leak = split != home
+            if leak and not keep_leaks:
+                dropped.add(i)
+            found.append(
+                DuplicateImage(
+                    kind="split-leak" if leak else "duplicate-image",
+                    kept=str(original),
+                    kept_split=home,
+                    duplicate=str(image),
+                    duplicate_split=split,
+                    dropped=leak and not keep_leaks,
+                )
+            )
+    return dropped, found
+
+
+def warn_duplicates(found: Sequence[DuplicateImage]) -> None:
+    """Log each leak (and each copy within a split) naming both files; past :data:`WARN_DUPLICATES`, count."""
+    for d in found[:WARN_DUPLICATES]:
+        if d.kind == "split-leak":
+            what = (
+                f"dropped the {d.duplicate_split} copy"
+                if d.dropped
+                else f"kept in both (leak into {d.duplicate_split})"
+            )
+            log.warning(
+                "same image in %s (%s) and %s (%s): %s",
+                d.kept,
+                d.kept_split,
+                d.duplicate,
+                d.duplicate_split,
+                what,
+            )
+        else:
+            log.warning(
+                "same image twice in %s: %s and %s (both kept)", d.duplicate_split, d.kept, d.duplicate
+            )
+    if len(found) > WARN_DUPLICATES:
+        log.warning("... and %d more identical image(s), listed in merge.json", len(found) - WARN_DUPLICATES)
+
+
+@dataclass
 class _FilePlan:
     split: str
     image: Path
@@ -345,6 +451,7 @@ def merge_datasets(
     dry_run: bool = False,
     link: bool = False,
     overwrite: bool = False,
+    keep_leaks: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> MergeResult:
     """Merge YOLO data sets into ``out`` (atomically); return what was (with ``dry_run``: would be) done.
@@ -357,6 +464,9 @@ def merge_datasets(
         case_insensitive: ``Knife`` and ``knife`` are one class.
         dry_run: plan and count, write nothing.
         link: hard-link (or symlink) images instead of copying them.
+        keep_leaks: keep the val/test copy of an image that is also in train (or a test copy of a val image);
+            by default it is dropped, so the merged set has no train/val leak. Either way it is warned about
+            and listed in ``duplicates``.
 
     Raises:
         DatasetError: a source or a label line that cannot be read (nothing is written).
@@ -395,39 +505,44 @@ def merge_datasets(
     ]
     threats = unify_threats(renamed_threats, merged, case_insensitive)
 
+    split_maps = [{s: SPLIT_ALIASES.get(s.lower(), s) for s in ds.splits} for ds in datasets]
+    entries = _read_entries(datasets, split_maps, id_maps)
+    dropped, duplicates = find_duplicates([(e.target, e.image, e.digest) for e in entries], keep_leaks)
+    warn_duplicates(duplicates)
+
     merged_stats = StatsBuilder(merged)
+    own_stats = [StatsBuilder(ds.names) for ds in datasets]
     taken: dict[str, set[str]] = {}
     plans: list[_FilePlan] = []
-    summaries: list[SourceSummary] = []
-    for ds, name, id_map in zip(datasets, names_of, id_maps, strict=True):
-        own_stats = StatsBuilder(ds.names)
-        split_map = {s: SPLIT_ALIASES.get(s.lower(), s) for s in ds.splits}
-        n_renamed = 0
-        for split, target in split_map.items():
-            for image in ds.images(split):
-                label = label_path_for(image)
-                remapped = remap_label_text(_read_text(label), id_map, label) if label.exists() else None
-                dest = unique_name(image, name, taken.setdefault(target, set()))
-                n_renamed += dest != image.name
-                plans.append(_FilePlan(target, image, dest, remapped.text if remapped else None))
-                if remapped:
-                    own_stats.add(split, remapped.old_ids, remapped.wh)
-                    merged_stats.add(target, remapped.new_ids, remapped.wh)
-                else:
-                    own_stats.add(split, [], np.zeros((0, 2)))
-                    merged_stats.add(target, [], np.zeros((0, 2)))
-        summaries.append(
-            SourceSummary(
-                name=name,
-                path=str(ds.yaml_path or ds.root),
-                names=ds.names,
-                class_map=dict(zip(ds.names, [merged[i] for i in id_map], strict=True)),
-                id_map=id_map,
-                split_map=split_map,
-                renamed_files=n_renamed,
-                stats=own_stats.finish(),
-            )
+    n_renamed = [0] * len(datasets)
+    n_dropped = [0] * len(datasets)
+    for i, e in enumerate(entries):
+        old_ids, new_ids, wh = (
+            (e.labels.old_ids, e.labels.new_ids, e.labels.wh) if e.labels else ([], [], None)
         )
+        own_stats[e.source].add(e.split, old_ids, np.zeros((0, 2)) if wh is None else wh)
+        if i in dropped:
+            n_dropped[e.source] += 1
+            continue
+        dest = unique_name(e.image, names_of[e.source], taken.setdefault(e.target, set()))
+        n_renamed[e.source] += dest != e.image.name
+        plans.append(_FilePlan(e.target, e.image, dest, e.labels.text if e.labels else None))
+        merged_stats.add(e.target, new_ids, np.zeros((0, 2)) if wh is None else wh)
+    summaries = [
+        SourceSummary(
+            name=name,
+            path=str(ds.yaml_path or ds.root),
+            names=ds.names,
+            class_map=dict(zip(ds.names, [merged[i] for i in id_map], strict=True)),
+            id_map=id_map,
+            split_map=split_maps[k],
+            renamed_files=n_renamed[k],
+            dropped_files=n_dropped[k],
+            stats=own_stats[k].finish(),
+        )
+        for k, (ds, name, id_map) in enumerate(zip(datasets, names_of, id_maps, strict=True))
+    ]
+    leaks = [d for d in duplicates if d.kind == "split-leak"]
     result = MergeResult(
         out=out,
         dry_run=dry_run,
@@ -435,12 +550,31 @@ def merge_datasets(
         threats=threats,
         sources=summaries,
         stats=merged_stats.finish(),
-        renamed_files=sum(s.renamed_files for s in summaries),
+        renamed_files=sum(n_renamed),
+        keep_leaks=keep_leaks,
+        leaks_dropped=sum(d.dropped for d in leaks),
+        leaks_kept=sum(not d.dropped for d in leaks),
+        duplicates_in_split=len(duplicates) - len(leaks),
+        duplicates=duplicates,
     )
     if dry_run:
         return result
     _write(out, plans, result, link, overwrite, progress)
     return result
+
+
+def _read_entries(
+    datasets: Sequence[Dataset], split_maps: Sequence[dict[str, str]], id_maps: Sequence[Sequence[int]]
+) -> list[_Entry]:
+    """Every image of every source, in source then split order, with its remapped labels and digest."""
+    entries: list[_Entry] = []
+    for k, (ds, split_map, id_map) in enumerate(zip(datasets, split_maps, id_maps, strict=True)):
+        for split, target in split_map.items():
+            for image in ds.images(split):
+                label = label_path_for(image)
+                remapped = remap_label_text(_read_text(label), id_map, label) if label.exists() else None
+                entries.append(_Entry(k, split, target, image, remapped, content_digest(image)))
+    return entries
 
 
 def _read_text(label: Path) -> str:
@@ -459,9 +593,7 @@ def _write(
     overwrite: bool,
     progress: Callable[[int], None] | None,
 ) -> None:
-    splits = sorted(
-        {p.split for p in plans}, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9, s)
-    )
+    splits = sorted({p.split for p in plans}, key=split_rank)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for split in splits:
             (tmp / "images" / split).mkdir(parents=True)

@@ -5,10 +5,18 @@ in the image (rarest by number of images over the whole set), so that a rare cla
 even when it always shares its images with common classes; images without boxes form their own stratum and are
 spread in proportion like any other. Split sizes per stratum are apportioned by largest remainder so that the
 totals match ``round(N * fraction)`` exactly. Same source, fractions and seed give the same split.
+
+The unit that is assigned is a *content group*: the images whose bytes are identical (same SHA-1, the hash
+``data check`` uses to report ``split-leak``), wherever they lie in the source. A group goes to one split
+whole, so a copy of a train image can never land in val; its stratum is the rarest class over all its copies'
+labels, and ``N`` above counts groups (distinct images). With no duplicates every group is one image.
+A label line that does not parse or whose class id is not an index into ``names`` is refused, naming the
+file and line, before anything is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -21,7 +29,15 @@ from typing import TypeVar
 import numpy as np
 from pydantic import BaseModel
 
-from xraydet.data.dataset import label_path_for, load_dataset, read_label_file, write_data_yaml
+from xraydet.data.dataset import (
+    DatasetError,
+    label_path_for,
+    load_dataset,
+    parse_label_line,
+    read_text_file,
+    write_data_yaml,
+)
+from xraydet.data.label_check import class_out_of_range
 from xraydet.data.stats import DatasetStats, StatsBuilder
 from xraydet.errors import ConfigError, XrayDetError
 from xraydet.io import atomic_directory, refuse_output_over_inputs
@@ -33,7 +49,8 @@ K = TypeVar("K", bound=Hashable)
 
 
 class SplitResult(BaseModel):
-    """What was written: the output folder, images per split and the per-split class counts."""
+    """What was written: the output folder, images per split, the per-split class counts, and how many groups
+    of identical images (``duplicate_images`` images in all) were each kept in one split."""
 
     out: Path
     source: str
@@ -43,6 +60,49 @@ class SplitResult(BaseModel):
     names: list[str]
     counts: dict[str, int]
     stats: DatasetStats
+    duplicate_groups: int = 0
+    duplicate_images: int = 0
+
+
+def content_digest(path: Path) -> str:
+    """SHA-1 of a file's bytes, the digest ``data check`` compares to find identical images."""
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
+
+
+def group_by_content(digests: Sequence[str]) -> list[list[int]]:
+    """Indices of equal digests grouped, groups in order of their first member.
+
+    Example:
+        >>> group_by_content(["x", "y", "x", "z"])
+        [[0, 2], [1], [3]]
+    """
+    groups: dict[str, list[int]] = {}
+    for i, digest in enumerate(digests):
+        groups.setdefault(digest, []).append(i)
+    return list(groups.values())
+
+
+def checked_label_rows(label: Path, nc: int) -> np.ndarray:
+    """The ``(N, 5)`` rows of a label file (none when it does not exist), every class id checked.
+
+    Raises:
+        DatasetError: a line that does not parse, or whose class id is not an index into the ``nc`` names
+            (``data check``'s ``class-out-of-range``), naming the file and line. Copied unchanged, such a
+            label would make Ultralytics drop the image, and the split's counts would leave it out.
+    """
+    if not label.exists():
+        return np.zeros((0, 5))
+    rows = []
+    for number, text in enumerate(read_text_file(label, "utf-8-sig").splitlines(), start=1):
+        if not text.strip():
+            continue
+        row = parse_label_line(text, label, number)
+        if int(row[0]) >= nc:
+            hint = "fix the label or data.yaml's names (see `xraydet data check`)"
+            raise DatasetError(f"{class_out_of_range(int(row[0]), nc)}; {hint}", label, number)
+        rows.append(row)
+    return np.stack(rows) if rows else np.zeros((0, 5))
 
 
 def stratum_keys(class_sets: Sequence[set[int]]) -> list[int]:
@@ -175,8 +235,11 @@ def split_dataset(
 ) -> SplitResult:
     """Pool all images of ``source`` and write a stratified split to ``out`` (atomically).
 
+    Identical images (same bytes, different paths) are kept together in one split; see the module docstring.
+
     Raises:
-        DatasetError: a label file that does not parse (run ``xraydet data check`` first).
+        DatasetError: a label line that does not parse or has a class id outside ``names`` (nothing is
+            written; run ``xraydet data check`` first).
         ConfigError: fractions out of range.
         XrayDetError: ``out`` exists and ``overwrite`` is False.
 
@@ -200,14 +263,17 @@ def split_dataset(
         if (resolved := img.resolve()) not in seen:
             seen.add(resolved)
             pool.append((src_split, img))
-    rows = [
-        read_label_file(label_path_for(img)) if label_path_for(img).exists() else np.zeros((0, 5))
-        for _, img in pool
-    ]
+    rows = [checked_label_rows(label_path_for(img), len(ds.names)) for _, img in pool]
     class_sets = [set(r[:, 0].astype(int).tolist()) for r in rows]
-    assigned = assign_splits(class_sets, val, test, seed)
+    groups = group_by_content([content_digest(img) for _, img in pool])
+    group_splits = assign_splits([set().union(*(class_sets[i] for i in g)) for g in groups], val, test, seed)
     split_names = ["train", "val"] + (["test"] if test > 0 else [])
-    _refuse_empty_splits(assigned, split_names, val, test, len(pool))
+    _refuse_empty_splits(group_splits, split_names, val, test, len(groups))
+    assigned = [""] * len(pool)
+    for members, group_split in zip(groups, group_splits, strict=True):
+        for i in members:
+            assigned[i] = group_split
+    duplicates = [g for g in groups if len(g) > 1]
     builder = StatsBuilder(ds.names)
     for s in split_names:
         builder.touch(s)
@@ -234,11 +300,15 @@ def split_dataset(
             "val": val,
             "test": test,
             "seed": seed,
+            "duplicate_groups": len(duplicates),
+            "duplicate_images": sum(len(g) for g in duplicates),
             "files": manifest,
         }
         (tmp / "split.json").write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
     counts = {s: assigned.count(s) for s in split_names}
     log.info("split %d images into %s", len(pool), counts)
+    if duplicates:
+        log.info("kept %d group(s) of identical images together, each in one split", len(duplicates))
     return SplitResult(
         out=out,
         source=str(ds.yaml_path or ds.root),
@@ -248,4 +318,6 @@ def split_dataset(
         names=ds.names,
         counts=counts,
         stats=builder.finish(),
+        duplicate_groups=len(duplicates),
+        duplicate_images=sum(len(g) for g in duplicates),
     )

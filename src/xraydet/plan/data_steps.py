@@ -186,6 +186,7 @@ class MergeParams(BaseModel):
     map_file: str | None = None
     case_insensitive: bool = False
     link: bool = False
+    keep_leaks: bool = Field(False, description="keep val/test copies of images also in train (a leak)")
 
 
 @register_step_kind("merge", MergeParams, "merge data sets (xraydet data merge)", _refs_check("sources"))
@@ -201,11 +202,18 @@ def run_merge(ctx: StepContext, params: MergeParams) -> StepResult:
         map_file=ctx.resolve_path(params.map_file) if params.map_file else None,
         case_insensitive=params.case_insensitive,
         link=params.link,
+        keep_leaks=params.keep_leaks,
     )
     return StepResult(
         outputs={"data_yaml": out / "data.yaml"},
         files={"dataset": out},
-        outcome={"classes": len(result.names), "threats": result.threats, "sources": len(sources)},
+        outcome={
+            "classes": len(result.names),
+            "threats": result.threats,
+            "sources": len(sources),
+            "leaks_dropped": result.leaks_dropped,
+            "leaks_kept": result.leaks_kept,
+        },
         details={"names": result.names},
     )
 

@@ -16,27 +16,38 @@ Two record shapes are read, one JSON object per line:
 * OpenAI chat: ``{"messages": [..., {"role": "user", "content": [{"type": "image_url", "image_url":
   {"url": "a.jpg" | "https://.../a.jpg" | "data:image/jpeg;base64,..."}}]}, {"role": "assistant",
   "content": "<loc0100>... knife ; ..."}]}``
+
+An embedded (``data:``) image is named by its line and by the format of its bytes as PIL identifies them, not
+by the URL's media type (exports label PNG bytes ``image/jpeg``; a mismatch is noted). A data URL whose bytes
+are not a JPEG, PNG, BMP, TIFF or WebP image (an SVG, say) is an error naming the line.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 import numpy as np
+from PIL import Image
 
 from xraydet.data.dataset import DatasetError, read_text_file
 from xraydet.data.formats import AnnotationSet, FormatError, Record
 from xraydet.io import atomic_write_text
+from xraydet.ultralytics_env import pil_open
 
 DEFAULT_BINS = 1024
 _OBJECT = re.compile(r"^\s*<loc(\d{4})><loc(\d{4})><loc(\d{4})><loc(\d{4})>(?:<seg\d{3}>)*\s*(.*?)\s*$")
-_DATA_URL = re.compile(r"^data:image/(\w+);base64,(.*)$", re.DOTALL)
+_DATA_URL = re.compile(r"^data:([^,]*),(.*)$", re.DOTALL | re.IGNORECASE)
+# The raster formats a YOLO data set holds (PIL's format name -> suffix; xraydet lists only these suffixes).
+EMBEDDED_SUFFIXES = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}
+_MEDIA_SUFFIXES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/png": "png", "image/bmp": "bmp"}
+_MEDIA_SUFFIXES |= {"image/x-ms-bmp": "bmp", "image/tiff": "tif", "image/webp": "webp"}
 
 
 def encode_box(xyxy: np.ndarray, width: int, height: int, bins: int = DEFAULT_BINS) -> str:
@@ -168,9 +179,17 @@ def read(path: Path, bins: int = DEFAULT_BINS) -> AnnotationSet:
             raise FormatError("expected one JSON object per line", path, number)
         answer, image = _answer_and_image(obj, where)
         boxes, labels = parse_answer(answer, bins, where)
-        file_name, data = _image_ref(image, number, where)
+        file_name, data, notes = _image_ref(image, number, where)
         rec = Record(
-            file_name, None, None, boxes, labels, f"{path}:{number}", image_bytes=data, normalized=True
+            file_name,
+            None,
+            None,
+            boxes,
+            labels,
+            f"{path}:{number}",
+            image_bytes=data,
+            notes=notes,
+            normalized=True,
         )
         if isinstance(obj.get("width"), int) and isinstance(obj.get("height"), int):
             rec.width, rec.height = obj["width"], obj["height"]
@@ -178,18 +197,65 @@ def read(path: Path, bins: int = DEFAULT_BINS) -> AnnotationSet:
     return AnnotationSet(records)
 
 
-def _image_ref(image: str, number: int, where: str) -> tuple[str, bytes | None]:
-    match = _DATA_URL.match(image)
-    if match:
-        ext = "jpg" if match.group(1).lower() == "jpeg" else match.group(1).lower()
-        try:
-            return f"image_{number:06d}.{ext}", base64.b64decode(match.group(2), validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise FormatError(f"{where}invalid base64 image data") from err
+def decode_data_url(url: str, where: str = "") -> tuple[str, bytes]:
+    """The media type (``text/plain`` when none is given) and the bytes of a ``data:`` URL (RFC 2397).
+
+    Example:
+        >>> decode_data_url("data:image/png;base64,iVBO")
+        ('image/png', b'\\x89PN')
+    """
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise FormatError(f"{where}a data URL needs a ',' before its data, got {url[:40]!r}...")
+    media, *params = match.group(1).split(";")
+    if not any(p.strip().lower() == "base64" for p in params):
+        return media.strip().lower() or "text/plain", unquote_to_bytes(match.group(2))
+    try:
+        return media.strip().lower() or "text/plain", base64.b64decode(match.group(2), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise FormatError(f"{where}invalid base64 image data") from err
+
+
+def sniff_suffix(data: bytes, media: str, where: str = "") -> str:
+    """The file suffix for embedded image bytes, from the format PIL reads in them (not from ``media``).
+
+    Bytes PIL cannot identify (an SVG, text) or a format a YOLO data set does not hold (a GIF) raise
+    :class:`FormatError` naming ``where``.
+
+    Example:
+        >>> buffer = io.BytesIO()
+        >>> Image.new("L", (4, 4)).save(buffer, "PNG")
+        >>> sniff_suffix(buffer.getvalue(), "image/jpeg")
+        'png'
+    """
+    try:
+        with pil_open(io.BytesIO(data)) as im:
+            fmt = im.format or ""
+    except (OSError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        raise FormatError(
+            f"{where}the data URL ({media}, {len(data)} bytes) is not a raster image PIL can read "
+            f"({type(err).__name__}); embed a JPEG or PNG, or refer to an image file"
+        ) from err
+    if fmt not in EMBEDDED_SUFFIXES:
+        raise FormatError(
+            f"{where}the data URL ({media}) holds a {fmt} image; a YOLO data set holds "
+            f"{', '.join(sorted(set(EMBEDDED_SUFFIXES) - {'MPO'}))}: re-encode it"
+        )
+    return EMBEDDED_SUFFIXES[fmt]
+
+
+def _image_ref(image: str, number: int, where: str) -> tuple[str, bytes | None, list[str]]:
+    """The image's file name, its bytes when embedded (a ``data:`` URL), and notes about it."""
+    if image[:5].lower() == "data:":
+        media, data = decode_data_url(image, where)
+        suffix = sniff_suffix(data, media, where)
+        name = f"image_{number:06d}.{suffix}"
+        note = f"{where}data URL says {media} but holds {suffix.upper()} bytes: saved as {name}"
+        return name, data, [note] if _MEDIA_SUFFIXES.get(media) != suffix else []
     parsed = urlparse(image)
     if parsed.scheme in ("http", "https", "file"):
-        return unquote(Path(parsed.path).name), None  # no network: looked up by name in the images folder
-    return image, None
+        return unquote(Path(parsed.path).name), None, []  # no network: looked up by name in the images folder
+    return image, None, []
 
 
 def write(
