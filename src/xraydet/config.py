@@ -48,7 +48,6 @@ def refuse_bool(value: Any) -> Any:
     return value
 
 
-# In the ``Annotated`` type of every numeric setting (hooks' parameters, the job's fields), first.
 # First in the ``Annotated`` type of every numeric setting read from a file (jobs, hooks, plans, policies).
 NotBool = BeforeValidator(refuse_bool)
 

@@ -262,6 +262,22 @@ def test_voc_devkit_layout(tmp_path: Path) -> None:
     assert (tmp_path / "yolo/labels/train/s1.txt").read_text() == "0 0.200000 0.300000 0.200000 0.400000\n"
 
 
+def test_overwrite_never_replaces_the_folder_images_were_found_in(tmp_path: Path) -> None:
+    """A VOC devkit's JPEGImages/ is found beside Annotations/, not named on the command line: an input."""
+    root = tmp_path / "VOC2007"
+    _image(root / "JPEGImages/s1.jpg", 200, 100)
+    (root / "Annotations").mkdir(parents=True)
+    (root / "Annotations/s1.xml").write_text(
+        "<annotation><filename>s1.jpg</filename><size><width>200</width><height>100</height></size>"
+        "<object><name>scissors</name><bndbox><xmin>21</xmin><ymin>11</ymin><xmax>60</xmax><ymax>50</ymax>"
+        "</bndbox></object></annotation>"
+    )
+    with pytest.raises(XrayDetError, match="the output would replace the input"):
+        convert(root / "Annotations", "voc", root / "JPEGImages", overwrite=True)
+    assert (root / "JPEGImages/s1.jpg").is_file()
+    assert not list(root.glob(".JPEGImages.*"))  # no temporary folder left behind
+
+
 @pytest.mark.parametrize(
     ("path", "expected"),
     [

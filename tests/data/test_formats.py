@@ -414,3 +414,13 @@ def test_utf8_bom_and_windows_line_endings_are_read(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_roboflow_coco(), indent=1).replace("\n", "\r\n").encode())
     assert coco.read(path).declared_names == ["knife", "gun"]
+
+
+def test_coco_null_or_missing_iscrowd_is_not_a_crowd(tmp_path: Path) -> None:
+    data = _roboflow_coco()
+    data["annotations"][0]["iscrowd"] = None
+    del data["annotations"][1]["iscrowd"]
+    path = tmp_path / "_annotations.coco.json"
+    path.write_text(json.dumps(data))
+    first, _ = coco.read(path).records
+    assert first.labels == ["gun", "knife"]  # both boxes kept, none skipped as a crowd

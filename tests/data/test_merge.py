@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 import xraydet.data.merge as merge_mod
 from xraydet.data.check import check_dataset
@@ -429,3 +430,57 @@ def test_cli_merge_reports_dropped_leaks(yolo_set, image_writer, tmp_path: Path)
     kept = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "k"), "--keep-leaks"])
     assert kept.exit_code == 0, kept.output
     assert "1 image(s) in two splits kept (--keep-leaks)" in kept.stdout and "(6 images)" in kept.stdout
+
+
+def test_a_leak_whose_copies_carry_other_labels_says_the_boxes_are_lost(
+    yolo_set, image_writer, tmp_path: Path, caplog
+) -> None:
+    """One scan labelled `knife` in A's train, `gun` + `knife` in B's val: dropping B's copy loses the gun."""
+    a = yolo_set(
+        "A", ["knife"], {"train": {"a1": ["0 0.5 0.5 0.2 0.2"]}, "val": {"a2": ["0 0.5 0.5 0.2 0.2"]}}
+    )
+    b = yolo_set(
+        "B",
+        ["gun", "knife"],
+        {"train": {"b1": ["0 0.4 0.4 0.2 0.2"]}, "val": {"b2": ["1 0.5 0.5 0.2 0.2"]}},
+        seed=1,
+    )
+    image_writer(a.parent / "images/train/x.png", 999)
+    (b.parent / "images/val/x.png").write_bytes((a.parent / "images/train/x.png").read_bytes())
+    (a.parent / "labels/train/x.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (b.parent / "labels/val/x.txt").write_text("0 0.2 0.2 0.1 0.1\n1 0.5 0.5 0.2 0.2\n")
+    with caplog.at_level("WARNING", logger="xraydet.data.merge"):
+        result = merge_datasets([a, b], tmp_path / "m")
+    [dup] = result.duplicates
+    assert dup.dropped and dup.labels_differ
+    assert any(
+        "labels differ, so the dropped copy's boxes are lost" in r.getMessage() for r in caplog.records
+    )
+    assert json.loads((tmp_path / "m" / "merge.json").read_text())["duplicates"][0]["labels_differ"] is True
+
+
+def test_the_same_boxes_in_another_order_do_not_differ(yolo_set, image_writer, tmp_path: Path) -> None:
+    a, b, _, _ = _leaky_pair(yolo_set, image_writer, "train", "val")
+    (a.parent / "labels/train/a.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.1 0.1\n")
+    (b.parent / "labels/val/b.txt").write_text("0  0.1 0.1 0.1 0.1\n0 0.5 0.5 0.2 0.2\n")
+    [dup] = merge_datasets([a, b], tmp_path / "m").duplicates
+    assert dup.dropped and not dup.labels_differ
+
+
+def test_a_merge_that_would_leave_val_empty_is_refused(yolo_set, tmp_path: Path) -> None:
+    """Every val image is also a train image (train and val name one folder): dropping them empties val."""
+    a = yolo_set("A", ["knife"], {"train": {"a1": ["0 0.5 0.5 0.2 0.2"], "a2": ["0 0.4 0.4 0.2 0.2"]}})
+    body = yaml.safe_load(a.read_text())
+    a.write_text(yaml.safe_dump({**body, "val": body["train"]}))
+    with pytest.raises(ConfigError, match=r"every val image \(2\) is also in an earlier split.*--keep-leaks"):
+        merge_datasets([a], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    assert merge_datasets([a], tmp_path / "m", keep_leaks=True).leaks_kept == 2
+
+
+def test_a_dry_run_refuses_an_output_over_its_inputs_as_the_real_merge_does(
+    overlapping, tmp_path: Path
+) -> None:
+    a, b = overlapping
+    with pytest.raises(XrayDetError, match="the output would replace the input"):
+        merge_datasets([a, b], a.parent, overwrite=True, dry_run=True)

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from xraydet.data.check import check_dataset
 from xraydet.data.dataset import DatasetError, label_path_for, load_dataset
@@ -251,3 +252,29 @@ def test_split_refuses_class_ids_outside_names_naming_file_and_line(
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     [found] = [p for p in check_dataset(source).problems if p.code == "class-out-of-range"]
     assert (Path(found.file or ""), found.line) == (label, 3)  # what `data check` names too
+
+
+def test_overwrite_never_replaces_the_folder_of_the_data_yaml(source: Path, tmp_path: Path) -> None:
+    """A data.yaml kept apart from its images (``path:`` elsewhere) is an input too."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    body = yaml.safe_load(source.read_text())
+    (cfg / "data.yaml").write_text(yaml.safe_dump({**body, "path": str(source.parent)}))
+    (cfg / "notes.txt").write_text("mine")
+    with pytest.raises(XrayDetError, match="the output would replace the input"):
+        split_dataset(cfg / "data.yaml", cfg, val=0.2, seed=0, overwrite=True)
+    assert (cfg / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_never_replaces_the_folder_an_image_list_names(source: Path, tmp_path: Path) -> None:
+    """``train: list.txt`` may name images anywhere: their folder is an input too."""
+    images = sorted((source.parent / "images" / "train").glob("*.png"))
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    (listed / "train.txt").write_text("".join(f"{p}\n" for p in images[:20]))
+    (listed / "val.txt").write_text("".join(f"{p}\n" for p in images[20:]))
+    body = yaml.safe_load(source.read_text())
+    (listed / "data.yaml").write_text(yaml.safe_dump({**body, "train": "train.txt", "val": "val.txt"}))
+    with pytest.raises(XrayDetError, match="the output would replace the input"):
+        split_dataset(listed / "data.yaml", source.parent / "images", val=0.2, seed=0, overwrite=True)
+    assert all(p.is_file() for p in images)

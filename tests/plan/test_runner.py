@@ -315,6 +315,21 @@ def test_runs_started_together_never_hold_the_lock_at_once(tmp_path: Path) -> No
         assert enter.startswith("in ") and leave == "out " + enter.removeprefix("in ")
 
 
+def test_a_walk_reads_the_state_again_once_it_holds_the_lock(tmp_path: Path) -> None:
+    """State read before the lock is taken may be stale (a run that ended while this one started): the walk
+    goes on from what is on disk, so the other run's record is not overwritten."""
+    from xraydet.plan.runner import _walk
+    from xraydet.plan.state import Session, load_state, now
+
+    plan = plan_of(0.5, 0.5)
+    run_plan(plan, tmp_path)
+    stale = load_state(tmp_path)
+    resume_plan(tmp_path)  # another run, after this one read the state
+    stale.sessions.append(Session(action="resume", started_at=now(), pid=os.getpid()))
+    _walk(plan, plan.steps(), stale, tmp_path, lambda event: None)
+    assert [s.action for s in load_state(tmp_path).sessions] == ["run", "resume", "resume"]
+
+
 def test_a_lock_left_by_a_killed_process_is_free(tmp_path: Path) -> None:
     run_plan(plan_of(0.5, 0.5), tmp_path)
     holder = _lock_holder(tmp_path)

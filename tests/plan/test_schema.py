@@ -116,6 +116,11 @@ def test_minimal_plan_compiles_in_order() -> None:
         ("cost.gpus", True, "cost.gpus: expected a number, got the boolean true"),
         (
             "data.0",
+            {"id": "doc", "kind": "doctor", "dataset": "@main", "seed": -1},
+            "data[0].seed: Input should be",
+        ),
+        (
+            "data.0",
             {"id": "doc", "kind": "doctor", "dataset": "@main", "max_images": True},
             "data[0].max_images: expected a",
         ),

@@ -302,6 +302,12 @@ def _print_duplicates(result: MergeResult) -> None:
         )
     if result.duplicates_in_split:
         console.print(f"[yellow]{result.duplicates_in_split} identical copy(ies) kept within one split")
+    lost = sum(d.labels_differ and d.dropped for d in result.duplicates)
+    if lost:
+        console.print(
+            f"[red]{lost} left-out copy(ies) had other labels than the copy kept: their boxes are not in the "
+            "merged set (each pair is in merge.json with labels_differ: true)"
+        )
 
 
 def register(data_app: typer.Typer) -> None:

@@ -196,6 +196,12 @@ def annotated_size(rec: Record, stored: tuple[int, int], upright: tuple[int, int
         (48, 64)
     """
     if rec.width is None or (rec.width, rec.height) == stored:
+        if stored != upright:  # the boxes may have been drawn upright; nothing here says which
+            rec.notes.append(
+                f"{rec.where}: '{rec.file_name}' has an EXIF rotation (stored {stored[0]}x{stored[1]}, shown "
+                f"{upright[0]}x{upright[1]}, as Ultralytics loads it); boxes read on the stored image: check "
+                "them with `xraydet data doctor`"
+            )
         return stored
     if (rec.width, rec.height) == upright:
         rec.notes.append(
@@ -246,6 +252,7 @@ def convert(
     total = sum(len(s.records) for _, s in sets)
     done = 0
     summaries: dict[str, SplitSummary] = {}
+    read_from: set[Path] = set()  # folders images were found in (beside, above or named by the annotations)
     with atomic_directory(Path(out), overwrite=overwrite) as tmp:
         for split_name, files in groups.items():
             (tmp / "images" / split_name).mkdir(parents=True, exist_ok=True)
@@ -257,6 +264,8 @@ def convert(
                     continue
                 for rec in s.records:
                     path = None if rec.image_bytes is not None else _find_image(rec, f, images)
+                    if path is not None:
+                        read_from.add(path.parent)
                     width, height = annotated_size(rec, *_image_size(rec, path))
                     rec.set_size(width, height)
                     notes.extend(rec.notes)
@@ -278,6 +287,7 @@ def convert(
             summaries[split_name] = SplitSummary(
                 images=n_images, boxes=n_boxes, sources=[str(f) for f in files]
             )
+        refuse_output_over_inputs(out, sorted(read_from))  # before OUT is replaced, when the block ends
         write_data_yaml(tmp, names, {s: f"images/{s}" for s in groups}, threats)
         result = ConvertResult(
             out=Path(out),

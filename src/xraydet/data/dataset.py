@@ -100,8 +100,11 @@ class Dataset:
         return sorted(found)
 
     def locations(self) -> list[Path]:
-        """The data set's root and every split's sources (folders or image-list files)."""
-        return [self.root, *(source for sources in self.splits.values() for source in sources)]
+        """Every path the data set is read from: its root, data.yaml, each split's sources (folders or
+        image-list files) and the folders of its images (an image list may name images anywhere)."""
+        sources = [source for sources in self.splits.values() for source in sources]
+        folders = sorted({image.parent for split in self.splits for image in self.images(split)})
+        return [self.root, *([self.yaml_path] if self.yaml_path else []), *sources, *folders]
 
     def dangling_images(self, split: str) -> list[Path]:
         """Image-named symlinks of ``split``'s folders whose target is missing, sorted.

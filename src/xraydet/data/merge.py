@@ -89,6 +89,7 @@ class DuplicateImage(BaseModel):
     duplicate: str
     duplicate_split: str
     dropped: bool
+    labels_differ: bool = False  # the two copies' labels (after the class remap) are not the same boxes
 
 
 class MergeResult(BaseModel):
@@ -295,25 +296,28 @@ def split_rank(split: str) -> tuple[int, str]:
 
 
 def find_duplicates(
-    entries: Sequence[tuple[str, Path, str]], keep_leaks: bool = False
+    entries: Sequence[tuple[str, Path, str, str]], keep_leaks: bool = False
 ) -> tuple[set[int], list[DuplicateImage]]:
-    """Identical images among ``(merged split, image, digest)`` entries: the indices to drop, and every copy.
+    """Identical images among ``(merged split, image, digest, label text)`` entries: the indices to drop, and
+    every copy.
 
     The first copy (by split rank, then entry order) is kept; a copy in another split is a leak and dropped
-    unless ``keep_leaks``; a copy in the same split as the first is kept.
+    unless ``keep_leaks``; a copy in the same split as the first is kept. Copies whose labels differ (two data
+    sets that labelled different classes on one scan) are marked ``labels_differ``.
 
     Example:
-        >>> dropped, found = find_duplicates([("val", Path("b/v.png"), "x"), ("train", Path("a/t.png"), "x")])
-        >>> dropped, [(d.kind, d.kept, d.duplicate) for d in found]
-        ({0}, [('split-leak', 'a/t.png', 'b/v.png')])
+        >>> entries = [("val", Path("b/v.png"), "x", "1 0.5 0.5 0.2 0.2"), ("train", Path("t.png"), "x", "")]
+        >>> dropped, found = find_duplicates(entries)
+        >>> dropped, [(d.kind, d.kept, d.duplicate, d.labels_differ) for d in found]
+        ({0}, [('split-leak', 't.png', 'b/v.png', True)])
     """
     dropped: set[int] = set()
     found: list[DuplicateImage] = []
-    for members in group_by_content([digest for _, _, digest in entries]):
+    for members in group_by_content([digest for _, _, digest, _ in entries]):
         first, *others = sorted(members, key=lambda i: (split_rank(entries[i][0]), i))
-        home, original = entries[first][0], entries[first][1]
+        home, original, _, kept_labels = entries[first]
         for i in others:
-            split, image = entries[i][0], entries[i][1]
+            split, image, _, labels = entries[i]
             leak = split != home
             if leak and not keep_leaks:
                 dropped.add(i)
@@ -325,9 +329,33 @@ def find_duplicates(
                     duplicate=str(image),
                     duplicate_split=split,
                     dropped=leak and not keep_leaks,
+                    labels_differ=label_set(labels) != label_set(kept_labels),
                 )
             )
     return dropped, found
+
+
+def label_set(text: str) -> list[str]:
+    """A label file's boxes as sorted, whitespace-normalised lines: equal for the same boxes in any order.
+
+    Example:
+        >>> label_set("1 0.5 0.5 0.2 0.2\\n0  0.1 0.1 0.1 0.1\\n")
+        ['0 0.1 0.1 0.1 0.1', '1 0.5 0.5 0.2 0.2']
+    """
+    return sorted(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
+def refuse_emptied_splits(entries: Sequence[tuple[str, Path, str, str]], dropped: set[int]) -> None:
+    """Refuse a merge whose dropped leaks would leave a split with no image at all (every val image also in
+    train, say): the merged set would silently have no validation split."""
+    before = {e[0] for e in entries}
+    after = {e[0] for i, e in enumerate(entries) if i not in dropped}
+    for split in sorted(before - after, key=split_rank):
+        n = sum(e[0] == split for e in entries)
+        raise ConfigError(
+            f"every {split} image ({n}) is also in an earlier split: the merged set would have no {split} "
+            "split; give the sources distinct images, or pass --keep-leaks to keep the copies (a leak)"
+        )
 
 
 def warn_duplicates(found: Sequence[DuplicateImage]) -> None:
@@ -339,6 +367,12 @@ def warn_duplicates(found: Sequence[DuplicateImage]) -> None:
                 if d.dropped
                 else f"kept in both (leak into {d.duplicate_split})"
             )
+            if d.labels_differ:
+                what += (
+                    "; their labels differ, so the dropped copy's boxes are lost"
+                    if d.dropped
+                    else "; their labels differ"
+                )
             log.warning(
                 "same image in %s (%s) and %s (%s): %s",
                 d.kept,
@@ -348,8 +382,13 @@ def warn_duplicates(found: Sequence[DuplicateImage]) -> None:
                 what,
             )
         else:
+            differ = ", labels differ" if d.labels_differ else ""
             log.warning(
-                "same image twice in %s: %s and %s (both kept)", d.duplicate_split, d.kept, d.duplicate
+                "same image twice in %s: %s and %s (both kept%s)",
+                d.duplicate_split,
+                d.kept,
+                d.duplicate,
+                differ,
             )
     if len(found) > WARN_DUPLICATES:
         log.warning("... and %d more identical image(s), listed in merge.json", len(found) - WARN_DUPLICATES)
@@ -484,8 +523,7 @@ def merge_datasets(
         raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
     datasets = [load_dataset(s) for s in sources]
     refuse_repeated_sources(datasets)
-    if not dry_run:
-        refuse_output_over_inputs(out, [place for ds in datasets for place in ds.locations()])
+    refuse_output_over_inputs(out, [place for ds in datasets for place in ds.locations()])
     for ds in datasets:
         if dupes := duplicate_names(ds.names):
             raise DatasetError(
@@ -507,7 +545,9 @@ def merge_datasets(
 
     split_maps = [{s: SPLIT_ALIASES.get(s.lower(), s) for s in ds.splits} for ds in datasets]
     entries = _read_entries(datasets, split_maps, id_maps)
-    dropped, duplicates = find_duplicates([(e.target, e.image, e.digest) for e in entries], keep_leaks)
+    keyed = [(e.target, e.image, e.digest, e.labels.text if e.labels else "") for e in entries]
+    dropped, duplicates = find_duplicates(keyed, keep_leaks)
+    refuse_emptied_splits(keyed, dropped)
     warn_duplicates(duplicates)
 
     merged_stats = StatsBuilder(merged)

@@ -132,7 +132,7 @@ class DoctorParams(BaseModel):
     dataset: str = Field(..., description="a path or @name")
     split: str | None = None
     max_images: Annotated[int, NotBool] = Field(300, ge=1)
-    seed: Annotated[int, NotBool] = 0
+    seed: Annotated[int, NotBool] = Field(0, ge=0)
     fail_on_flag: bool = True
 
 

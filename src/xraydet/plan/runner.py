@@ -222,7 +222,17 @@ def _walk(
     redo: set[str] | None = None,
 ) -> PlanState:
     with _lock(state_dir):
-        return _walk_locked(plan, steps, state, state_dir, emit, redo or set())
+        return _walk_locked(plan, steps, _as_left(state, state_dir), state_dir, emit, redo or set())
+
+
+def _as_left(state: PlanState, state_dir: Path) -> PlanState:
+    """``state`` as the last holder of the lock left it: read again now that the lock is ours (a run that
+    ended while this one waited has moved on), with this session's entry."""
+    if not (state_dir / STATE_FILE).is_file():
+        return state
+    left = load_state(state_dir)
+    left.sessions.append(state.sessions[-1])
+    return left
 
 
 LOCK_FILE = "lock"
@@ -240,16 +250,19 @@ def _lock(state_dir: Path) -> Iterator[None]:
 
     lock = state_dir / LOCK_FILE
     while True:
-        handle = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole walk)
+        handle = open(lock, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115 (held for the walk)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = handle.read(64).strip() or "unknown"
             handle.close()
             raise PlanError(
                 [f"another process (pid {holder}) is running this plan; wait for it or stop it"], state_dir
             ) from None
+        except OSError as err:  # no locks on this file system (ENOLCK on some NFS mounts)
+            handle.close()
+            raise PlanError([f"cannot lock {lock}: {err.strerror or err}"], state_dir) from err
         if _same_file(handle, lock):
             break
         handle.close()  # its holder removed it between our open and lock: take the current file instead

@@ -59,8 +59,8 @@ def _field(item: dict[str, Any], key: str, kind: type | tuple[type, ...], path: 
 
 
 def _crowd(ann: dict[str, Any], path: Path, where: str) -> bool:
-    """COCO's ``iscrowd`` flag (0 or 1, absent meaning 0); any other value raises naming the annotation."""
-    value = ann.get("iscrowd", 0)
+    """COCO's ``iscrowd`` flag (0 or 1, absent or null meaning 0); any other value raises naming it."""
+    value = ann.get("iscrowd") or 0  # absent or null: not a crowd
     if value not in (0, 1):
         raise FormatError(f"{where}: 'iscrowd' should be 0 or 1, got {value!r}", path)
     return bool(value)
