@@ -68,8 +68,8 @@ def test_a_boolean_in_the_job_file_is_refused_as_with_set(tmp_path: Path, data_y
     )
     with pytest.raises(ConfigError, match=r"key 'xray_augment.projection_classes.0': expected a number"):
         load_job(path)
-    path.write_text(f"data: {data_yaml}\nEPOCHS: yes\n")  # a seed key too
-    with pytest.raises(ConfigError, match=r"key 'epochs': expected a number, got the boolean true"):
+    path.write_text(f"data: {data_yaml}\nEPOCHS: yes\n")  # a seed key too, named as written
+    with pytest.raises(ConfigError, match=r"key 'EPOCHS': expected a number, got the boolean true"):
         load_job(path)
 
 

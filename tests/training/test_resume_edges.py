@@ -517,14 +517,19 @@ def test_a_run_killed_while_writing_its_last_checkpoint_trains_the_last_epoch_ag
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(
     script: Script, data: Path, tmp_path: Path
 ) -> None:
-    """Killed in epoch 2 of a run that writes ``last.pt`` every 2 epochs (or in its first epoch): epoch 1 is
-    in results.csv, state.json and MLflow, and there are no weights at all. The resume trains from the start
-    in the same folder and MLflow run (the OOM retry's rule when there is no checkpoint yet), not an error."""
+    """Killed in epoch 2 of a run that validates and writes ``last.pt`` every 2 epochs: epoch 1 (not
+    validated, so never saved) is in results.csv, state.json and MLflow, and there are no weights at all. The
+    resume trains from the start in the same folder and MLflow run (the OOM retry's rule when there is no
+    checkpoint yet), not an error."""
     run_dir = tmp_path / "run"
-    first = run_training(job(data), run_dir)
+    first = run_training(job(data, save_every=2, val_every=2), run_dir)
     shutil.copyfile(script.snapshot(0, 1), run_dir / "state.json")
-    lines = (run_dir / "results.csv").read_text().splitlines()
-    (run_dir / "results.csv").write_text("\n".join(lines[:2]) + "\n")
+    header, row = (run_dir / "results.csv").read_text().splitlines()[:2]
+    unvalidated = [
+        "nan" if name.strip().startswith(("metrics/", "val/")) else value
+        for name, value in zip(header.split(","), row.split(","), strict=True)
+    ]
+    (run_dir / "results.csv").write_text(f"{header}\n{','.join(unvalidated)}\n")
     shutil.rmtree(run_dir / "weights")
     (run_dir / "summary.json").unlink()
     moved = tmp_path / "moved"
@@ -540,6 +545,20 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(
     assert again.mlflow_run_id == first.mlflow_run_id
     assert map50_in_mlflow(again.mlflow_run_id) == {e: [map50(1, e)] for e in (1, 2, 3)}
     assert again.train_args["project"] == str(tmp_path) and again.train_args["name"] == "moved"
+
+
+def test_a_run_whose_saved_weights_were_moved_away_is_not_restarted(
+    script: Script, data: Path, tmp_path: Path
+) -> None:
+    """A validated epoch was written to ``last.pt``: weights missing now were moved or deleted (to register
+    best.pt, say), and training the run again from scratch would overwrite its record."""
+    run_dir = tmp_path / "run"
+    run_training(job(data), run_dir)
+    before = (run_dir / "results.csv").read_text()
+    shutil.rmtree(run_dir / "weights")
+    with pytest.raises(XrayDetError, match=r"no resumable checkpoint in weights/.*moved"):
+        resume_training(run_dir, epochs=5)
+    assert (run_dir / "results.csv").read_text() == before
 
 
 def test_a_run_whose_weights_are_all_torn_is_not_restarted(

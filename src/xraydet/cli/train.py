@@ -24,7 +24,10 @@ def train(
         None, help="Job YAML (or the word 'presets' to list presets).", show_default=False
     ),
     set_: list[str] = typer.Option(
-        [], "--set", "-s", help="Override a job key: key=value (YAML value; dots for sections)."
+        [],
+        "--set",
+        "-s",
+        help="Override a job key: key=value (YAML value; dots for sections, hooks[0] for list items).",
     ),
     resume: Path | None = typer.Option(None, "--resume", help="Continue (or extend) the run in this folder."),
     epochs: int | None = typer.Option(

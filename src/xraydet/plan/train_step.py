@@ -150,7 +150,8 @@ def outcome_of(result: RunResult, job: Any) -> dict[str, Any]:
     flags = [v for v in result.verdicts if v.hook in RED_FLAG_HOOKS and v.decision != "continue"]
     latest: dict[str, str] = {}
     for v in result.verdicts:
-        latest[v.hook] = v.decision
+        if v.values.get("judged") is not False:  # a gate that never judged has no decision
+            latest[v.hook] = v.decision
     return {
         "status": result.status,
         "stop_reason": result.stop_reason,

@@ -14,8 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import difflib
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +46,7 @@ from xraydet.training.hooks.decision_gate import (
     OnStop,
     check_gate_metric,
     check_gate_thresholds,
+    scaled_decision_epoch,
 )
 from xraydet.training.hooks.red_flags import (
     FLAG_ACTION,
@@ -194,7 +195,7 @@ class GateConfig(BaseModel):
         """The decision epoch for a run of ``epochs`` (the seed's 100 of 200, scaled down for short runs)."""
         if self.decision_epoch is not None:
             return self.decision_epoch
-        return DECISION_EPOCH if epochs >= 2 * DECISION_EPOCH else max(1, math.ceil(epochs / 2))
+        return scaled_decision_epoch(epochs)
 
     _metric = field_validator("metric")(known_metrics_when_on)
 
@@ -372,6 +373,21 @@ class TrainJob(BaseModel):
         check_ultralytics_keys(v, where="overrides")
         return v
 
+    def time_budget(self) -> bool:
+        """Whether Ultralytics' ``time`` budget (from the preset or the overrides) plans the run's epochs."""
+        try:
+            args = self.train_args()
+        except ConfigError:  # a preset file that cannot be found from here: the job's own overrides
+            args = self.overrides
+        return bool(args.get("time"))
+
+    def gate_epoch(self) -> int | None:
+        """The decision gate's epoch: the job's, or the seed's scaled to ``epochs``; None (the gate follows
+        the epochs Ultralytics plans) when a ``time`` budget re-plans them and the job sets none."""
+        if self.gate.decision_epoch is None and self.time_budget():
+            return None
+        return self.gate.resolved_epoch(self.epochs)
+
     def train_args(self, base_dir: Path | None = None) -> dict[str, Any]:
         """The Ultralytics train arguments this job resolves to (preset < job fields < overrides).
 
@@ -415,6 +431,17 @@ def check_model_source(model: str) -> str:
     raise ValueError(f"model must be a .yaml config (e.g. 'yolov8n.yaml') or a local .pt file, got '{model}'")
 
 
+def seed_key_names(raw: dict[str, Any]) -> dict[str, str]:
+    """Our field -> the seed key ``raw`` gives it by (``{"timeout_s": "TIMEOUT"}``), so that an error names
+    the key as the user wrote it. A field given both ways (with the same value) is named as ours.
+
+    Example:
+        >>> seed_key_names({"EPOCHS": "200", "TIMEOUT": 60, "timeout_s": 60})
+        {'epochs': 'EPOCHS'}
+    """
+    return {ours: seed for seed, ours in SEED_KEYS.items() if seed in raw and ours not in raw}
+
+
 def _coerce_seed_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
     out = dict(raw)
     for seed_key, ours in SEED_KEYS.items():
@@ -427,7 +454,9 @@ def _coerce_seed_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
             try:
                 value = float(value)
             except ValueError as err:
-                raise ConfigError(f"{where}: TIMEOUT must be a number of seconds, got {value!r}") from err
+                raise ConfigError(
+                    f"{where}: key 'TIMEOUT': expected a number of seconds, got {value!r}"
+                ) from err
         if ours in out and out[ours] != value:
             raise ConfigError(
                 f"{where}: both '{seed_key}' ({value!r}) and '{ours}' ({out[ours]!r}) are set; keep one"
@@ -464,7 +493,8 @@ def _split_ultralytics_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides (values parsed as YAML; dotted keys reach into sections).
+    """Apply ``key=value`` overrides (values parsed as YAML; dotted keys reach into sections, and an integer
+    picks a list item: ``hooks.0.params.patience=5``, or ``hooks[0].params.patience=5``).
 
     Unquoted numeric text is a number (``lr0=1e-3``, which YAML 1.1 reads as text); quoted text stays text
     (``name='2026'``, in a shell ``--set "name='2026'"``), as in YAML.
@@ -472,8 +502,10 @@ def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
     Example:
         >>> apply_sets({}, ["lr0=1e-3", "name='2026'", "gate.metric=map50"])
         {'lr0': 0.001, 'name': '2026', 'gate': {'metric': 'map50'}}
+        >>> apply_sets({"hooks": [{"name": "h", "params": {}}]}, ["hooks[0].params.x=1"])["hooks"]
+        [{'name': 'h', 'params': {'x': 1}}]
     """
-    out = dict(raw)
+    out = copy.deepcopy(raw)
     for item in sets:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -485,17 +517,55 @@ def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
         quoted = text.strip()[:1] in ("'", '"')
         if isinstance(value, str) and not quoted:  # YAML 1.1 reads 1e-3 as text; typed bare, it is a number
             value = number_from_text(value)
-        node = out
-        parts = key.strip().split(".")
+        parts = set_path(key)
         for seed_key, ours in SEED_KEYS.items():  # `--set epochs=3` on a seed-style job replaces EPOCHS
             if parts == [ours]:
                 out.pop(seed_key, None)
-        for part in parts[:-1]:
-            child = node.get(part)
-            node[part] = child = dict(child) if isinstance(child, dict) else {}
-            node = child
-        node[parts[-1]] = value
+        _set_at(out, parts, value, key.strip())
     return out
+
+
+def set_path(key: str) -> list[str]:
+    """The parts of a ``--set`` key: dots separate them, ``[i]`` is one more (``hooks[0].x`` = hooks, 0, x).
+
+    Example:
+        >>> set_path("hooks[1].params.x"), set_path("hooks.1.params.x")
+        (['hooks', '1', 'params', 'x'], ['hooks', '1', 'params', 'x'])
+    """
+    parts = re.sub(r"\[([^\]]*)\]", r".\1", key.strip()).split(".")
+    if any(not part.strip() for part in parts):
+        raise ConfigError(f"--set {key.strip()}: empty part in the key (use a.b, a.0.b or a[0].b)")
+    return [part.strip() for part in parts]
+
+
+def _set_at(root: dict[str, Any], parts: list[str], value: Any, key: str) -> None:
+    """Set ``value`` at ``parts`` in ``root``: mappings are made where missing (or in place of a value), list
+    items are picked by index, as the plan runner's ``--set`` does, and an index outside the list (or into a
+    list the job does not have) is an error naming the path."""
+    node: Any = root
+    for depth, part in enumerate(parts):
+        at: Any = _list_index(node, part, key, ".".join(parts[:depth])) if isinstance(node, list) else part
+        if depth == len(parts) - 1:
+            node[at] = value
+            return
+        child = node[at] if isinstance(node, list) else node.get(at)
+        if not isinstance(child, dict | list):
+            if re.fullmatch(r"-?\d+", parts[depth + 1]):
+                where = ".".join(parts[: depth + 1])
+                index = parts[depth + 1]
+                raise ConfigError(f"--set {key}: {where}[{index}] is out of range (no {where} list)")
+            node[at] = child = {}
+        node = child
+
+
+def _list_index(items: list[Any], part: str, key: str, where: str) -> int:
+    if not re.fullmatch(r"-?\d+", part):
+        raise ConfigError(f"--set {key}: {where} is a list: pick an item by index ({where}.0 or {where}[0])")
+    index = int(part)
+    if not -len(items) <= index < len(items):
+        count = f"{len(items)} item" + ("" if len(items) == 1 else "s")
+        raise ConfigError(f"--set {key}: {where}[{index}] is out of range ({where} has {count})")
+    return index % len(items)
 
 
 def job_from_dict(
@@ -509,6 +579,7 @@ def job_from_dict(
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of job keys, got {type(raw).__name__}")
+    named = seed_key_names(raw)
     body = _split_ultralytics_keys(_coerce_seed_keys(raw, where), where)
     if isinstance(body.get("overrides"), dict):
         body["overrides"] = check_ultralytics_values(body["overrides"], where)
@@ -528,15 +599,17 @@ def job_from_dict(
         job = TrainJob.model_validate(body)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "root"
+        loc = [str(p) for p in first["loc"]]
+        key = ".".join([named.get(loc[0], loc[0]), *loc[1:]]) if loc else "root"
         more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
         raise ConfigError(f"{where}: key '{key}': {first['msg']}{more}") from err
+    data_key = named.get("data", "data")
     if base_dir is not None and not job.data.is_absolute() and not job.data.exists():
         raise ConfigError(
-            f"{where}: key 'data': {job.data} does not exist beside the job ({base_dir.resolve()}) or in the "
-            f"current folder ({Path.cwd()}); give a data.yaml or a folder holding one"
+            f"{where}: key '{data_key}': {job.data} does not exist beside the job ({base_dir.resolve()}) "
+            f"or in the current folder ({Path.cwd()}); give a data.yaml or a folder holding one"
         )
-    data_yaml, names = _data_yaml(job.data, where)
+    data_yaml, names = _data_yaml(job.data, f"{where}: key '{data_key}'")
     job = job.model_copy(update={"data": data_yaml})
     if check_classes:
         _check_projection_classes(job.xray_augment.projection_classes, names, where)
@@ -589,18 +662,18 @@ def _check_projection_classes(wanted: list[int] | None, names: list[str], where:
 
 def _data_yaml(data: Path, where: str) -> tuple[Path, list[str]]:
     """The data.yaml Ultralytics will read (``data`` itself or the one in the folder ``data``, checked now),
-    and the data set's class names."""
+    and the data set's class names. ``where`` names the file and the key (``job.yaml: key 'DATASET'``)."""
     from xraydet.data.dataset import DatasetError, load_dataset, ultralytics_yaml
     from xraydet.tracking import runs_root
 
     if not data.exists():
-        raise ConfigError(f"{where}: key 'data': {data} does not exist (a data.yaml or a folder holding one)")
+        raise ConfigError(f"{where}: {data} does not exist (a data.yaml or a folder holding one)")
     try:
         dataset = load_dataset(data)
     except DatasetError as err:
-        raise ConfigError(f"{where}: key 'data': {err}") from err
+        raise ConfigError(f"{where}: {err}") from err
     if dataset.yaml_path is None:
-        raise ConfigError(f"{where}: key 'data': {data} has no data.yaml (class names and splits are needed)")
+        raise ConfigError(f"{where}: {data} has no data.yaml (class names and splits are needed)")
     return ultralytics_yaml(dataset, runs_root() / "data-yaml"), dataset.names
 
 

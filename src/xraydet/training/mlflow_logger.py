@@ -56,6 +56,9 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)[:MAX_PARAM_CHARS]}
 
 
+MAX_MARKS = 40  # superseded-metrics marks kept in the tag (about 2 kB, under MLflow's tag limit)
+
+
 def _delete_steps_after(store: Any, run_id: str, step: int) -> int:
     """Delete ``run_id``'s metric values at steps after ``step`` from a SQL store, and set each metric's
     latest value (what the run's page shows) to the newest one left, as MLflow orders them (step, time,
@@ -132,26 +135,36 @@ class MlflowRunLogger:
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
-    def forget_steps_after(self, step: int) -> int:
+    def forget_steps_after(self, step: int, logged_after: bool = True) -> int:
         """Drop the metric values this run logged at steps after ``step`` (epochs that are cut from
         ``results.csv`` and trained again); returns how many were dropped.
 
         Where the store cannot drop them (not a SQL store), they are marked superseded instead, in the tag
-        ``xraydet.superseded_metrics``: values at those steps logged before this call's time.
+        ``xraydet.superseded_metrics`` (the latest :data:`MAX_MARKS` marks): values at those steps logged
+        before this call's time; ``logged_after`` false (no step after ``step`` was logged) adds no mark.
         """
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
         if isinstance(store, SqlAlchemyStore):
             return _delete_steps_after(store, self.run_id, step)
-        self._mark_superseded(step)
+        if logged_after:  # else nothing after ``step`` was logged: nothing is superseded
+            self._mark_superseded(step)
         return 0
 
     def _mark_superseded(self, step: int) -> None:
         tag = "xraydet.superseded_metrics"
-        marks = json.loads(self.client.get_run(self.run_id).data.tags.get(tag, "[]"))
-        marks.append({"after_step": step, "logged_before_ms": int(time.time() * 1000)})
-        self.client.set_tag(self.run_id, tag, json.dumps(marks)[:5000])
+        try:
+            marks = json.loads(self.client.get_run(self.run_id).data.tags.get(tag, "[]"))
+        except json.JSONDecodeError:  # edited by hand: start the list again rather than fail the training
+            marks = []
+        marks = [
+            *(marks if isinstance(marks, list) else []),
+            {"after_step": step, "logged_before_ms": int(time.time() * 1000)},
+        ]
+        self.client.set_tag(
+            self.run_id, tag, json.dumps(marks[-MAX_MARKS:])
+        )  # whole JSON under the tag limit
         log.warning(
             "MLflow store cannot drop metric values: those of steps after %d logged so far are superseded by "
             "the values logged next (tag %s)",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,7 +32,7 @@ from xraydet.training.checkpoint_files import (
     find_resume_checkpoint,
     prepare_resume_checkpoint,
 )
-from xraydet.training.history import read_results_csv, truncate_results_csv
+from xraydet.training.history import is_validated, read_results_csv, truncate_results_csv
 from xraydet.training.job import job_from_dict
 from xraydet.training.state import RunState
 from xraydet.training.summary import RunResult, best_record, load_run_result
@@ -70,13 +71,15 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
         # Not stop_on_record: a stop verdict here came at the last epoch, which cuts nothing short, so the run
         # ends as it would have had it not been killed ("completed", or "timed_out" if the deadline cut it).
         return execute(job, run_dir, state, resume_from=None, stop_on_record=False, train=False)
-    if info is None and holds_weights(run_dir):
+    save_every = int(raw.get("save_every", 1) or 1)
+    if info is None and (holds_weights(run_dir) or was_checkpointed(trained, save_every, planned)):
         raise XrayDetError(
-            f"{run_dir}: no resumable checkpoint in weights/ (last.pt, resume.pt, epochNNN.pt missing, torn "
-            "or stripped); start a new run, e.g. with `model:` set to weights/last.pt"
+            f"{run_dir}: no resumable checkpoint in weights/ (last.pt, resume.pt, epochNNN.pt missing, "
+            "moved, torn or stripped); start a new run, e.g. with `model:` set to weights/last.pt"
         )
-    # No weights at all (killed in its first epoch, or before its first checkpoint with `save_every`): the run
-    # starts again from its beginning, in its folder, as an OOM retry with no checkpoint yet does.
+    # No weights, and none ever written (killed in its first epoch, or before its first checkpoint with
+    # `save_every`): the run starts again from its beginning, in its folder, as an OOM retry with no
+    # checkpoint yet does.
     checkpoint = info.epochs_done if info is not None else 0
     done = max(checkpoint, last)  # a torn last.pt lags
     if epochs is not None and epochs <= done:
@@ -110,6 +113,18 @@ def resume_training(run_dir: Path, epochs: int | None = None) -> RunResult:
         return execute(job, run_dir, state, resume_from=None, stop_on_record=epochs is None, restart=True)
     source = prepare_resume_checkpoint(info, run_dir, epochs=planned, batch=state.train_args.get("batch"))
     return execute(job, run_dir, state, resume_from=source, stop_on_record=epochs is None)
+
+
+def was_checkpointed(trained: list[dict[str, Any]], save_every: int, planned: int) -> bool:
+    """Whether the epochs of ``results.csv`` include one that was written to ``last.pt``: a validated one, a
+    ``save_every``-th or the last (weights missing now were moved or deleted, not never written).
+
+    Example:
+        >>> was_checkpointed([{"epoch": 1, "train_loss": 3.1}], save_every=3, planned=10)
+        False
+    """
+    last = int(trained[-1]["epoch"]) if trained else 0
+    return last >= min(save_every, planned) or any(is_validated(r) for r in trained)
 
 
 def holds_weights(run_dir: Path) -> bool:

@@ -34,6 +34,8 @@ class RunState(BaseModel):
     # best.pt's metrics from the final validation of the latest training (empty until it has run)
     final_eval: dict[str, float] = Field(default_factory=dict)
     wall_time_s: float = 0.0
+    # the epochs the loop planned at the latest epoch: Ultralytics re-plans them to fit a `time` budget
+    epochs_planned: int | None = None
 
     def save(self, run_dir: Path) -> None:
         atomic_write_json(run_dir / STATE_FILE, self.model_dump(mode="json"))

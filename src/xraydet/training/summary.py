@@ -43,8 +43,9 @@ class RunResult(BaseModel):
     wall_time_s: float = 0.0
 
     def verdict(self, hook: str) -> Verdict | None:
-        """The latest verdict of ``hook`` (e.g. ``"decision_gate"``), if any."""
-        found = [v for v in self.verdicts if v.hook == hook]
+        """The latest verdict of ``hook`` (e.g. ``"decision_gate"``), if any; a note that a gate never judged
+        (``values.judged`` false: the run ended before its decision epoch) is not a verdict."""
+        found = [v for v in self.verdicts if v.hook == hook and v.values.get("judged") is not False]
         return found[-1] if found else None
 
 

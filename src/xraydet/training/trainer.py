@@ -80,9 +80,7 @@ def build_job_hooks(job: TrainJob) -> HookList:
         hooks.append(NanLossFlag(action=flags.nan.action))
     if job.gate.enabled:
         g = job.gate
-        hooks.append(
-            DecisionGate(g.resolved_epoch(job.epochs), g.continue_above, g.stop_below, g.metric, g.on_stop)
-        )
+        hooks.append(DecisionGate(job.gate_epoch(), g.continue_above, g.stop_below, g.metric, g.on_stop))
     if flags.oscillation.enabled:
         o = flags.oscillation
         hooks.append(
@@ -174,10 +172,9 @@ def run_training(job: TrainJob, run_dir: Path | None = None) -> RunResult:
     if (run_dir / "state.json").exists() or (run_dir / "weights").exists():
         raise ConfigError(f"{run_dir} already holds a run; resume it with `xraydet train --resume {run_dir}`")
     run_dir.mkdir(parents=True, exist_ok=True)
-    job = job.model_copy(
-        update={"gate": job.gate.model_copy(update={"decision_epoch": job.gate.resolved_epoch(job.epochs)})}
-    )
-    if job.gate.enabled and (job.gate.decision_epoch or 0) > job.epochs:
+    # made explicit in job.yaml; under `time` a default one follows Ultralytics' plan until the gate judges
+    job = job.model_copy(update={"gate": job.gate.model_copy(update={"decision_epoch": job.gate_epoch()})})
+    if job.gate.enabled and not job.time_budget() and (job.gate.decision_epoch or 0) > job.epochs:
         log.warning(
             "decision epoch %s is after the last epoch (%d): the gate will not fire",
             job.gate.decision_epoch,
@@ -210,10 +207,11 @@ def execute(
     (``resume_from`` None) and forgets what MLflow holds of the run's epochs.
     """
     t0 = time.monotonic()
+    job = job.model_copy(update={"gate": job.gate.model_copy()})  # its decision epoch may be set below
     hooks = build_job_hooks(job)
     hooks.load_state_dict(state.hooks)
     history = read_results_csv(run_dir / "results.csv") if resume_from is not None or not train else []
-    ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), start_epoch=len(history))
+    ctx = TrainContext(run_dir=run_dir, epochs=planned_epochs(state), start_epoch=len(history))
     _replay(hooks, ctx, history, state)
     recorded_stop = stop_verdict_on_record(state) if stop_on_record else None
     mlflow = MlflowRunLogger(job.experiment, run_dir.name, state.mlflow_run_id)
@@ -225,7 +223,8 @@ def execute(
     state.save(run_dir)
 
     def on_epoch(ctx: TrainContext, record: dict[str, Any], verdicts: list[Verdict]) -> None:
-        state.epoch = int(record["epoch"])
+        state.epoch, state.epochs_planned = int(record["epoch"]), ctx.epochs
+        fix_decision_epoch(job, hooks, run_dir)
         if ctx.batch_size is not None and ctx.batch_size != state.train_args.get("batch"):
             # Ultralytics' auto-batch, or its own first-epoch halving: a resume or an OOM retry must not go
             # back to a batch that ran out of memory
@@ -291,6 +290,9 @@ def execute(
         reason = f"{type(err).__name__}: {err}"
     finally:
         state.verdicts.extend(bridge.take_batch_verdicts())  # e.g. a NaN loss that stopped training at once
+        if status == "completed":  # it ran to its end (or its `time` budget's) and its gate never judged
+            state.verdicts.extend(gate_unreached(hooks, state.epoch, ctx.epochs))
+        fix_decision_epoch(job, hooks, run_dir)
         state.wall_time_s += time.monotonic() - t0
         state.hooks = hooks.state_dict()
         state.save(run_dir)
@@ -313,10 +315,42 @@ def execute(
     return result
 
 
+def planned_epochs(state: RunState) -> int:
+    """The epochs the run's loop plans: its ``epochs``, or under ``time`` Ultralytics' latest re-plan (the
+    decision gate's default epoch is half of it when the hooks are fed epochs they missed)."""
+    if state.train_args.get("time") and state.epochs_planned:
+        return state.epochs_planned
+    return int(state.train_args["epochs"])
+
+
+def fix_decision_epoch(job: TrainJob, hooks: HookList, run_dir: Path) -> None:
+    """Once a gate that follows Ultralytics' plan (``time``, no ``gate.decision_epoch``) has judged, make the
+    epoch it judged the job's decision epoch, in ``job`` and ``job.yaml``: an OOM retry, a resume or a rewind
+    judges that epoch again, not half of a plan that has moved on since."""
+    if not job.gate.enabled or job.gate.decision_epoch is not None:
+        return
+    gate = next((h for h in hooks.hooks if isinstance(h, DecisionGate) and h.name == "decision_gate"), None)
+    if gate is None or gate.verdict is None:
+        return
+    job.gate.decision_epoch = gate.verdict.epoch  # the epoch it judged (the first validated from the target)
+    atomic_write_yaml(run_dir / "job.yaml", job.model_dump(mode="json"))
+    log.info("decision epoch %d (half of Ultralytics' plan) written to job.yaml", job.gate.decision_epoch)
+
+
+def gate_unreached(hooks: HookList, last_epoch: int, epochs: int) -> list[Verdict]:
+    """The warnings of the decision gates that never judged, in a run that ended at ``last_epoch``."""
+    verdicts = [
+        v for h in hooks.hooks if isinstance(h, DecisionGate) and (v := h.unreached(last_epoch, epochs))
+    ]
+    for v in verdicts:
+        log.warning("[%s] epoch %d: %s - %s", v.hook, v.epoch, v.decision, v.reason)
+    return verdicts
+
+
 def forget_epochs_after(mlflow: MlflowRunLogger, state: RunState, epoch: int) -> None:
     """Drop the MLflow values of the epochs after ``epoch`` (trained again next), so that MLflow's history of
     each metric holds one value per epoch, the one ``results.csv`` holds (see :mod:`.mlflow_logger`)."""
-    mlflow.forget_steps_after(epoch)
+    mlflow.forget_steps_after(epoch, logged_after=any(e > epoch for e in state.mlflow_epochs))
     state.mlflow_epochs = [e for e in state.mlflow_epochs if e <= epoch]
 
 
@@ -350,6 +384,7 @@ def _train_with_oom_retry(
     nan_restarts = 0
     final_val_error: str | None = None  # out of memory in Ultralytics' final validation of best.pt
     ended_at: tuple[CheckpointInfo, Verdict | None] | None = None  # the loop ended at this checkpoint
+    first_epoch = bridge.ctx.start_epoch  # this process trains the epochs after it
     while True:
         try:
             return bridge.train(job.model, args if source is None else {}, resume_from=source)
@@ -371,10 +406,18 @@ def _train_with_oom_retry(
             if info is None and cause == "nan":  # nothing to go back to: fail, as Ultralytics' recovery would
                 raise
             from_epoch = info.epochs_done if info is not None else 0
-            trained = cause == "oom" and from_epoch >= int(args["epochs"])  # e.g. a hook of the last epoch
-            if cause == "oom" and not trained and isinstance(batch, int) and batch <= job.min_batch:
+            # under `time` the loop's plan is Ultralytics' latest re-plan, not the job's epochs
+            plan = bridge.ctx.epochs if args.get("time") else int(args["epochs"])
+            trained = cause == "oom" and loop_ended(bridge.outcome, from_epoch, plan)
+            # a hook's stop at the checkpoint's epoch: on record, or given just before another hook raised
+            stopping = cause == "oom" and (
+                stop_at(state, from_epoch, after=first_epoch) is not None
+                or any(v.decision == "stop" and v.epoch == from_epoch for v in bridge.hooks.interrupted)
+            )
+            ends = info is not None and (trained or stopping)  # nothing is trained again
+            if cause == "oom" and not ends and isinstance(batch, int) and batch <= job.min_batch:
                 raise
-            _log_restart(err, cause, batch, new_batch, from_epoch, trained)
+            _log_restart(err, cause, batch, new_batch, from_epoch, ends)
             checkpoint = info.path if info else None
             _record_retry(state, cause, _error_text(err), batch, new_batch, from_epoch, checkpoint)
             if cause == "oom":
@@ -386,7 +429,8 @@ def _train_with_oom_retry(
             forget_epochs_after(mlflow, state, from_epoch)
             _restart_hooks(bridge.hooks, bridge.ctx, job, run_dir, state, from_epoch)
             bridge.ctx.start_epoch = from_epoch
-            stop = stop_at(state, from_epoch) if cause == "oom" else None
+            # a hook's stop at the checkpoint's epoch (given again as the hooks replay it) ends the loop too
+            stop = stop_at(state, from_epoch, after=first_epoch) if cause == "oom" else None
             if info is not None and (trained or stop is not None):
                 ended_at = info, stop
                 state.save(run_dir)
@@ -395,7 +439,10 @@ def _train_with_oom_retry(
                 None
                 if info is None
                 else prepare_resume_checkpoint(
-                    info, run_dir, epochs=int(args["epochs"]), batch=new_batch if cause == "oom" else None
+                    info,
+                    run_dir,
+                    epochs=max(int(args["epochs"]), plan),
+                    batch=new_batch if cause == "oom" else None,
                 )
             )
             state.save(run_dir)
@@ -404,14 +451,23 @@ def _train_with_oom_retry(
     return _retry_final_validation(bridge, run_dir, state, final_val_error or "CUDA out of memory")
 
 
+def loop_ended(outcome: TrainOutcome, epoch: int, epochs: int) -> bool:
+    """Whether Ultralytics' loop ended at ``epoch`` (a checkpoint's) in the failed attempt that ``outcome``
+    describes: ``epochs``, the planned last one, or the epoch where its own early stopping (``patience``) or
+    ``time`` budget ended it (a CUDA OOM in a hook of that epoch must not train past it)."""
+    ended = outcome.loop_ends_at
+    return epoch >= epochs or (ended is not None and epoch >= ended)
+
+
 def _log_restart(
-    err: Exception, cause: str, batch: Any, new_batch: Any, from_epoch: int, trained: bool
+    err: Exception, cause: str, batch: Any, new_batch: Any, from_epoch: int, ended: bool
 ) -> None:
     if cause == "nan":
         log.warning("%s; going back to the checkpoint of epoch %d", err, from_epoch)
-    elif trained:
+    elif ended:
         log.warning(
-            "CUDA out of memory after the checkpoint of epoch %d, the last: nothing to train again",
+            "CUDA out of memory after the checkpoint of epoch %d, where the loop ended: nothing to train "
+            "again",
             from_epoch,
         )
     else:
@@ -423,12 +479,14 @@ def _log_restart(
         )
 
 
-def stop_at(state: RunState, epoch: int) -> Verdict | None:
-    """The first stop verdict on record for ``epoch`` (a timeout's too), unless the run was extended from it.
+def stop_at(state: RunState, epoch: int, after: int = 0) -> Verdict | None:
+    """The first stop verdict on record for ``epoch`` (a timeout's too), unless the run was extended from it
+    or it is not after ``after`` (the epoch this process started from: an earlier process's timeout there is
+    why it was resumed, not a stop of this one).
 
     The training loop ended at that epoch: an OOM retry from its checkpoint trains nothing more.
     """
-    if epoch <= extended_at(state):
+    if epoch <= max(extended_at(state), after):
         return None
     return next((v for v in state.verdicts if v.decision == "stop" and v.epoch == epoch), None)
 
@@ -441,7 +499,8 @@ def _finish_at_checkpoint(
     stop: Verdict | None,
     batch: int,
 ) -> TrainOutcome:
-    """CUDA out of memory after the checkpoint of the epoch the loop ended on (its last epoch, or a stop):
+    """CUDA out of memory after the checkpoint of the epoch the loop ended on (its last epoch, Ultralytics'
+    early stopping or ``time`` budget, or a hook's stop):
     in a hook's ``after_save`` or ``after_fit_epoch`` (an epoch's validation comes before its checkpoint: an
     OOM there trains the epoch again). Ultralytics would refuse to resume from it ("nothing to resume"), so
     nothing is trained again: the run ends as the loop would have, with ``resume.pt`` kept,
@@ -613,7 +672,7 @@ def rewind_hooks(job: TrainJob, run_dir: Path, state: RunState, epoch: int) -> N
     state.mlflow_epochs = [e for e in state.mlflow_epochs if e <= epoch]
     state.loop_figures = {e: f for e, f in state.loop_figures.items() if e <= epoch}
     hooks = build_job_hooks(job)
-    ctx = TrainContext(run_dir=run_dir, epochs=int(state.train_args["epochs"]), replay=True)
+    ctx = TrainContext(run_dir=run_dir, epochs=planned_epochs(state), replay=True)
     for record in read_results_csv(run_dir / "results.csv"):
         ctx.history.append(record)
         ctx.epoch = int(record["epoch"])

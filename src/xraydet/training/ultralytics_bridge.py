@@ -51,6 +51,7 @@ from xraydet.training.validation_cadence import (
     save_due,
     skip_validation,
     time_budget_ends,
+    time_budget_stops,
 )
 from xraydet.ultralytics_env import offline_guard
 
@@ -74,6 +75,9 @@ class TrainOutcome:
     stop_verdict: Verdict | None = None
     epochs_done: int = 0
     loop_finished: bool = False  # the epoch loop ended: only ``final_eval`` (and Ultralytics' plots) is left
+    # the epoch Ultralytics ends its loop on (its last epoch, `patience`, `time`), known before the hooks of
+    # that epoch's save and fit-epoch end run: an error they raise must not train past it
+    loop_ends_at: int | None = None
     best_eval: dict[str, Any] = field(default_factory=dict)  # best.pt's metrics from the final validation
     val_batch: int | None = None  # the batch of the validation loader when the loop ended (final_eval's)
     final_eval_error: str | None = None  # why the final validation of best.pt could not run (set by trainer)
@@ -214,6 +218,8 @@ class UltralyticsBridge:
     def _on_model_save(self, trainer: Any) -> None:
         ctx = self._tick()
         ctx.epoch = self._saved_epoch = trainer.epoch + 1
+        if trainer.stop or time_budget_stops(trainer):  # Ultralytics' stop so far, or its `time` re-plan next
+            self.outcome.loop_ends_at = ctx.epoch
         self.hooks.call("after_save", ctx)
 
     def _on_fit_epoch_end(self, trainer: Any) -> None:
@@ -221,7 +227,10 @@ class UltralyticsBridge:
             self.outcome.best_eval = eval_record(trainer.metrics or {})
             return
         ctx = self._tick()
-        ctx.epoch = trainer.epoch + 1
+        ctx.epoch, ctx.epochs = trainer.epoch + 1, trainer.epochs  # under `time`, as Ultralytics re-planned
+        if trainer.stop:  # Ultralytics ends its loop here (last epoch, patience, time), before any hook fails
+            self.outcome.loop_ends_at = ctx.epoch
+            self._save_last(trainer, ctx.epoch)
         record = {**self._record(trainer), **self.clock.figures()}
         ctx.history.append(record)
         self.outcome.epochs_done = ctx.epoch
@@ -235,13 +244,18 @@ class UltralyticsBridge:
         if trainer.stop:  # the loop ends after this callback; final_eval will strip last.pt next
             if not is_validated(record):
                 log.warning("the run ends on epoch %d, which was not validated", ctx.epoch)
-            if self._saved_epoch != ctx.epoch:  # the stop came after Ultralytics' save step (save_every)
-                log.info("writing last.pt for epoch %d, where the run ends", ctx.epoch)
-                if trainer.save_model():
-                    self._saved_epoch = ctx.epoch
+            self._save_last(trainer, ctx.epoch)
             self.outcome.loop_finished = True
             self.outcome.val_batch = _val_batch(trainer)
             keep_resumable(Path(trainer.last))
+
+    def _save_last(self, trainer: Any, epoch: int) -> None:
+        """Write ``last.pt`` for ``epoch``, where the loop ends, if Ultralytics' save step skipped it
+        (``save_every``; a stop asked for after that step: a hook's verdict, Ultralytics' `time` re-plan)."""
+        if self._saved_epoch != epoch:
+            log.info("writing last.pt for epoch %d, where the run ends", epoch)
+            if trainer.save_model():
+                self._saved_epoch = epoch
 
     def validate(
         self, weights: Path, train_args: dict[str, Any], batch: int, run_dir: Path

@@ -48,6 +48,19 @@ def time_budget_ends(trainer: Any, margin: float = 0.25) -> bool:
     return elapsed + margin * mean >= budget or trainer.epoch + 1 >= planned
 
 
+def time_budget_stops(trainer: Any) -> bool:
+    """Whether Ultralytics' ``time`` re-plan will end its loop after the epoch just trained, judged now (its
+    save step): the rule it applies right after, ``epoch >= ceil(budget / mean epoch time)`` (0-based epoch).
+
+    The mean epoch time only grows by then, and the plan only shrinks: a True here stays True.
+    """
+    hours = getattr(trainer.args, "time", None)
+    if not hours:
+        return False
+    mean = (time.time() - trainer.train_time_start) / max(trainer.epoch - trainer.start_epoch + 1, 1)
+    return mean > 0 and trainer.epoch >= math.ceil(float(hours) * 3600 / mean)
+
+
 def save_due(trainer: Any, every: int, validating: bool) -> bool:
     """Whether the epoch just trained must be written to ``last.pt`` when a run saves every ``every`` epochs.
 

@@ -172,6 +172,7 @@ class HookList:
 
     def __init__(self, hooks: Iterable[HookBase]) -> None:
         self.hooks = list(hooks)
+        self.interrupted: list[Verdict] = []  # see call()
         names = [h.name for h in self.hooks]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -184,7 +185,10 @@ class HookList:
         return any(hook.needs_checkpoint(ctx) for hook in self.hooks)
 
     def call(self, method: str, ctx: TrainContext, *args: Any) -> list[Verdict]:
+        """Call ``method`` of every hook in order; their verdicts. When a hook raises, the verdicts the hooks
+        before it gave are kept in :attr:`interrupted` (the caller never gets them otherwise)."""
         verdicts: list[Verdict] = []
+        self.interrupted = verdicts
         for hook in self.hooks:
             fn: Callable[..., Any] = getattr(hook, method)
             verdicts.extend(as_verdicts(fn(ctx, *args)))

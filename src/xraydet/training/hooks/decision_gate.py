@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
@@ -71,15 +72,31 @@ GATE_METRIC = "map50"
 ON_STOP: OnStop = "stop"
 
 
+def scaled_decision_epoch(epochs: int) -> int:
+    """The seed's decision epoch (100 of 200) for a run of ``epochs``: 100 from 200 epochs on, else half.
+
+    Example:
+        >>> scaled_decision_epoch(300), scaled_decision_epoch(7), scaled_decision_epoch(1)
+        (100, 4, 1)
+    """
+    return DECISION_EPOCH if epochs >= 2 * DECISION_EPOCH else max(1, math.ceil(epochs / 2))
+
+
 @register_hook
 class DecisionGate(HookBase):
-    """Fires once, at ``decision_epoch`` (1-based), on ``metric`` of that epoch's validation."""
+    """Fires once, at ``decision_epoch`` (1-based), on ``metric`` of that epoch's validation.
+
+    ``decision_epoch=None``: :func:`scaled_decision_epoch` of the epochs the loop plans (``ctx.epochs``),
+    which Ultralytics re-plans after every epoch to fit a ``time`` budget: the gate judges the first validated
+    epoch that reaches the decision epoch of the plan at its end; its verdict names that epoch and plan. When
+    the run ends before the gate judged, :meth:`unreached` says so.
+    """
 
     name = "decision_gate"
 
     def __init__(
         self,
-        decision_epoch: DecisionEpoch = DECISION_EPOCH,
+        decision_epoch: DecisionEpoch | None = DECISION_EPOCH,
         continue_above: GateThreshold = CONTINUE_ABOVE,
         stop_below: GateThreshold = STOP_BELOW,
         metric: GateMetric = GATE_METRIC,
@@ -93,11 +110,16 @@ class DecisionGate(HookBase):
         self.on_stop = on_stop
         self.verdict: Verdict | None = None
 
+    def epoch_for(self, epochs: int) -> int:
+        """The decision epoch in a run planned for ``epochs``."""
+        return self.decision_epoch if self.decision_epoch is not None else scaled_decision_epoch(epochs)
+
     def needs_validation(self, ctx: TrainContext) -> bool:
-        return self.verdict is None and ctx.epoch >= self.decision_epoch
+        return self.verdict is None and ctx.epoch >= self.epoch_for(ctx.epochs)
 
     def after_fit_epoch(self, ctx: TrainContext, record: dict[str, Any]) -> Verdict | None:
-        if self.verdict is not None or record.get("epoch", 0) < self.decision_epoch:
+        target = self.epoch_for(ctx.epochs)
+        if self.verdict is not None or record.get("epoch", 0) < target:
             return None
         if not is_validated(record):  # judged at the first validated epoch from the decision epoch on
             return None
@@ -116,12 +138,40 @@ class DecisionGate(HookBase):
             reason=f"{self.metric} at epoch {record['epoch']}: {why}",
             values={
                 self.metric: value,
-                "decision_epoch": self.decision_epoch,
+                "decision_epoch": target,
+                "epochs_planned": ctx.epochs,
                 "continue_above": self.continue_above,
                 "stop_below": self.stop_below,
             },
         )
         return self.verdict
+
+    def unreached(self, last_epoch: int, epochs: int) -> Verdict | None:
+        """A warning if the run ended at ``last_epoch`` (``epochs`` planned last) before the gate judged.
+
+        A ``time`` budget (Ultralytics re-plans ``epochs`` to fit it), a stop, a timeout or early stopping can
+        end a run before its decision epoch; without this the gate would stay silent. Not kept as the gate's
+        verdict: a resumed or extended run that reaches the decision epoch is still judged.
+        """
+        if self.verdict is not None:
+            return None
+        target = self.epoch_for(epochs)
+        if last_epoch < target:
+            why = f"the run ended at epoch {last_epoch} ({epochs} planned), before decision epoch {target}"
+        else:
+            why = f"no validated epoch from the decision epoch {target} to the run's end at {last_epoch}"
+        return Verdict(
+            hook=self.name,
+            epoch=last_epoch,
+            decision="warn",
+            reason=f"{self.metric} never judged: {why}",
+            values={
+                "decision_epoch": target,
+                "last_epoch": last_epoch,
+                "epochs_planned": epochs,
+                "judged": False,
+            },
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"verdict": None if self.verdict is None else self.verdict.model_dump()}
