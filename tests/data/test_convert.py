@@ -247,8 +247,8 @@ def test_synth_set_survives_coco_round_trip(synth_yaml: Path, tmp_path: Path) ->
 
 
 # -------------------------------------------------------------------------------------------------- VOC
-def test_voc_devkit_layout(tmp_path: Path) -> None:
-    root = tmp_path / "VOC2007"
+def _voc_devkit(root: Path) -> Path:
+    """A VOC devkit folder: Annotations/s1.xml (one scissors box) and its image in JPEGImages/."""
     _image(root / "JPEGImages/s1.jpg", 200, 100)
     (root / "Annotations").mkdir(parents=True)
     (root / "Annotations/s1.xml").write_text(
@@ -256,6 +256,11 @@ def test_voc_devkit_layout(tmp_path: Path) -> None:
         "<object><name>scissors</name><bndbox><xmin>21</xmin><ymin>11</ymin><xmax>60</xmax><ymax>50</ymax>"
         "</bndbox></object></annotation>"
     )
+    return root
+
+
+def test_voc_devkit_layout(tmp_path: Path) -> None:
+    root = _voc_devkit(tmp_path / "VOC2007")
     result = convert(root / "Annotations", "voc", tmp_path / "yolo")
     assert result.names == ["scissors"]
     # pixels 20..59 x 10..49 (0-based) -> cx 40/200, cy 30/100, w 40/200, h 40/100
@@ -264,14 +269,7 @@ def test_voc_devkit_layout(tmp_path: Path) -> None:
 
 def test_overwrite_never_replaces_the_folder_images_were_found_in(tmp_path: Path) -> None:
     """A VOC devkit's JPEGImages/ is found beside Annotations/, not named on the command line: an input."""
-    root = tmp_path / "VOC2007"
-    _image(root / "JPEGImages/s1.jpg", 200, 100)
-    (root / "Annotations").mkdir(parents=True)
-    (root / "Annotations/s1.xml").write_text(
-        "<annotation><filename>s1.jpg</filename><size><width>200</width><height>100</height></size>"
-        "<object><name>scissors</name><bndbox><xmin>21</xmin><ymin>11</ymin><xmax>60</xmax><ymax>50</ymax>"
-        "</bndbox></object></annotation>"
-    )
+    root = _voc_devkit(tmp_path / "VOC2007")
     with pytest.raises(XrayDetError, match="the output would replace the input"):
         convert(root / "Annotations", "voc", root / "JPEGImages", overwrite=True)
     assert (root / "JPEGImages/s1.jpg").is_file()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +50,18 @@ def data_yaml(tmp_path: Path) -> Path:
     path = tmp_path / "data.yaml"
     path.write_text("train: images/train\nval: images/train\nnames: {0: knife}\n")
     return path
+
+
+@pytest.fixture
+def trained_epochs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The 1-based epochs Ultralytics starts, in order, over every training call of the test."""
+    from ultralytics.utils.callbacks import base as ultralytics_callbacks
+
+    epochs: list[int] = []
+
+    def record(trainer: Any) -> None:
+        epochs.append(int(trainer.epoch) + 1)
+
+    defaults = ultralytics_callbacks.default_callbacks
+    monkeypatch.setitem(defaults, "on_train_epoch_start", [*defaults["on_train_epoch_start"], record])
+    yield epochs

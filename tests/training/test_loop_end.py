@@ -8,7 +8,6 @@ errors are real ``torch.cuda.OutOfMemoryError`` raised by a registered hook on t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,6 @@ pytestmark = pytest.mark.slow
 
 TIME_H = 1e-5  # Ultralytics' `time` budget (hours): spent in the first batch, so the loop ends at epoch 1
 PASS_GATE = {"continue_above": 0.0, "stop_below": 0.0}
-
-
-@pytest.fixture
-def trained_epochs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """The 1-based epochs Ultralytics starts, in order, over every training call of the test."""
-    epochs: list[int] = []
-
-    def record(trainer: Any) -> None:
-        epochs.append(int(trainer.epoch) + 1)
-
-    defaults = ultralytics_callbacks.default_callbacks
-    monkeypatch.setitem(defaults, "on_train_epoch_start", [*defaults["on_train_epoch_start"], record])
-    yield epochs
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ after a hook's stop (the run ends there, as it would have). Tiny real CPU traini
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,6 @@ from xraydet.training.history import read_results_csv
 pytestmark = pytest.mark.slow
 
 PASS_GATE = {"decision_epoch": 2, "continue_above": 0.0, "stop_below": 0.0}
-
-
-@pytest.fixture
-def trained_epochs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """The 1-based epochs Ultralytics starts, in order, over every training call of the test."""
-    epochs: list[int] = []
-
-    def record(trainer: Any) -> None:
-        epochs.append(int(trainer.epoch) + 1)
-
-    defaults = ultralytics_callbacks.default_callbacks
-    monkeypatch.setitem(defaults, "on_train_epoch_start", [*defaults["on_train_epoch_start"], record])
-    yield epochs
 
 
 def _oom_job(data: Path, **oom: Any) -> Any:
