@@ -278,3 +278,26 @@ def test_overwrite_never_replaces_the_folder_an_image_list_names(source: Path, t
     with pytest.raises(XrayDetError, match="the output would replace the input"):
         split_dataset(listed / "data.yaml", source.parent / "images", val=0.2, seed=0, overwrite=True)
     assert all(p.is_file() for p in images)
+
+
+def test_a_split_tipped_by_a_large_group_of_identical_images_says_so(
+    yolo_set, tmp_path: Path, caplog
+) -> None:
+    """25 distinct images, one of them 8 times: sizes count groups, so when that group lands in val, val
+    holds far more than the 20% asked. Each seed's split warns exactly when its val share is off by > 5%."""
+    data_yaml = yolo_set(
+        "big-group", ["knife"], {"train": {f"t{i}": ["0 0.5 0.5 0.2 0.2"] for i in range(25)}}
+    )
+    root = data_yaml.parent
+    for i in range(7):
+        _copy_image(root / "images/train/t0.png", root / f"images/train/t0_copy{i}.png")
+    tipped = 0
+    for seed in range(40):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="xraydet.data.split"):
+            result = split_dataset(data_yaml, tmp_path / f"out{seed}", val=0.2, seed=seed)
+        share = result.counts["val"] / sum(result.counts.values())
+        warned = [r.getMessage() for r in caplog.records if "not the 20% asked" in r.getMessage()]
+        assert bool(warned) == (abs(share - 0.2) > 0.05), (seed, result.counts, warned)
+        tipped += bool(warned)
+    assert tipped  # some seed put the group of 8 into val

@@ -195,6 +195,26 @@ def _refuse_empty_splits(
         )
 
 
+def share_drift(counts: dict[str, int], asked: dict[str, float], tolerance: float = 0.05) -> list[str]:
+    """Warnings for splits whose share of images is off what was asked by more than ``tolerance``: sizes
+    count groups of identical images, so a large group can tip a split.
+
+    Example:
+        >>> share_drift({"train": 20, "val": 12}, {"val": 0.2})
+        ['val holds 38% of the images (12 of 32), not the 20% asked (identical images stay together)']
+    """
+    total = sum(counts.values())
+    out = []
+    for split, share in asked.items():
+        got = counts.get(split, 0) / total if total else 0.0
+        if split in counts and abs(got - share) > tolerance:
+            out.append(
+                f"{split} holds {got:.0%} of the images ({counts[split]} of {total}), not the {share:.0%} "
+                "asked (identical images stay together)"
+            )
+    return out
+
+
 def place_file(src: Path, dest: Path, link: bool) -> None:
     """Copy ``src`` to ``dest``; with ``link`` a hard link, or a symlink where a hard link cannot be made."""
     if link:
@@ -309,6 +329,8 @@ def split_dataset(
     log.info("split %d images into %s", len(pool), counts)
     if duplicates:
         log.info("kept %d group(s) of identical images together, each in one split", len(duplicates))
+        for message in share_drift(counts, {"val": val, "test": test}):
+            log.warning(message)
     return SplitResult(
         out=out,
         source=str(ds.yaml_path or ds.root),
