@@ -184,14 +184,29 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
         raise DatasetError(err.detail, path, err.line) from err
 
 
-def read_label_file(path: Path) -> np.ndarray:
-    """All rows of a YOLO label file as an ``(N, 5)`` array; a malformed line raises naming file and line."""
-    rows = [
-        parse_label_line(text, path, number)
-        for number, text in enumerate(read_text_file(path, "utf-8-sig").splitlines(), start=1)
-        if text.strip()
-    ]
+def read_label_file(path: Path, nc: int | None = None) -> np.ndarray:
+    """All rows of a YOLO label file as an ``(N, 5)`` array; a malformed line raises naming file and line, and
+    so, given the number of class names ``nc``, does a class id that is not an index into them."""
+    rows = []
+    for number, text in enumerate(read_text_file(path, "utf-8-sig").splitlines(), start=1):
+        if not text.strip():
+            continue
+        row = parse_label_line(text, path, number)
+        if nc is not None and int(row[0]) >= nc:
+            hint = "fix the label or data.yaml's names (see `xraydet data check`)"
+            raise DatasetError(f"{class_out_of_range(int(row[0]), nc)}; {hint}", path, number)
+        rows.append(row)
     return np.stack(rows) if rows else np.zeros((0, 5))
+
+
+def class_out_of_range(cls: int, nc: int) -> str:
+    """The message for a class id that is not an index into ``names`` (``data check`` and ``split`` share it).
+
+    Example:
+        >>> class_out_of_range(9, 5), class_out_of_range(0, 0)
+        ('class id 9 but names has 5 classes (0..4)', 'class id 0 but names has no classes')
+    """
+    return f"class id {cls} but names has " + (f"{nc} classes (0..{nc - 1})" if nc else "no classes")
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xraydet.data.dataset import DatasetError, parse_label_line
+from xraydet.data.dataset import DatasetError, class_out_of_range, parse_label_line
 from xraydet.io import TextDecodeError, decode_text
 
 COORD_TOLERANCE = (
@@ -42,16 +42,6 @@ def check_label_line(
         found.append(("class-out-of-range", class_out_of_range(cls, nc)))
     found.extend(check_box(values, width, height))
     return (row if cls < nc else None), found
-
-
-def class_out_of_range(cls: int, nc: int) -> str:
-    """The message for a class id that is not an index into ``names`` (``data check`` and ``split`` share it).
-
-    Example:
-        >>> class_out_of_range(9, 5), class_out_of_range(0, 0)
-        ('class id 9 but names has 5 classes (0..4)', 'class id 0 but names has no classes')
-    """
-    return f"class id {cls} but names has " + (f"{nc} classes (0..{nc - 1})" if nc else "no classes")
 
 
 def check_box(

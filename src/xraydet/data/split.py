@@ -29,15 +29,7 @@ from typing import TypeVar
 import numpy as np
 from pydantic import BaseModel
 
-from xraydet.data.dataset import (
-    DatasetError,
-    label_path_for,
-    load_dataset,
-    parse_label_line,
-    read_text_file,
-    write_data_yaml,
-)
-from xraydet.data.label_check import class_out_of_range
+from xraydet.data.dataset import label_path_for, load_dataset, read_label_file, write_data_yaml
 from xraydet.data.stats import DatasetStats, StatsBuilder
 from xraydet.errors import ConfigError, XrayDetError
 from xraydet.io import atomic_directory, refuse_output_over_inputs
@@ -81,28 +73,6 @@ def group_by_content(digests: Sequence[str]) -> list[list[int]]:
     for i, digest in enumerate(digests):
         groups.setdefault(digest, []).append(i)
     return list(groups.values())
-
-
-def checked_label_rows(label: Path, nc: int) -> np.ndarray:
-    """The ``(N, 5)`` rows of a label file (none when it does not exist), every class id checked.
-
-    Raises:
-        DatasetError: a line that does not parse, or whose class id is not an index into the ``nc`` names
-            (``data check``'s ``class-out-of-range``), naming the file and line. Copied unchanged, such a
-            label would make Ultralytics drop the image, and the split's counts would leave it out.
-    """
-    if not label.exists():
-        return np.zeros((0, 5))
-    rows = []
-    for number, text in enumerate(read_text_file(label, "utf-8-sig").splitlines(), start=1):
-        if not text.strip():
-            continue
-        row = parse_label_line(text, label, number)
-        if int(row[0]) >= nc:
-            hint = "fix the label or data.yaml's names (see `xraydet data check`)"
-            raise DatasetError(f"{class_out_of_range(int(row[0]), nc)}; {hint}", label, number)
-        rows.append(row)
-    return np.stack(rows) if rows else np.zeros((0, 5))
 
 
 def stratum_keys(class_sets: Sequence[set[int]]) -> list[int]:
@@ -283,7 +253,9 @@ def split_dataset(
         if (resolved := img.resolve()) not in seen:
             seen.add(resolved)
             pool.append((src_split, img))
-    rows = [checked_label_rows(label_path_for(img), len(ds.names)) for _, img in pool]
+    # a class id outside names would be copied unchanged and make Ultralytics drop the image: refused here
+    labels = [label_path_for(img) for _, img in pool]
+    rows = [read_label_file(label, len(ds.names)) if label.exists() else np.zeros((0, 5)) for label in labels]
     class_sets = [set(r[:, 0].astype(int).tolist()) for r in rows]
     groups = group_by_content([content_digest(img) for _, img in pool])
     group_splits = assign_splits([set().union(*(class_sets[i] for i in g)) for g in groups], val, test, seed)
