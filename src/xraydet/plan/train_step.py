@@ -150,7 +150,7 @@ def outcome_of(result: RunResult, job: Any) -> dict[str, Any]:
     flags = [v for v in result.verdicts if v.hook in RED_FLAG_HOOKS and v.decision != "continue"]
     latest: dict[str, str] = {}
     for v in result.verdicts:
-        if v.values.get("judged") is not False:  # a gate that never judged has no decision
+        if v.judged:  # a gate that never judged has no decision
             latest[v.hook] = v.decision
     return {
         "status": result.status,

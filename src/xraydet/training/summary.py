@@ -45,7 +45,7 @@ class RunResult(BaseModel):
     def verdict(self, hook: str) -> Verdict | None:
         """The latest verdict of ``hook`` (e.g. ``"decision_gate"``), if any; a note that a gate never judged
         (``values.judged`` false: the run ended before its decision epoch) is not a verdict."""
-        found = [v for v in self.verdicts if v.hook == hook and v.values.get("judged") is not False]
+        found = [v for v in self.verdicts if v.hook == hook and v.judged]
         return found[-1] if found else None
 
 

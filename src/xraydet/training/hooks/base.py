@@ -47,6 +47,12 @@ class Verdict(BaseModel):
     immediate: bool = False
     status: str | None = None  # run status a "stop" leads to: "stopped" unless set ("timed_out" for timeout)
 
+    @property
+    def judged(self) -> bool:
+        """False for a hook's note that it never judged (a decision gate whose run ended before its epoch):
+        not a decision, though it is on record."""
+        return self.values.get("judged") is not False
+
 
 @dataclass
 class TrainContext:
