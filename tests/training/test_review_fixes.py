@@ -83,8 +83,10 @@ def test_an_oom_at_the_jobs_last_epoch_under_time_trains_on_to_ultralytics_plan(
 
     assert result.status == "completed", result.stop_reason
     assert [(r["cause"], r["from_epoch"]) for r in result.retries] == [("oom", 2)]
-    assert result.epochs_planned > 2
-    assert result.epochs_completed == result.epochs_planned, (result.epochs_completed, result.epochs_planned)
+    assert result.epochs_planned > 2 and result.epochs_completed > 2  # trained on past the job's epochs
+    # where the budget ends: Ultralytics stops on the clock or on a last re-plan, within an epoch of its plan
+    ends = (result.epochs_completed, result.epochs_planned)
+    assert abs(result.epochs_completed - result.epochs_planned) <= 1, ends
     assert [r["epoch"] for r in result.history] == list(range(1, result.epochs_completed + 1))
 
 
