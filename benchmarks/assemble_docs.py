@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-SECTIONS = ("data-check.md", "doctor.md", "serving.md", "tta.md", "gpu.md")
+SECTIONS = ("demo.md", "data-check.md", "doctor.md", "serving.md", "tta.md", "gpu.md")
 INTRO = """# Benchmarks
 
 Every figure xraydet claims, with the script that produced it. Figures never come from timed tests: each
@@ -21,6 +21,7 @@ machine has 2 cores and is noisy; the GPU figures come from an H200 and an H100,
 
 | section | what | script |
 |---|---|---|
+| CPU demo | `scripts/demo.sh`: wall time and the demo plan's figures | `scripts/demo.sh` |
 | data check | `xraydet data check` images/s on the 2,350 real OPIXray scans | `benchmarks/bench_check.py` |
 | data doctor | verdicts and t statistics on real labels and planted faults | `benchmarks/bench_doctor.py` |
 | serving | ONNX Runtime vs Ultralytics latency; API requests/s, 1-8 clients | `benchmarks/bench_serving.py` |
