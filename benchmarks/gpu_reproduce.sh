@@ -53,6 +53,7 @@ case "$what" in
     imgsz) run benchmarks/gpu_imgsz_pair.yaml "$out" ;;
     pair-640) run benchmarks/gpu_xray_pair_640.yaml "$out" ;;
     capacity) run benchmarks/gpu_capacity_pair_640.yaml "$out" ;;
+    half-time) run benchmarks/gpu_half_time.yaml "$out" ;;
     save-every) run benchmarks/gpu_save_every.yaml "$out" ;;
     loader) run benchmarks/gpu_loader.yaml "$out" ;;
     loader-640) run benchmarks/gpu_loader_640.yaml "$out" ;;
