@@ -7,7 +7,9 @@
 # profile:  plain Ultralytics vs the recipe's pipeline, each alone, 3 epochs (about 3.5 min on an H100)
 # main:     run C, ONE run of yolov8m from scratch alone, seed 0, 8 min of training (about 8.5 min)
 # recipe:   the shipped recipe (examples/jobs/xray-fast-gpu.yaml) as ONE run alone: yolov8s at imgsz 640,
-#           save_every 10, 8 min of training (about 8.5 min); run F
+#           save_every 10, 4.2 min of training (about 5 min); the same arguments as run H (half-time)
+# half-time: run H as it ran (gpu_half_time.yaml, job recipe-s-4min): the recipe alone, 4.2 min (about 5 min)
+# recipe-8min: run F, the recipe as it was before run H: the same, with 8 min of training (about 8.5 min)
 # ablation: quarter turns, threat projection (alone and together) and threat-free bags, 5 yolov8s jobs
 #           sharing the GPU for 7.2 min of training each (about 8.5 min); not part of `all`
 # pair:     the recipe vs the recipe with all three X-ray augmentations, 2 yolov8s jobs sharing the GPU for
@@ -23,7 +25,7 @@
 #           each alone, 4 epochs (about 2.5 min)
 # compile:  does torch.compile speed up the recipe at 640: recipe-s as it is and compiled, each alone, 8 epochs
 #           (about 3.3 min); run F's session: it did not (same loop speed, +98 s first epoch)
-# recipe-compile: as recipe, with torch.compile (about 8.5 min); for when `compile` shows it pays; not run
+# recipe-compile: as recipe, with torch.compile (about 6.5 min); for when `compile` shows it pays; not run
 # all:     both, one after the other (default)
 # Results (summary.json, table.md, logs.tar.gz, curves/, best.pt.part* for main, recipe and the pairs) go to OUT
 # (default $OUT, else ./gpu-results/<what>). Rejoin the weights with: cat best.pt.part* > best.pt
@@ -46,6 +48,7 @@ case "$what" in
     profile) run benchmarks/gpu_throughput.yaml "$out" ;;
     main) run benchmarks/gpu_main.yaml "$out" --only main-m-b128 ;;
     recipe) run benchmarks/gpu_main.yaml "$out" --only recipe-s ;;
+    recipe-8min) run benchmarks/gpu_main.yaml "$out" --only recipe-s-8min ;;
     recipe-compile) run benchmarks/gpu_main.yaml "$out" --only recipe-s-compile ;;
     compile) run benchmarks/gpu_compile.yaml "$out" ;;
     ablation) run benchmarks/gpu_ablation.yaml "$out" ;;
@@ -61,5 +64,5 @@ case "$what" in
         run benchmarks/gpu_throughput.yaml "$out/profile"
         run benchmarks/gpu_main.yaml "$out/main" --only main-m-b128
         ;;
-    *) echo "usage: $0 [profile|main|recipe|ablation|pair|imgsz|save-every|pair-640|capacity|loader|loader-640|compile|recipe-compile|all] [OUT]" >&2; exit 2 ;;
+    *) echo "usage: $0 [profile|main|recipe|recipe-8min|half-time|ablation|pair|imgsz|save-every|pair-640|capacity|loader|loader-640|compile|recipe-compile|all] [OUT]" >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from xraydet.plan import bundled_plans, load_plan, run_plan
 from xraydet.training.history import is_validated
@@ -32,6 +33,10 @@ def test_the_plan_trains_the_measured_recipe() -> None:
         640,
     )
     assert job["overrides"]["time"] * 60 <= 9  # the budget: one run of at most 9 minutes
+    job_file = yaml.safe_load((REPO / "examples" / "jobs" / "xray-fast-gpu.yaml").read_text())
+    # the plan trains the job file's run
+    shared = ("model", "preset", "epochs", "imgsz", "workers", "seed", "save_every", "checkpoint_every")
+    assert {k: job[k] for k in (*shared, "overrides")} == {k: job_file[k] for k in (*shared, "overrides")}
     assert (REPO / "plans" / "xray-fast-gpu.yaml").resolve() == bundled_plans()["xray-fast-gpu"].resolve()
 
 

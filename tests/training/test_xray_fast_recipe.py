@@ -58,3 +58,11 @@ def test_the_gpu_scripts_recipe_run_trains_exactly_the_shipped_job() -> None:
     assert measured["model"] == raw["model"]
     assert measured["args"] == shipped
     assert raw["checkpoint_every"] == 0  # the script makes no epochNNN.pt copies either
+
+
+def test_run_h_and_run_f_are_the_shipped_recipe_with_their_own_budgets() -> None:
+    """Run H (`half-time`, the best row) trained the recipe as shipped; run F (`recipe-8min`) had 8 min."""
+    main = {j["name"]: j for j in yaml.safe_load((REPO / "benchmarks" / "gpu_main.yaml").read_text())["jobs"]}
+    (run_h,) = yaml.safe_load((REPO / "benchmarks" / "gpu_half_time.yaml").read_text())["jobs"]
+    assert (run_h["model"], run_h["args"]) == (main["recipe-s"]["model"], main["recipe-s"]["args"])
+    assert main["recipe-s-8min"]["args"] == {**main["recipe-s"]["args"], "time": 0.133}
