@@ -20,7 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DOCS = REPO / "docs" / "benchmarks"
 CURVES = [  # (file, job, label)
-    ("gpu-recipe-h200.json", "recipe-s", "yolov8s, batch 128, imgsz 640, alone (H200): the shipped recipe"),
+    ("gpu-half-time-h200.json", "recipe-s-4min", "yolov8s, batch 128, imgsz 640, alone, 4.2 min: run H"),
+    ("gpu-capacity-h200.json", "cap-m-640", "yolov8m, batch 128, imgsz 640, 2 jobs sharing (H200)"),
+    ("gpu-capacity-h200.json", "cap-s-800", "yolov8s, batch 128, imgsz 800, 2 jobs sharing (H200)"),
+    ("gpu-recipe-h200.json", "recipe-s", "yolov8s, batch 128, imgsz 640, alone, 8 min: run F"),
     ("gpu-imgsz-h200.json", "imgsz-s-640", "yolov8s, batch 128, imgsz 640, 2 jobs sharing (H200)"),
     ("gpu-imgsz-h200.json", "imgsz-s-416", "yolov8s, batch 128, 2 jobs sharing (H200), run D repeated"),
     ("gpu-main-h100.json", "main-m-b128", "yolov8m, batch 128, alone (H100)"),
@@ -38,11 +41,13 @@ def job(file: str, name: str) -> dict:
 
 def plot_curves(path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), dpi=110, sharex=True)
-    for file, name, label in CURVES:
+    tab20 = plt.get_cmap("tab20")  # 20 distinct colours: the default cycle repeats after 10 curves
+    colours = [tab20(i) for i in range(0, 20, 2)] + [tab20(i) for i in range(1, 20, 2)]
+    for (file, name, label), colour in zip(CURVES, colours, strict=False):
         curve = job(file, name)["curve"]
         minutes = [p["time"] / 60 for p in curve]
         for ax, key in zip(axes, ("map50", "map50_95"), strict=True):
-            ax.plot(minutes, [p[key] for p in curve], marker="o", markersize=2, label=label)
+            ax.plot(minutes, [p[key] for p in curve], marker="o", markersize=2, label=label, color=colour)
     for ax, key, target in zip(axes, ("mAP50", "mAP50-95"), (0.87, 0.45), strict=True):
         ax.axhline(target, color="grey", linestyle="--", linewidth=1)
         ax.annotate(f"issue 7 target {target}", (0.2, target + 0.01), color="grey", fontsize=8)
@@ -59,19 +64,22 @@ def plot_curves(path: Path) -> Path:
     return path
 
 
-def plot_by_epoch(path: Path, jobs: tuple[tuple[str, str, str], ...], title: str) -> Path:
-    """Jobs by epoch: mAP50-95 and validation box loss, one line per ``(folder, job, label)``.
+def plot_by_epoch(
+    path: Path, jobs: tuple[tuple[str, str, str], ...], title: str, by_time: bool = False
+) -> Path:
+    """Jobs by epoch (or minutes): mAP50-95 and validation box loss, one line per ``(folder, job, label)``.
 
     Read from each job's results.csv (``benchmarks/results/<folder>/<job>.csv``), which has the losses too.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110, sharex=True)
     for folder, name, label in jobs:
         rows = [r for r in read_results_csv(RESULTS / folder / f"{name}.csv") if is_validated(r)]
-        epochs = [r["epoch"] for r in rows]
+        xs = [r["time_s"] / 60 if by_time else r["epoch"] for r in rows]
         for ax, key in zip(axes, ("map50_95", "val_box_loss"), strict=True):
-            ax.plot(epochs, [r[key] for r in rows], marker="o", markersize=3, label=label)
-    axes[0].set(xlabel="epoch", ylabel="dev-val mAP50-95", ylim=(0, 0.45))
-    axes[1].set(xlabel="epoch", ylabel="dev-val box loss")
+            ax.plot(xs, [r[key] for r in rows], marker="o", markersize=3, label=label)
+    xlabel = "training time (min)" if by_time else "epoch"
+    axes[0].set(xlabel=xlabel, ylabel="dev-val mAP50-95", ylim=(0, 0.45))
+    axes[1].set(xlabel=xlabel, ylabel="dev-val box loss")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -140,5 +148,18 @@ if __name__ == "__main__":
                 ("gpu-recipe-h200", "recipe-s", "run F: alone on the H200, 8 min, 219 epochs"),
             ),
             "yolov8s at imgsz 640, the same recipe: half a card vs the whole card",
+        )
+    )
+    print(
+        plot_by_epoch(
+            DOCS / "gpu-budget-epochs.png",
+            (
+                ("gpu-half-time-h200", "recipe-s-4min", "run H: the recipe alone, 4.2 min, 114 epochs"),
+                ("gpu-recipe-h200", "recipe-s", "run F: the recipe alone, 8 min, 219 epochs"),
+                ("gpu-capacity-h200", "cap-m-640", "run G: yolov8m at 640, sharing, 7.5 min, 84 epochs"),
+                ("gpu-capacity-h200", "cap-s-800", "run G: yolov8s at 800, sharing, 7.5 min, 72 epochs"),
+            ),
+            "The time past the plateau: the recipe's budget halved (run H), a bigger model or input (run G)",
+            by_time=True,
         )
     )
