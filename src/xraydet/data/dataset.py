@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,24 @@ class DataYaml(BaseModel):
         )
 
 
+@dataclass(frozen=True)
+class DatasetListing:
+    """A data set's images, listed once: each split's images (sorted, as :meth:`Dataset.images` gives them)
+    and every path the set is read from (as :meth:`Dataset.locations` gives them).
+
+    ``split`` and ``merge`` pass ``locations`` to :func:`xraydet.io.refuse_output_over_inputs` and work on
+    ``images``, so each input folder is walked once per command.
+
+    Example:
+        >>> listing = DatasetListing({"val": [Path("/d/images/val/a.png")]}, [Path("/d")])
+        >>> listing.images["val"][0].name, listing.locations == [Path("/d")]
+        ('a.png', True)
+    """
+
+    images: dict[str, list[Path]]  # split name -> its images, sorted
+    locations: list[Path]  # root, data.yaml, split sources, then the folders of the images
+
+
 @dataclass
 class Dataset:
     """A data set: class names, threat classes and the image sources of each split.
@@ -99,11 +117,39 @@ class Dataset:
             found.extend(_images_in(source))
         return sorted(found)
 
+    def listing(self) -> DatasetListing:
+        """Every split's images and the set's :meth:`locations`, from one listing of each split source (a
+        folder two splits name is walked once). A command that checks its output against the set's
+        locations and then reads its images lists the set once with this, not twice.
+
+        Example:
+            >>> ds = load_dataset("../shared/data/opixray/data.yaml")  # doctest: +SKIP
+            >>> listing = ds.listing()  # doctest: +SKIP
+            >>> listing.images["val"] == ds.images("val")  # doctest: +SKIP
+            True
+            >>> listing.locations == ds.locations()  # doctest: +SKIP
+            True
+        """
+        listed: dict[Path, list[Path]] = {}
+        for sources in self.splits.values():
+            for source in sources:
+                if source not in listed:
+                    listed[source] = _images_in(source)
+        images = {split: sorted(p for s in found for p in listed[s]) for split, found in self.splits.items()}
+        return DatasetListing(images, self._locations(images))
+
     def locations(self) -> list[Path]:
         """Every path the data set is read from: its root, data.yaml, each split's sources (folders or
-        image-list files) and the folders of its images (an image list may name images anywhere)."""
+        image-list files) and the folders of its images (an image list may name images anywhere).
+
+        It lists the images to find their folders; to use the images as well, call :meth:`listing` once.
+        """
+        return self.listing().locations
+
+    def _locations(self, images: Mapping[str, Sequence[Path]]) -> list[Path]:
+        """:meth:`locations`, given every split's images."""
         sources = [source for sources in self.splits.values() for source in sources]
-        folders = sorted({image.parent for split in self.splits for image in self.images(split)})
+        folders = sorted({image.parent for found in images.values() for image in found})
         return [self.root, *([self.yaml_path] if self.yaml_path else []), *sources, *folders]
 
     def dangling_images(self, split: str) -> list[Path]:

@@ -43,6 +43,7 @@ from xraydet.config import read_utf8_text
 from xraydet.data.dataset import (
     Dataset,
     DatasetError,
+    DatasetListing,
     duplicate_names,
     label_path_for,
     load_dataset,
@@ -523,7 +524,8 @@ def merge_datasets(
         raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
     datasets = [load_dataset(s) for s in sources]
     refuse_repeated_sources(datasets)
-    refuse_output_over_inputs(out, [place for ds in datasets for place in ds.locations()])
+    listings = [ds.listing() for ds in datasets]  # one walk of each source: for the output check and the work
+    refuse_output_over_inputs(out, [place for listing in listings for place in listing.locations])
     for ds in datasets:
         if dupes := duplicate_names(ds.names):
             raise DatasetError(
@@ -544,7 +546,7 @@ def merge_datasets(
     threats = unify_threats(renamed_threats, merged, case_insensitive)
 
     split_maps = [{s: SPLIT_ALIASES.get(s.lower(), s) for s in ds.splits} for ds in datasets]
-    entries = _read_entries(datasets, split_maps, id_maps)
+    entries = _read_entries(listings, split_maps, id_maps)
     keyed = [(e.target, e.image, e.digest, e.labels.text if e.labels else "") for e in entries]
     dropped, duplicates = find_duplicates(keyed, keep_leaks)
     refuse_emptied_splits(keyed, dropped)
@@ -604,13 +606,15 @@ def merge_datasets(
 
 
 def _read_entries(
-    datasets: Sequence[Dataset], split_maps: Sequence[dict[str, str]], id_maps: Sequence[Sequence[int]]
+    listings: Sequence[DatasetListing],
+    split_maps: Sequence[dict[str, str]],
+    id_maps: Sequence[Sequence[int]],
 ) -> list[_Entry]:
-    """Every image of every source, in source then split order, with its remapped labels and digest."""
+    """Every listed image of every source, in source then split order, with its remapped labels and digest."""
     entries: list[_Entry] = []
-    for k, (ds, split_map, id_map) in enumerate(zip(datasets, split_maps, id_maps, strict=True)):
+    for k, (listing, split_map, id_map) in enumerate(zip(listings, split_maps, id_maps, strict=True)):
         for split, target in split_map.items():
-            for image in ds.images(split):
+            for image in listing.images[split]:
                 label = label_path_for(image)
                 remapped = remap_label_text(_read_text(label), id_map, label) if label.exists() else None
                 entries.append(_Entry(k, split, target, image, remapped, content_digest(image)))

@@ -213,6 +213,26 @@ def unique_name(image: Path, prefix: str, taken: set[str]) -> str:
     raise RuntimeError(f"no free name for {image}")  # unreachable in practice
 
 
+def pool_images(images: Mapping[str, Sequence[Path]]) -> list[tuple[str, Path]]:
+    """``(source split, image)`` of every image, sorted by path then split; an image two splits list (train
+    and val naming one folder) is pooled once, under the first split by name.
+
+    Example:
+        >>> pool = pool_images({"val": [Path("b.png"), Path("a.png")], "train": [Path("a.png")]})
+        >>> [(split, image.name) for split, image in pool]
+        [('train', 'a.png'), ('val', 'b.png')]
+    """
+    pool: list[tuple[str, Path]] = []
+    seen: set[Path] = set()
+    for src_split, img in sorted(
+        {(s, i) for s, found in images.items() for i in found}, key=lambda t: (str(t[1]), t[0])
+    ):
+        if (resolved := img.resolve()) not in seen:
+            seen.add(resolved)
+            pool.append((src_split, img))
+    return pool
+
+
 def split_dataset(
     source: str | Path,
     out: str | Path,
@@ -244,15 +264,9 @@ def split_dataset(
     if out.exists() and not overwrite:
         raise XrayDetError(f"{out} already exists; pass --overwrite to replace it")
     ds = load_dataset(source)
-    refuse_output_over_inputs(out, ds.locations())
-    pool: list[tuple[str, Path]] = []
-    seen: set[Path] = set()  # an image two splits list (train and val naming one folder) is pooled once
-    for src_split, img in sorted(
-        {(s, i) for s in ds.splits for i in ds.images(s)}, key=lambda t: (str(t[1]), t[0])
-    ):
-        if (resolved := img.resolve()) not in seen:
-            seen.add(resolved)
-            pool.append((src_split, img))
+    listing = ds.listing()  # one walk of the source: for the output check and for the work
+    refuse_output_over_inputs(out, listing.locations)
+    pool = pool_images(listing.images)
     # a class id outside names would be copied unchanged and make Ultralytics drop the image: refused here
     labels = [label_path_for(img) for _, img in pool]
     rows = [read_label_file(label, len(ds.names)) if label.exists() else np.zeros((0, 5)) for label in labels]
