@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,104 @@ def refuse_bool(value: Any) -> Any:
 
 # First in the ``Annotated`` type of every numeric setting read from a file (jobs, hooks, plans, policies).
 NotBool = BeforeValidator(refuse_bool)
+
+
+_INDEX = re.compile(r"-?\d+")
+
+
+def key_path_parts(key: str) -> list[str]:
+    """The parts of a ``--set`` key: dots separate them, ``[i]`` is one more (``hooks[0].x`` = hooks, 0, x).
+
+    An empty part or a stray bracket is a :class:`ConfigError` naming the key.
+
+    Example:
+        >>> key_path_parts("hooks[1].params.x"), key_path_parts("phases.phase1.job")
+        (['hooks', '1', 'params', 'x'], ['phases', 'phase1', 'job'])
+    """
+    key = key.strip()
+    parts = [part.strip() for part in re.sub(r"\[([^\[\]]*)\](?=[.\[]|$)", r".\1", key).split(".")]
+    bad = next((part for part in parts if not part or "[" in part or "]" in part), None)
+    if bad is not None:
+        problem = f"stray bracket in '{bad}'" if bad else "empty part in the key"
+        raise ConfigError(f"--set {key}: {problem} (use a.b, a.0.b or a[0].b)")
+    return parts
+
+
+def set_key_path(root: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of ``root`` with ``value`` at ``key``, the path of a ``--set key.path=value``; ``root`` stays.
+
+    Dots reach into mappings, made where missing (or null); a list item is picked by index (``a.0.b`` or
+    ``a[0].b``; ``-1`` is the last) or, where the items are mappings with an ``id``, by that id. A path that
+    cannot be followed is a :class:`ConfigError` naming the key, the part that failed and what was expected.
+
+    Example:
+        >>> plan = {"phases": [{"id": "p1", "job": {"epochs": 9}}]}
+        >>> set_key_path(plan, "phases.p1.job.epochs", 3)
+        {'phases': [{'id': 'p1', 'job': {'epochs': 3}}]}
+        >>> set_key_path(plan, "phases[0].job.epochs", 3) == set_key_path(plan, "phases.0.job.epochs", 3)
+        True
+        >>> set_key_path(plan, "phases.p2.job.epochs", 3)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xraydet.errors.ConfigError: --set phases.p2.job.epochs: phases has no item 'p2' (ids: p1; ...)
+    """
+    key = key.strip()
+    parts = key_path_parts(key)
+    out = copy.deepcopy(dict(root))
+    node: Any = out
+    where = ""
+    for depth, part in enumerate(parts[:-1]):
+        node, where = _child(node, part, parts[depth + 1], key, where)
+    at, _ = _step(node, parts[-1], key, where)
+    node[at] = value
+    return out
+
+
+def _step(node: dict[str, Any] | list[Any], part: str, key: str, where: str) -> tuple[Any, str]:
+    """The key or index ``part`` names in ``node`` (the mapping or list at ``where``), and its path."""
+    if isinstance(node, list):
+        index = _list_item(node, part, key, where)
+        return index, f"{where}[{part}]" if _INDEX.fullmatch(part) else f"{where}.{part}"
+    return part, f"{where}.{part}" if where else part
+
+
+def _child(node: dict[str, Any] | list[Any], part: str, then: str, key: str, where: str) -> tuple[Any, str]:
+    """The mapping or list ``part`` names in ``node``, made (a mapping) where missing, and its path; ``then``
+    is the part to be looked up in it next."""
+    at, here = _step(node, part, key, where)
+    child = node[at] if isinstance(node, list) else node.get(at)
+    if child is None:
+        if _INDEX.fullmatch(then):
+            raise ConfigError(f"--set {key}: {here}[{int(then)}] is out of range (no {here} list)")
+        child = node[at] = {}
+    elif not isinstance(child, dict | list):
+        raise ConfigError(
+            f"--set {key}: {here} is {child!r}, not a mapping or list (no '{then}' in it; set {here} itself)"
+        )
+    return child, here
+
+
+def _list_item(items: list[Any], part: str, key: str, where: str) -> int:
+    """The index of the item that ``part`` picks in ``items`` (the list at ``where``): by ``id``, or index."""
+    ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+    ids = [None if i is None else str(i) for i in ids]
+    if part in ids:
+        return ids.index(part)
+    count = f"{len(items)} item" + ("" if len(items) == 1 else "s")
+    known = ", ".join(i for i in ids if i is not None)
+    if _INDEX.fullmatch(part):
+        if -len(items) <= int(part) < len(items):
+            return int(part) % len(items)
+        also = f"; ids: {known}" if known else ""
+        raise ConfigError(f"--set {key}: {where}[{int(part)}] is out of range ({where} has {count}{also})")
+    if known:
+        raise ConfigError(
+            f"--set {key}: {where} has no item '{part}' (ids: {known}; or an index, {where} has {count})"
+        )
+    raise ConfigError(
+        f"--set {key}: {where} is a list: pick an item by index, not '{part}' ({where}.0 or {where}[0]; "
+        f"{where} has {count})"
+    )
 
 
 def read_utf8_text(path: str | Path) -> str:

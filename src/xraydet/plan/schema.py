@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Annotated, Any, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from xraydet.config import NotBool, load_yaml
+from xraydet.config import NotBool, load_yaml, set_key_path
 from xraydet.errors import ConfigError
 from xraydet.io import TextDecodeError, decode_text
 from xraydet.plan.transitions import TERMINALS, Transition, referenced_steps
@@ -303,9 +302,10 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides (values parsed as YAML) to a raw plan mapping.
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of a raw plan mapping.
 
-    List items are picked by their ``id`` or by index, so ``phases.phase1.job.epochs=3`` works.
+    Paths follow :func:`xraydet.config.set_key_path`: list items are picked by their ``id`` or by index, so
+    ``phases.phase1.job.epochs=3`` and ``phases[0].job.epochs=3`` both work.
 
     Example:
         >>> apply_overrides({"phases": [{"id": "p1", "job": {"epochs": 9}}]}, ["phases.p1.job.epochs=3"])
@@ -320,37 +320,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:  # e.g. "@merged" (YAML reserves "@"): take the text as it is
             value = text
-        parts = key.strip().split(".")
-        node: Any = data
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            here = ".".join(parts[: depth + 1])
-            if isinstance(node, list):
-                index = _list_index(node, part)
-                if index is None:
-                    ids = [str(x.get("id")) for x in node if isinstance(x, dict)]
-                    raise PlanError([f"--set {key}: no item '{part}' at {here} (ids: {', '.join(ids)})"])
-                if last:
-                    node[index] = value
-                else:
-                    node = node[index]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    node = node.setdefault(part, {})
-            else:
-                raise PlanError([f"--set {key}: {'.'.join(parts[:depth])} is not a mapping or list"])
+        try:
+            data = set_key_path(data, key, value)
+        except ConfigError as err:
+            raise PlanError([str(err)]) from err
     return data
-
-
-def _list_index(items: list[Any], part: str) -> int | None:
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and str(item.get("id")) == part:
-            return i
-    if re.fullmatch(r"-?\d+", part) and -len(items) <= int(part) < len(items):
-        return int(part) % len(items)
-    return None
 
 
 def parse_plan(

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from xraydet.config import NotBool, number_from_text, read_yaml_mapping
+from xraydet.config import NotBool, number_from_text, read_yaml_mapping, set_key_path
 from xraydet.errors import ConfigError
 from xraydet.training.history import check_record_key
 from xraydet.training.hooks.checkpoints import CHECKPOINT_EVERY, CheckpointEvery
@@ -493,8 +493,10 @@ def _split_ultralytics_keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides (values parsed as YAML; dotted keys reach into sections, and an integer
-    picks a list item: ``hooks.0.params.patience=5``, or ``hooks[0].params.patience=5``).
+    """Apply ``key=value`` overrides to a copy of ``raw`` (values parsed as YAML; paths follow
+    :func:`xraydet.config.set_key_path`, as the plan runner's ``--set`` does: dotted keys reach into sections,
+    an integer picks a list item, ``hooks.0.params.patience=5`` or ``hooks[0].params.patience=5``, and so does
+    the ``id`` of an item that has one).
 
     Unquoted numeric text is a number (``lr0=1e-3``, which YAML 1.1 reads as text); quoted text stays text
     (``name='2026'``, in a shell ``--set "name='2026'"``), as in YAML.
@@ -517,55 +519,11 @@ def apply_sets(raw: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[s
         quoted = text.strip()[:1] in ("'", '"')
         if isinstance(value, str) and not quoted:  # YAML 1.1 reads 1e-3 as text; typed bare, it is a number
             value = number_from_text(value)
-        parts = set_path(key)
         for seed_key, ours in SEED_KEYS.items():  # `--set epochs=3` on a seed-style job replaces EPOCHS
-            if parts == [ours]:
+            if key.strip() == ours:
                 out.pop(seed_key, None)
-        _set_at(out, parts, value, key.strip())
+        out = set_key_path(out, key, value)
     return out
-
-
-def set_path(key: str) -> list[str]:
-    """The parts of a ``--set`` key: dots separate them, ``[i]`` is one more (``hooks[0].x`` = hooks, 0, x).
-
-    Example:
-        >>> set_path("hooks[1].params.x"), set_path("hooks.1.params.x")
-        (['hooks', '1', 'params', 'x'], ['hooks', '1', 'params', 'x'])
-    """
-    parts = re.sub(r"\[([^\]]*)\]", r".\1", key.strip()).split(".")
-    if any(not part.strip() for part in parts):
-        raise ConfigError(f"--set {key.strip()}: empty part in the key (use a.b, a.0.b or a[0].b)")
-    return [part.strip() for part in parts]
-
-
-def _set_at(root: dict[str, Any], parts: list[str], value: Any, key: str) -> None:
-    """Set ``value`` at ``parts`` in ``root``: mappings are made where missing (or in place of a value), list
-    items are picked by index, as the plan runner's ``--set`` does, and an index outside the list (or into a
-    list the job does not have) is an error naming the path."""
-    node: Any = root
-    for depth, part in enumerate(parts):
-        at: Any = _list_index(node, part, key, ".".join(parts[:depth])) if isinstance(node, list) else part
-        if depth == len(parts) - 1:
-            node[at] = value
-            return
-        child = node[at] if isinstance(node, list) else node.get(at)
-        if not isinstance(child, dict | list):
-            if re.fullmatch(r"-?\d+", parts[depth + 1]):
-                where = ".".join(parts[: depth + 1])
-                index = parts[depth + 1]
-                raise ConfigError(f"--set {key}: {where}[{index}] is out of range (no {where} list)")
-            node[at] = child = {}
-        node = child
-
-
-def _list_index(items: list[Any], part: str, key: str, where: str) -> int:
-    if not re.fullmatch(r"-?\d+", part):
-        raise ConfigError(f"--set {key}: {where} is a list: pick an item by index ({where}.0 or {where}[0])")
-    index = int(part)
-    if not -len(items) <= index < len(items):
-        count = f"{len(items)} item" + ("" if len(items) == 1 else "s")
-        raise ConfigError(f"--set {key}: {where}[{index}] is out of range ({where} has {count})")
-    return index % len(items)
 
 
 def job_from_dict(
