@@ -222,3 +222,13 @@ def test_a_boolean_limit_is_refused_not_read_as_one(key, tmp_path):
     policy.write_text(f"{key}: yes\n")
     with pytest.raises(ConfigError, match=f"{key}.*expected a number, got the boolean true"):
         load_policy(policy)
+
+
+def test_a_report_file_finds_the_review_beside_it(label_report_dir):
+    """`load_report` takes the folder or its report.json: given the file, the review in its folder counts too,
+    rather than the gate failing with 'no review yet' on a reviewed report."""
+    review(load_report(label_report_dir), label_report_dir, 3)
+    policy = GatePolicy(min_reviewed=3)
+    from_file = by_name(check_gate(label_report_dir / "report.json", policy))
+    assert from_file["predictions reviewed"].value == 3 and from_file["predictions reviewed"].passed
+    assert from_file == by_name(check_gate(label_report_dir, policy))

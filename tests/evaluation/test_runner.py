@@ -259,3 +259,40 @@ def test_without_any_label_the_box_metrics_are_not_measured_rather_than_zero(lab
     gate = check_gate(out, GatePolicy(min_map50=0.5))
     mAP = next(c for c in gate.criteria if c.name == "mAP50")
     assert not mAP.passed and mAP.detail.startswith("not measured")
+
+
+class _ReorderedWithUnknownIds(LabelPredictor):
+    """The perfect predictor under another class order (bottle, gun, knife), adding on the threat-free bags a
+    box of class -1 (what HttpPredictor gives a name it does not know) and one past its last class."""
+
+    def __init__(self, dataset_yaml: Path) -> None:
+        super().__init__(dataset_yaml)
+        self.names = ["bottle", "gun", "knife"]
+        self.to_model = np.array([2, 1, 0])  # data set id -> model id
+
+    def predict(self, image: np.ndarray, conf: float = 0.25, iou: float = 0.7):
+        from xraydet.structures import Detections
+
+        found = super().predict(image, conf, iou)
+        if len(found) == 0:  # a threat-free bag
+            return Detections(np.array([[1, 1, 20, 20], [5, 5, 30, 30]]), [-1, 3], [0.9, 0.8])
+        return Detections(found.xyxy, self.to_model[found.class_id], found.confidence)
+
+
+def test_class_ids_the_model_does_not_have_are_dropped_not_wrapped(labelled_folder: Path, tmp_path: Path):
+    predictor = _ReorderedWithUnknownIds(labelled_folder)
+    predictor.register_negatives(tmp_path / "neg")
+    r = evaluate(predictor, labelled_folder, negatives=[tmp_path / "neg"], latency_samples=1)
+    # -1 would have become the model's last class (knife, a threat): a false alarm on every threat-free bag
+    assert r.screening.false_alarms == 0 and r.screening.false_alarm_rate == 0.0
+    assert r.box.map50 == pytest.approx(1.0) and r.screening.threat_detection_rate == 1.0
+
+
+def test_class_ids_outside_the_shared_classes_are_dropped(labelled_folder: Path, tmp_path: Path):
+    """Model and data set share their classes (no mapping): an id outside them still counts as nothing."""
+    predictor = _ReorderedWithUnknownIds(labelled_folder)
+    predictor.names, predictor.to_model = list(NAMES), np.arange(len(NAMES))
+    predictor.register_negatives(tmp_path / "neg")
+    r = evaluate(predictor, labelled_folder, negatives=[tmp_path / "neg"], latency_samples=1)
+    assert r.screening.false_alarms == 0 and r.box.map50 == pytest.approx(1.0)
+    assert sum(map(sum, r.box.confusion_matrix)) == r.box.n_labels  # no box off the matrix

@@ -144,3 +144,29 @@ def test_one_apps_pixel_limit_does_not_shrink_anothers(
     path = tmp_path / "scan.png"
     path.write_bytes(scan)
     assert load_rgb(path).shape == (1500, 2000, 3)
+
+
+def test_threats_recorded_in_another_case_than_the_class_names_still_load(
+    onnx_model: Path, tmp_path: Path
+) -> None:
+    """A data set matches its threats to its names regardless of case (``threats: [KNIFE]`` for ``knife``),
+    and an export carries that list into the ONNX metadata: the server must read it the same way, with the
+    model's own spelling, not refuse the model and answer 503 for ever."""
+    import onnx
+
+    names = OnnxPredictor(onnx_model, threads=1).names
+    graph = onnx.load(str(onnx_model))
+    meta = {p.key: p for p in graph.metadata_props}
+    entry = meta.get("xraydet_threats") or graph.metadata_props.add()
+    entry.key, entry.value = "xraydet_threats", repr([names[0].upper()])
+    served = tmp_path / "shouting.onnx"
+    onnx.save(graph, str(served))
+    settings = ServeSettings(poll_s=0, threads=1)
+    with TestClient(create_app(settings, FileModelSource(served)), raise_server_exceptions=False) as c:
+        health = c.get("/health")
+        assert health.status_code == 200, c.get("/v1/models").json()["last_error"]
+        current = c.get("/v1/models").json()["current"]
+        assert current["threats"] == [names[0]] and current["threats_source"] == "onnx metadata"
+    settings = ServeSettings(poll_s=0, threads=1, threats=[names[0].upper()])
+    with TestClient(create_app(settings, FileModelSource(served))) as c:
+        assert c.get("/v1/models").json()["current"]["threats"] == [names[0]]

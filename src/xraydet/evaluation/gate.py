@@ -103,8 +103,8 @@ def check_gate(
 ) -> GateResult:
     """Check every criterion of ``policy`` against ``report`` (or its folder) and the review verdicts.
 
-    ``review_dir`` defaults to ``REPORT_DIR/review`` when ``report`` is a folder. Verdicts recorded for
-    another report (a different ``report_id``) are not counted.
+    ``review_dir`` defaults to ``REPORT_DIR/review`` when ``report`` is a folder or the ``report.json`` in
+    one. Verdicts recorded for another report (a different ``report_id``) are not counted.
 
     Example:
         >>> result = check_gate("reports/best")  # doctest: +SKIP
@@ -115,8 +115,9 @@ def check_gate(
     label = "<in memory>"
     if not isinstance(report, EvalReport):
         label = str(report)
-        if review_dir is None and Path(report).is_dir():
-            review_dir = Path(report) / "review"
+        if review_dir is None:
+            folder = Path(report) if Path(report).is_dir() else Path(report).parent
+            review_dir = folder / "review"
         report = load_report(report)
     s, lat = report.screening, report.latency
     review = _review_counts(report, review_dir)

@@ -130,9 +130,13 @@ def class_mapping(model_names: Sequence[str], dataset_names: Sequence[str]) -> n
 
 
 def _remap(pred: Detections, mapping: np.ndarray | None) -> Detections:
+    """Predictions in data set class ids; a class id the model does not have (an API's -1 for a name it
+    does not know) is dropped, never wrapped round to the last class or an IndexError."""
     if mapping is None or len(pred) == 0:
         return pred
-    ids = mapping[pred.class_id]
+    known = (pred.class_id >= 0) & (pred.class_id < len(mapping))
+    ids = np.full(len(pred), -1, dtype=np.int64)
+    ids[known] = mapping[pred.class_id[known]]
     keep = ids >= 0
     return Detections(pred.xyxy[keep], ids[keep], None if pred.confidence is None else pred.confidence[keep])
 
@@ -262,6 +266,8 @@ def evaluate(
     model_sha256 = sha256_file(weights) if weights is not None else getattr(predictor, "sha256", None)
     names = ds.names or list(predictor.names)
     mapping = class_mapping(list(predictor.names), ds.names)
+    if mapping is None:  # the same classes: still drop ids outside them (see _remap)
+        mapping = np.arange(len(predictor.names))
     threat_ids = ds.threat_ids
     if not threat_ids:
         log.warning("%s declares no threat classes: every class counts as a threat", ds.yaml_path or ds.root)

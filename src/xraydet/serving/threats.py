@@ -8,6 +8,9 @@ The answer is looked up in this order and the source is reported by ``GET /v1/mo
 4. the ``threats`` entry of the data.yaml recorded in a ``.pt`` checkpoint's ``train_args``, if it still
    exists;
 5. otherwise every class counts as a threat (a screening default: nothing is silently ignored).
+
+Names match the model's classes regardless of case, as a data set's ``threats`` match its ``names``; the
+model's own spelling is what is served and reported.
 """
 
 from __future__ import annotations
@@ -30,13 +33,26 @@ def sidecar_path(weights: Path) -> Path:
     return weights.with_name(weights.name + ".threats.json")
 
 
+def _model_name(threat: str, names: list[str]) -> str | None:
+    """The model's spelling of ``threat``: itself, else its one case-insensitive match (None if none).
+
+    Data sets match threats to names regardless of case (``threats: [knife]`` for a class ``Knife``), so a
+    threat list carried from one (the ONNX metadata, the training data.yaml) must be read the same way here.
+    """
+    if threat in names:
+        return threat
+    matches = [n for n in names if n.lower() == threat.lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
 def _check(threats: Any, names: list[str], where: str, error: type[ConfigError] = ConfigError) -> list[str]:
     if not isinstance(threats, list) or not all(isinstance(t, str) for t in threats):
         raise error(f"{where}: threats must be a list of class names, got {threats!r}")
-    unknown = [t for t in threats if t not in names]
+    found = {t: _model_name(t, names) for t in threats}
+    unknown = [t for t, n in found.items() if n is None]
     if unknown:
         raise error(f"{where}: unknown threat classes {unknown}; the model's classes are {names}")
-    return list(threats)
+    return list(dict.fromkeys(n for n in found.values() if n is not None))
 
 
 def resolve_threats(
