@@ -279,3 +279,38 @@ def test_cli_json_with_probe_keeps_stdout_pure_json(synth_yaml: Path, tmp_path: 
     report = json.loads(proc.stdout)  # nothing but the JSON
     assert report["probe"]["epochs"] == 1 and report["n_images"] == 10
     assert "Ultralytics" in proc.stderr  # its log is still shown, on stderr
+
+
+# ------------------------------------------------------------------------------------- review: EXIF
+def _exif_rotated_set(root: Path, n: int = 12) -> Path:
+    """JPEGs stored on their side with EXIF orientation 6; labels (YOLO) on the upright scan, as Ultralytics
+    (OpenCV) loads it: a dark 20x60 bar, one per scan, at a different place each time."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    (root / "images/val").mkdir(parents=True)
+    (root / "labels/val").mkdir(parents=True)
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to show
+    for i in range(n):
+        up = np.full((100, 200, 3), 245, dtype=np.uint8)
+        x, y = int(rng.integers(10, 170)), int(rng.integers(5, 35))
+        up[y : y + 60, x : x + 20] = (30, 40, 120)
+        stored = PILImage.fromarray(up).transpose(PILImage.Transpose.ROTATE_90)
+        stored.save(root / f"images/val/s{i}.jpg", exif=exif, quality=95)
+        (root / f"labels/val/s{i}.txt").write_text(f"0 {(x + 10) / 200} {(y + 30) / 100} 0.1 0.6\n")
+    return write_data_yaml(root, ["knife"], {"val": "images/val"})
+
+
+def test_exif_rotated_scans_are_scored_upright(tmp_path: Path) -> None:
+    """Was scored on the stored (sideways) pixels: correct labels flagged mis-scaled, sheets crop nothing."""
+    import cv2
+
+    from xraydet.data.doctor import _open_rgb
+
+    data = _exif_rotated_set(tmp_path / "exif")
+    image = tmp_path / "exif/images/val/s0.jpg"
+
+    assert _open_rgb(image).shape == cv2.imread(str(image)).shape == (100, 200, 3)  # type: ignore[union-attr]
+    report = doctor(data, "val")
+    assert report.verdict == "pass", [(p.name, p.decision, p.t_by_score) for p in report.perturbations]

@@ -424,3 +424,52 @@ def test_coco_null_or_missing_iscrowd_is_not_a_crowd(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     first, _ = coco.read(path).records
     assert first.labels == ["gun", "knife"]  # both boxes kept, none skipped as a crowd
+
+
+# ------------------------------------------------------------------------------------ review: writer/reader
+@pytest.mark.parametrize(
+    ("box", "size"),
+    [
+        ([100.0, 40.0, 100.4, 60.0], (1024, 1024)),  # 0.4 px wide: both ends round to bin 100
+        ([1023.6, 0.0, 1024.0, 10.0], (1024, 1024)),  # on the far edge: both ends clip to bin 1023
+        ([10.0, 45.01, 1338.0, 45.16], (2287, 1444)),  # a 0.15 px tall sliver
+    ],
+)
+def test_a_box_under_one_bin_is_written_as_one_bin_and_reads_back(
+    tmp_path: Path, box: list[float], size: tuple[int, int]
+) -> None:
+    """The writer must not emit ``min == max`` bins, which the reader (rightly) refuses as an empty box."""
+    w, h = size
+    rec = Record("a.jpg", w, h, np.array([box]), ["knife"], "mem")
+    back = loctoken.read(loctoken.write(tmp_path / "a.jsonl", [rec], ["knife"])).records[0]
+    back.set_size(w, h)
+    bins = np.abs(back.boxes[0] - box) / [w, h, w, h] * 1024
+    assert bins.max() <= 2.0  # one bin of rounding, one more where the far edge has no bin of its own
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<loc0100><loc0100><loc0900><loc0300><loc0400> knife",  # five loc tokens
+        "<loc0100><loc0100><loc0900><loc0300> knife <loc0010><loc0010><loc0090><loc0030> gun",  # no ';'
+    ],
+)
+def test_loc_tokens_in_the_class_name_are_an_error(text: str) -> None:
+    """Was read as one object of class '<loc0400> knife' (a new class in the sorted class list)."""
+    with pytest.raises(FormatError, match=r"a\.jsonl:3: class name .*<loc"):
+        loctoken.parse_answer(text, where="a.jsonl:3: ")
+
+
+@pytest.mark.parametrize("label", ["knife; gun", " knife", "<loc0001> knife", ""])
+def test_a_class_name_that_would_not_read_back_is_not_written(tmp_path: Path, label: str) -> None:
+    rec = Record("a.jpg", 100, 100, np.array([[10.0, 10.0, 50.0, 50.0]]), [label], "mem")
+    with pytest.raises(FormatError, match="cannot be written"):
+        loctoken.write(tmp_path / "a.jsonl", [rec], [label])
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_class_names_with_spaces_and_unicode_round_trip(tmp_path: Path) -> None:
+    names = ["folding knife", "couteau à cran", "刀"]
+    rec = Record("a.jpg", 416, 416, np.array([[0, 0, 416, 416], [10, 20, 30, 40], [5, 6, 7, 8]]), names, "m")
+    back = loctoken.read(loctoken.write(tmp_path / "a.jsonl", [rec], names)).records[0]
+    assert back.labels == names

@@ -47,7 +47,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from pydantic import BaseModel, Field
 
 from xraydet.data.dataset import Dataset, label_path_for, load_dataset, read_label_file, write_data_yaml
@@ -366,11 +366,17 @@ def paired_t(diff: np.ndarray) -> float:
     return mean / (sd / math.sqrt(len(diff)))
 
 
+def open_upright(image: Path) -> Image.Image:
+    """The image in RGB, turned upright by its EXIF orientation: the pixels YOLO labels refer to (Ultralytics
+    loads images with OpenCV, which applies the orientation)."""
+    with pil_open(image) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
 def _open_rgb(image: Path) -> np.ndarray | None:
-    """The image as an RGB array, or None (logged) if PIL cannot open or decode it."""
+    """The upright image as an RGB array, or None (logged) if PIL cannot open or decode it."""
     try:
-        with pil_open(image) as im:
-            return np.asarray(im.convert("RGB"))
+        return np.asarray(open_upright(image))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         log.warning("skipping %s: cannot open the image (%s); run `xraydet data check`", image, err)
         return None
@@ -619,8 +625,7 @@ def write_contact_sheets(
         wanted = [i for i, r in enumerate(rows) if len(crops.get(int(r[0]), [])) < per_class]
         if not wanted:
             continue
-        with pil_open(image) as im:
-            rgb = im.convert("RGB")
+        rgb = open_upright(image)
         boxes = xywhn_to_xyxy(rows[:, 1:], rgb.width, rgb.height)
         for i in wanted:
             crops.setdefault(int(rows[i, 0]), []).append(_crop_tile(rgb, boxes[i], tile))

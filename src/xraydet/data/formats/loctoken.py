@@ -7,8 +7,9 @@ represent coordinates in normalized image-space (<loc0000>...<loc1023>)"), Googl
 notebook (``<loc(y0)><loc(x0)><loc(y1)><loc(x1)>``, scale 1024) and Roboflow's GPT-4o detection guide, which
 puts the same PaliGemma strings into the assistant turn of OpenAI's chat JSONL. See docs/data-formats.md.
 
-Reading the tokens as ``x`` first over 1000 bins (Florence-2's convention) transposes every box and shrinks it
-by 2.4%: that was the seed team's converter bug.
+Reading the tokens as ``x`` first over 1000 bins (Florence-2's convention) transposes every box, grows it by
+2.4% and moves it away from the top-left corner (``bin / 1000 > bin / 1024``): that was the seed team's
+converter bug.
 
 Two record shapes are read, one JSON object per line:
 
@@ -28,6 +29,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from xraydet.ultralytics_env import pil_open
 
 DEFAULT_BINS = 1024
 _OBJECT = re.compile(r"^\s*<loc(\d{4})><loc(\d{4})><loc(\d{4})><loc(\d{4})>(?:<seg\d{3}>)*\s*(.*?)\s*$")
+_TOKEN = re.compile(r"<(?:loc|seg)\d+>")
 _DATA_URL = re.compile(r"^data:([^,]*),(.*)$", re.DOTALL | re.IGNORECASE)
 # The raster formats a YOLO data set holds (PIL's format name -> suffix; xraydet lists only these suffixes).
 EMBEDDED_SUFFIXES = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}
@@ -58,8 +61,26 @@ def encode_box(xyxy: np.ndarray, width: int, height: int, bins: int = DEFAULT_BI
         '<loc0100><loc0100><loc0900><loc0300>'
     """
     x1, y1, x2, y2 = (float(v) for v in xyxy)
-    values = [y1 / height, x1 / width, y2 / height, x2 / width]
-    return "".join(f"<loc{int(np.clip(round(v * bins), 0, bins - 1)):04d}>" for v in values)
+    ymin, ymax = _side_bins(y1 / height, y2 / height, bins)
+    xmin, xmax = _side_bins(x1 / width, x2 / width, bins)
+    return "".join(f"<loc{b:04d}>" for b in (ymin, xmin, ymax, xmax))
+
+
+def _side_bins(lo: float, hi: float, bins: int) -> tuple[int, int]:
+    """The bins of one side's ends (fractions of the side): the nearest ones, clipped to ``0..bins-1``.
+
+    An extent that would collapse onto one bin (under a bin wide, or past the last bin at the far edge) is
+    given the one bin around it instead (``floor``/``ceil``), as :func:`parse_answer` refuses ``min == max``.
+
+    Example:
+        >>> _side_bins(0.25, 0.5, 1024), _side_bins(0.5001, 0.5003, 1024), _side_bins(0.9996, 1.0, 1024)
+        ((256, 512), (512, 513), (1022, 1023))
+    """
+    a, b = (int(np.clip(round(v * bins), 0, bins - 1)) for v in (lo, hi))
+    if b <= a and hi > lo:  # a positive extent rounded to nothing
+        a = int(np.clip(math.floor(lo * bins), 0, bins - 2))
+        b = int(np.clip(math.ceil(hi * bins), a + 1, bins - 1))
+    return a, b
 
 
 def decode_tokens(ymin: int, xmin: int, ymax: int, xmax: int, bins: int = DEFAULT_BINS) -> np.ndarray:
@@ -78,34 +99,38 @@ def parse_answer(text: str, bins: int = DEFAULT_BINS, where: str = "") -> tuple[
         >>> (boxes * [1024, 512, 1024, 512]).tolist(), labels
         ([[100.0, 50.0, 300.0, 450.0]], ['knife'])
     """
-    boxes, labels = [], []
-    for piece in text.split(";"):
-        if not piece.strip():
-            continue
-        match = _OBJECT.match(piece)
-        if match is None:
-            raise FormatError(
-                f"{where}expected '<locYMIN><locXMIN><locYMAX><locXMAX> class', got {piece.strip()!r}"
-            )
-        ymin, xmin, ymax, xmax = (int(g) for g in match.groups()[:4])
-        label = match.group(5)
-        if not label:
-            raise FormatError(f"{where}object {piece.strip()!r} has no class name")
-        if max(ymin, xmin, ymax, xmax) >= bins:
-            raise FormatError(f"{where}bin {max(ymin, xmin, ymax, xmax)} >= {bins} bins in {piece.strip()!r}")
-        if ymax <= ymin or xmax <= xmin:
-            raise FormatError(
-                f"{where}empty box (ymin={ymin} xmin={xmin} ymax={ymax} xmax={xmax}) in {piece.strip()!r}"
-            )
-        boxes.append(decode_tokens(ymin, xmin, ymax, xmax, bins))
-        labels.append(label)
-    return np.array(boxes).reshape(-1, 4), labels
+    objects = [_parse_object(piece.strip(), bins, where) for piece in text.split(";") if piece.strip()]
+    return np.array([box for box, _ in objects]).reshape(-1, 4), [label for _, label in objects]
+
+
+def _parse_object(piece: str, bins: int, where: str) -> tuple[np.ndarray, str]:
+    """One ``<loc..>x4 class`` piece as a normalised ``xyxy`` box and its class name (raises quoting it)."""
+    match = _OBJECT.match(piece)
+    if match is None:
+        raise FormatError(f"{where}expected '<locYMIN><locXMIN><locYMAX><locXMAX> class', got {piece!r}")
+    ymin, xmin, ymax, xmax = (int(g) for g in match.groups()[:4])
+    label = match.group(5)
+    if not label:
+        raise FormatError(f"{where}object {piece!r} has no class name")
+    if _TOKEN.search(label):  # a fifth loc token, or two objects without the ';' between them
+        raise FormatError(f"{where}class name {label!r} holds a <loc>/<seg> token in {piece!r}")
+    if max(ymin, xmin, ymax, xmax) >= bins:
+        raise FormatError(f"{where}bin {max(ymin, xmin, ymax, xmax)} >= {bins} bins in {piece!r}")
+    if ymax <= ymin or xmax <= xmin:
+        raise FormatError(f"{where}empty box (ymin={ymin} xmin={xmin} ymax={ymax} xmax={xmax}) in {piece!r}")
+    return decode_tokens(ymin, xmin, ymax, xmax, bins), label
 
 
 def format_answer(
     boxes: np.ndarray, labels: list[str], width: int, height: int, bins: int = DEFAULT_BINS
 ) -> str:
-    """The loc-token answer for pixel ``xyxy`` boxes (empty string for none)."""
+    """The loc-token answer for pixel ``xyxy`` boxes (empty string for none).
+
+    A class name that would not read back as itself (empty, padded, holding ``;`` or a loc token) raises.
+    """
+    for label in labels:
+        if not label.strip() or label != label.strip() or ";" in label or _TOKEN.search(label):
+            raise FormatError(f"class name {label!r} cannot be written in a loc-token answer")
     return " ; ".join(
         f"{encode_box(b, width, height, bins)} {label}" for b, label in zip(boxes, labels, strict=True)
     )
