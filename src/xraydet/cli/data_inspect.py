@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from xraydet.cli.checks import output_folder
 from xraydet.cli.progress import counting_progress
 from xraydet.data.stats import BoxSizeStats, DatasetStats
 
@@ -89,7 +90,7 @@ def _emit_json(obj: dict, json_out: Path | None, to_stdout: bool) -> None:
 
     if json_out:
         atomic_write_json(json_out, obj)
-        err_console.print(f"wrote {json_out}")
+        err_console.print(f"wrote {escape(str(json_out))}")
     if to_stdout:
         typer.echo(json.dumps(obj, indent=2))
 
@@ -132,7 +133,7 @@ def check_cmd(
     if not as_json:
         out = console
         out.print(
-            f"[bold]{report.dataset}[/]: {report.n_images} images, {len(report.names)} classes, "
+            f"[bold]{escape(report.dataset)}[/]: {report.n_images} images, {len(report.names)} classes, "
             f"splits {', '.join(report.splits)}" + (" (deep decode)" if deep else "")
         )
         out.print(stats_table(report.stats))
@@ -190,7 +191,7 @@ def stats_cmd(
         console.print(box_table(stats))
     if plot:
         plot_stats(stats, plot, title=str(dataset))
-        err_console.print(f"wrote {plot}")
+        err_console.print(f"wrote {escape(str(plot))}")
 
 
 def split_cmd(
@@ -205,13 +206,15 @@ def split_cmd(
     """Stratified (by each image's rarest class), seeded split into a new YOLO folder."""
     from xraydet.data.split import split_dataset
 
+    output_folder(out)
     with counting_progress("splitting") as (advance, _):
         result = split_dataset(
             source, out, val=val, test=test, seed=seed, link=link, overwrite=overwrite, progress=advance
         )
-    console.print(stats_table(result.stats, title=f"{out} (seed {seed})"))
+    console.print(stats_table(result.stats, title=f"{escape(str(out))} (seed {seed})"))
     console.print(
-        f"[green]wrote {out / 'data.yaml'}[/]: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
+        f"[green]wrote {escape(str(out / 'data.yaml'))}[/]: "
+        + ", ".join(f"{k} {v}" for k, v in result.counts.items())
     )
     if result.duplicate_groups:
         console.print(
@@ -251,6 +254,7 @@ def merge_cmd(
     """
     from xraydet.data.merge import merge_datasets, parse_renames
 
+    output_folder(out)
     with counting_progress("merging") as (advance, _):
         result = merge_datasets(
             sources,
@@ -268,7 +272,7 @@ def merge_cmd(
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
         return
     for src in result.sources:
-        mapping = Table(title=f"source {src.name}: {src.path}", title_justify="left")
+        mapping = Table(title=escape(f"source {src.name}: {src.path}"), title_justify="left")
         for col in ("id", "class", "-> merged id", "merged class"):
             mapping.add_column(col)
         for i, (name, new) in enumerate(zip(src.names, src.id_map, strict=True)):
@@ -278,12 +282,12 @@ def merge_cmd(
         if src.renamed_files:
             console.print(f"{src.renamed_files} file(s) renamed to {src.name}__<name> (name already taken)")
     console.print(stats_table(result.stats, title="merged: images / instances"))
-    console.print(f"merged classes ({len(result.names)}): {', '.join(result.names)}")
-    console.print(f"threats: {', '.join(result.threats) or 'none'}")
+    console.print(escape(f"merged classes ({len(result.names)}): {', '.join(result.names)}"))
+    console.print(escape(f"threats: {', '.join(result.threats) or 'none'}"))
     _print_duplicates(result)
     verb = "would write" if dry_run else "wrote"
     console.print(
-        f"[green]{verb} {out}[/] ({result.stats.n_images} images)"
+        f"[green]{verb} {escape(str(out))}[/] ({result.stats.n_images} images)"
         + (" - dry run, nothing written" if dry_run else "")
     )
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from xraydet.cli.checks import output_folder
 from xraydet.cli.progress import counting_progress, progress, stdout_to_stderr
 
 console = Console()
@@ -61,6 +62,7 @@ def synth_cmd(
     except ValidationError as err:
         problems = validation_problems(err, as_flags=True, flags={"image_format": "--format"})
         raise ConfigError(f"invalid synth options ({problems})") from err
+    output_folder(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
     with counting_progress("rendering bags") as (advance, set_total):
@@ -85,7 +87,11 @@ def convert_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output YOLO data set folder."),
     classes: str | None = typer.Option(None, "--classes", help="Explicit class order, comma-separated."),
     images: Path | None = typer.Option(
-        None, "--images", help="Folder with the images, if not beside the labels."
+        None,
+        "--images",
+        exists=True,
+        file_okay=False,
+        help="Folder with the images, if not beside the labels.",
     ),
     bins: int = typer.Option(1024, "--bins", help="Loc-token bins per image side (PaliGemma: 1024)."),
     split: str | None = typer.Option(
@@ -111,6 +117,7 @@ def convert_cmd(
         raise ConfigError(
             f"--split {split}: choose from {', '.join(SPLIT_NAMES)} (data.yaml has no other splits)"
         )
+    output_folder(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
     with progress("converting") as update:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -86,7 +87,7 @@ def eval_run(
         None, "--max-images", min=1, help="Seeded sample of at most N images."
     ),
     backend: Backend = typer.Option("auto", help="Inference backend (auto: by the file's suffix)."),
-    imgsz: int | None = typer.Option(None, help="Inference size \\[default: the model's]."),
+    imgsz: int | None = typer.Option(None, min=32, help="Inference size \\[default: the model's]."),
     device: str = typer.Option(
         "cpu",
         help="cpu, or a CUDA GPU such as 0 (ONNX Runtime: onnxruntime-gpu in place of onnxruntime); one "
@@ -124,7 +125,8 @@ def eval_run(
         )
     b, s, lat = report.box, report.screening, report.latency
     table = Table(
-        title=f"{report.model_name}: {report.n_images} + {report.n_negative_images} threat-free images"
+        title=escape(f"{report.model_name}: {report.n_images} + {report.n_negative_images}")
+        + " threat-free images"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -154,7 +156,7 @@ def eval_run(
     ]:
         table.add_row(name, value)
     console.print(table)
-    console.print(f"report: {out}/report.md")
+    console.print(f"report: {escape(str(out / 'report.md'))}")
 
 
 @eval_app.command("compare")
@@ -168,7 +170,7 @@ def eval_compare(
     negatives: list[Path] = typer.Option([], "--negatives", help="Folder of threat-free bags (repeatable)."),
     out: Path = typer.Option(Path("eval_reports/comparison"), "--out", help="Output folder."),
     backend: Backend = typer.Option("auto", help="Inference backend for model files (auto: by suffix)."),
-    imgsz: int | None = typer.Option(None, help="Inference size \\[default: each model's]."),
+    imgsz: int | None = typer.Option(None, min=32, help="Inference size \\[default: each model's]."),
     tta: TTA = typer.Option("off", help="Test-time augmentation of model files: hflip or flips."),
 ) -> None:
     """Run several models on the same N sampled images and write comparison.md / comparison.json."""
@@ -188,7 +190,7 @@ def eval_compare(
         tta=tta,
     )
     console.print(render_comparison(cmp))
-    console.print(f"comparison: {out}/comparison.md")
+    console.print(f"comparison: {escape(str(out / 'comparison.md'))}")
 
 
 def _fmt(name: str, value: float | None) -> str:
@@ -205,7 +207,11 @@ def gate(
     report_dir: Path = typer.Argument(..., help="Report folder written by `xraydet eval`."),
     policy: Path | None = typer.Option(None, "--policy", help="Policy YAML \\[default: the seed's policy]."),
     review_dir: Path | None = typer.Option(
-        None, "--review-dir", help="Review folder \\[default: REPORT_DIR/review]."
+        None,
+        "--review-dir",
+        exists=True,
+        file_okay=False,
+        help="Review folder \\[default: REPORT_DIR/review].",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
 ) -> None:
@@ -222,14 +228,14 @@ def gate(
         # one line per criterion: in a pipe or log (no terminal) use a wide console rather than wrap rows
         out = Console()
         out = out if out.is_terminal else Console(width=160)
-        table = Table(title=f"Production readiness gate: {report_dir}")
+        table = Table(title=f"Production readiness gate: {escape(str(report_dir))}")
         for col in ("result", "criterion", "measured", "limit"):
             table.add_column(col, no_wrap=True)
         table.add_column("detail")
         for c in result.criteria:
             verdict = "[yellow]SKIP[/]" if c.skipped else "[green]PASS[/]" if c.passed else "[red]FAIL[/]"
             limit = "off" if c.limit is None else f"{c.op} {_fmt(c.name, c.limit)}"
-            table.add_row(verdict, c.name, _fmt(c.name, c.value), limit, c.detail)
+            table.add_row(verdict, c.name, _fmt(c.name, c.value), limit, escape(c.detail))
         out.print(table)
         out.print("[bold green]GATE PASSED[/]" if result.passed else "[bold red]GATE FAILED[/]")
     if not result.passed:
@@ -241,14 +247,14 @@ def review(
     n: int = typer.Option(100, "--n", min=1, help="Number of random predictions to review."),
     seed: int = typer.Option(0, help="Sampling seed."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8765, help="Port to listen on."),
+    port: int = typer.Option(8765, min=1, max=65535, help="Port to listen on."),
 ) -> None:
     """Serve a page to review N random predictions (keys c / w / m, arrows); verdicts feed `xraydet gate`."""
     from xraydet.evaluation.review.server import serve
 
     def banner() -> None:  # printed once the report has loaded: a bad REPORT_DIR gets only its error
         console.print(
-            f"review {n} predictions of {report_dir} at http://{host}:{port}/ (Ctrl+C to stop; "
+            f"review {n} predictions of {escape(str(report_dir))} at http://{host}:{port}/ (Ctrl+C to stop; "
             "every verdict is saved as it is made)"
         )
 

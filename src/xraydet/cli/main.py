@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 # Importing xraydet sets YOLO_OFFLINE before anything can import Ultralytics.
 from xraydet import __version__
@@ -49,15 +53,48 @@ def _root(
     )
 
 
+# The temporary names atomic writes use beside their target: ``.NAME.<8 random>.tmp`` / ``.partial``.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.(?:tmp|partial)$")
+
+
+def os_error_message(err: OSError) -> str:
+    """``PATH: reason`` for a file-system error, naming the path a person gave, not the temp file beside it.
+
+    Example:
+        >>> os_error_message(PermissionError(13, "Permission denied", "/sys/.r.json.wkymwuej.tmp"))
+        'cannot write /sys/r.json: Permission denied'
+        >>> os_error_message(IsADirectoryError(21, "Is a directory", "runs"))
+        'runs: Is a directory'
+        >>> os_error_message(FileNotFoundError("weights not found: a.pt"))
+        'weights not found: a.pt'
+    """
+    if err.filename is None:
+        return str(err)
+    path = Path(os.fsdecode(err.filename))
+    reason = err.strerror or str(err)
+    if isinstance(err, FileExistsError) and path.exists() and not path.is_dir():
+        reason = "is a file, where a folder is needed"  # a file in the way of a folder to make
+    elif isinstance(err, NotADirectoryError):
+        reason = "a part of this path is a file, where a folder is needed"
+    temp = _TEMP_NAME.match(path.name)
+    if temp:
+        return f"cannot write {path.with_name(temp['name'])}: {reason}"
+    return f"{path}: {reason}"
+
+
 def main() -> None:
-    """Run the CLI; input errors print one clear line and exit 2 instead of a traceback."""
+    """Run the CLI; input errors print one clear line and exit 2 instead of a traceback.
+
+    File-system errors (a missing file, a folder without write permission, a file where a folder is needed)
+    are input errors too: the message names the path.
+    """
     try:
         app()
     except XrayDetError as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)
-    except FileNotFoundError as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+    except OSError as err:
+        err_console.print(f"[bold red]error:[/] {escape(os_error_message(err))}", highlight=False)
         sys.exit(2)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _printer() -> Callable[[PlanEvent], None]:
         elapsed = time.monotonic() - started
         style = STYLES.get(event.kind, "")
         console.print(
-            f"[dim]{elapsed:7.0f}s[/] [{style}]{event.kind:>11}[/] {event.message}", highlight=False
+            f"[dim]{elapsed:7.0f}s[/] [{style}]{event.kind:>11}[/] {escape(event.message)}", highlight=False
         )
 
     return on_event
@@ -134,14 +135,15 @@ def _interruptible(state_dir: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted.[/] Go on with: xraydet plan resume {state_dir}")
+        console.print(f"[yellow]interrupted.[/] Go on with: xraydet plan resume {escape(str(state_dir))}")
         raise typer.Exit(130) from None
 
 
 def _finish(state_dir: Path, status: str, end: str | None) -> None:
     console.print(status_table(state_dir))
     console.print(
-        f"decision log: {state_dir / 'decisions.md'}\nreport:       {state_dir / 'report' / 'report.md'}"
+        escape(f"decision log: {state_dir / 'decisions.md'}\n")
+        + escape(f"report:       {state_dir / 'report' / 'report.md'}")
     )
     if status != "finished":
         raise typer.Exit(1)
@@ -166,7 +168,7 @@ def run(
 
     plan = load_plan(plan_file, sets)
     target = (state_dir or default_state_dir(plan.name)).resolve()
-    console.print(f"plan [bold]{plan.name}[/]: {len(plan.steps())} steps, state in {target}")
+    console.print(f"plan [bold]{plan.name}[/]: {len(plan.steps())} steps, state in {escape(str(target))}")
     with _interruptible(target):
         state = run_plan(
             plan,
@@ -192,7 +194,7 @@ def resume(
     from xraydet.plan import resume_plan
 
     target = (state_dir or _latest_state_dir()).resolve()
-    console.print(f"resuming the plan in {target}")
+    console.print(f"resuming the plan in {escape(str(target))}")
     with _interruptible(target):
         state = resume_plan(target, redo=redo, on_event=_printer())
     _finish(target, state.status, state.end)
@@ -205,7 +207,7 @@ def status(
     """Show where a plan is: every step's status, key numbers, branch taken, time and cost."""
     target = (state_dir or _latest_state_dir()).resolve()
     console.print(status_table(target))
-    console.print(f"decision log: {target / 'decisions.md'}")
+    console.print(f"decision log: {escape(str(target / 'decisions.md'))}")
 
 
 @plan_app.command("validate")

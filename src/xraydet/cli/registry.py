@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from xraydet.cli.progress import stage_progress, stdout_to_stderr
@@ -117,7 +118,7 @@ def _gate_table(decision: object) -> Table:
 @registry_app.command("promote")
 def promote_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
-    version: str = typer.Argument(..., help="Candidate version."),
+    version: int = typer.Argument(..., min=1, help="Candidate version (a number, as `registry list` shows)."),
     dataset: Path | None = typer.Option(None, "--dataset", "-d", help="Evaluation data (data.yaml/folder)."),
     negatives: list[Path] = typer.Option([], "--negatives", help="Threat-free images folder (repeatable)."),
     policy: Path | None = typer.Option(None, "--policy", help="Gate policy YAML (default: the seed's)."),
@@ -137,7 +138,8 @@ def promote_cmd(
     tta: TTA | None = typer.Option(
         None, "--tta", help="Test-time augmentation of both models \\[default: off; the candidate report's]."
     ),
-    review_dir: Path | None = typer.Option(None, "--review-dir", help="Human review, if needed."),
+    review_dir: Path | None = typer.Option(None, "--review-dir", exists=True, file_okay=False,
+                                            help="Human review, if needed."),
     candidate_report: Path | None = typer.Option(
         None, "--candidate-report",
         help="An existing (reviewed) eval report of VERSION: gate it and evaluate the champion like it.",
@@ -170,7 +172,7 @@ def promote_cmd(
         colour = {"promoted": "green", "forced": "yellow", "unchanged": "blue"}.get(decision.decision, "red")
         console.print(f"[bold {colour}]{decision.decision}[/]: {name} v{version}")
         for reason in decision.reasons:
-            console.print(f"  - {reason}")
+            console.print(f"  - {escape(reason)}")
         review_failed = any("review" in c.name and not c.passed for c in decision.gate_criteria)
         if candidate_report is None and review_failed:
             console.print("hint: a review belongs to one report; evaluate and review the candidate first, "

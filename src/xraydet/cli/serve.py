@@ -8,8 +8,10 @@ from typing import Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from xraydet.cli.checks import onnx_file, output_file
 from xraydet.cli.progress import stage_progress
 
 console = Console()
@@ -96,13 +98,14 @@ def serve(
 def export(
     weights: Path = typer.Argument(..., help="Ultralytics .pt weights", exists=True, dir_okay=False),
     imgsz: int = typer.Option(640, min=32, help="input size baked into the ONNX graph"),
-    out: Path | None = typer.Option(None, help="output .onnx (default: beside the weights)"),
+    out: Path | None = typer.Option(None, help="output .onnx file (default: beside the weights)"),
 ) -> None:
     """Export a .pt model to ONNX for the ONNX Runtime backend (with its threat classes in the metadata)."""
     from xraydet.inference.export import export_onnx
 
+    onnx_file(out)
     path = export_onnx(weights, imgsz, out)
-    console.print(f"[green]exported[/] {path}")
+    console.print(f"[green]exported[/] {escape(str(path))}")
 
 
 def api_test(
@@ -119,6 +122,7 @@ def api_test(
     """Test a deployed API on labelled scans (the seed's test_yolo_with_threshold, as a proper client)."""
     from xraydet.serving.api_client import run_api_test
 
+    output_file(out)
     with stage_progress() as on_progress:
         report = run_api_test(
             api_url,
@@ -136,7 +140,7 @@ def api_test(
         from xraydet.io import atomic_write_json
 
         atomic_write_json(out, report.model_dump(mode="json"))
-        console.print(f"results saved to {out}")
+        console.print(f"results saved to {escape(str(out))}")
 
 
 def _print_report(report: object) -> None:

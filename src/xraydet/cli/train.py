@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from xraydet.errors import ConfigError
@@ -86,12 +87,12 @@ def _print_result(result: object) -> None:
 
     assert isinstance(result, RunResult)
     colour = {"completed": "green", "stopped": "yellow", "timed_out": "yellow"}.get(result.status, "red")
-    table = Table(title=f"Training run {result.run_dir}", show_header=False)
+    table = Table(title=f"Training run {escape(str(result.run_dir))}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     table.add_row("status", f"[{colour}]{result.status}[/]")
     if result.stop_reason:
-        table.add_row("stop reason", result.stop_reason)
+        table.add_row("stop reason", escape(result.stop_reason))
     table.add_row("epochs", f"{result.epochs_completed}/{result.epochs_planned}")
     best = result.best_metrics
     if best:
@@ -100,7 +101,7 @@ def _print_result(result: object) -> None:
             f"mAP50 {best.get('map50', 0):.4f}  mAP50-95 {best.get('map50_95', 0):.4f}  "
             f"P {best.get('precision', 0):.3f}  R {best.get('recall', 0):.3f}",
         )
-    table.add_row("best weights", str(result.best_weights or "-"))
+    table.add_row("best weights", escape(str(result.best_weights or "-")))
     for verdict in result.verdicts:
         style = {"continue": "green", "warn": "yellow", "stop": "red"}[verdict.decision]
         table.add_row(f"{verdict.hook} @ {verdict.epoch}", f"[{style}]{verdict.decision}[/] {verdict.reason}")
