@@ -1,9 +1,10 @@
 """``xraydet data doctor`` on the real OPIXray val labels and on copies of them with a planted fault.
 
 Each copy symlinks the same scans into a temp folder and rewrites only the labels: transposed (x and y
-swapped), shifted by half the box right and down, doubled and halved in size. It also scores the first 150
-val scans with the real labels: the sample on which the doctor's earlier mean-based rule called them
-mis-scaled.
+swapped), shifted by half the box right and down, read over 1000 bins (loc tokens of 1024 bins divided by
+1000: every normalised coordinate times 1024/1000, clipped to the image), doubled and halved in size. It also
+scores the first 150 val scans with the real labels: the sample on which the doctor's earlier mean-based
+rule called them mis-scaled.
 Prints each perturbation's paired t statistic (perturbed minus given; negative: the given labels score
 higher) as a markdown table; a size perturbation's t is the higher of fit's and extent's, both shown.
 
@@ -23,6 +24,14 @@ import numpy as np
 from xraydet.data.dataset import load_dataset, read_label_file, write_data_yaml
 from xraydet.data.doctor import PerturbationScore, doctor
 
+
+def over_1000(r: np.ndarray) -> np.ndarray:
+    """(cx, cy, w, h) of loc tokens of 1024 bins divided by 1000: the corners times 1024/1000, clipped to the
+    image."""
+    xyxy = np.clip(np.c_[r[:, :2] - r[:, 2:] / 2, r[:, :2] + r[:, 2:] / 2] * (1024 / 1000), 0.0, 1.0)
+    return np.c_[(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]]
+
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "opixray" / "data.yaml"
 FAULTS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
     "real OPIXray labels": None,
@@ -30,6 +39,7 @@ FAULTS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
     "shifted by half the box (right and down)": lambda r: (
         r + np.c_[r[:, 2] / 2, r[:, 3] / 2, np.zeros((len(r), 2))]
     ),
+    "read over 1000 bins (x 1024/1000)": over_1000,
     "doubled in size": lambda r: r * [1, 1, 2, 2],
     "halved in size": lambda r: r * [1, 1, 0.5, 0.5],
 }

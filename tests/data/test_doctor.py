@@ -20,6 +20,16 @@ DOUBLE: Fault = lambda r: r * [1, 1, 2, 2]  # noqa: E731
 HALVE: Fault = lambda r: r * [1, 1, 0.5, 0.5]  # noqa: E731
 
 
+def over_1000(r: np.ndarray) -> np.ndarray:
+    """Loc tokens of 1024 bins read y-first but divided by 1000: every corner 1024/1000 too far from the
+    top-left, clipped to the image."""
+    xyxy = np.clip(np.c_[r[:, :2] - r[:, 2:] / 2, r[:, :2] + r[:, 2:] / 2] * (1024 / 1000), 0.0, 1.0)
+    return np.c_[(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]]
+
+
+REBINNED = "rebinned (read over 1000 bins?)"
+
+
 def perturbed_copy(
     src_yaml: Path, dest: Path, fault: Fault | None, split: str = "val", n: int | None = None
 ) -> Path:
@@ -90,7 +100,7 @@ def test_synth_labels_pass_and_write_report(synth_yaml: Path, tmp_path: Path) ->
     assert report.split == "val" and report.n_boxes > 20
     assert all(p.win_rate > 0.7 for p in report.perturbations)
     saved = json.loads((tmp_path / "doc/doctor.json").read_text())
-    assert saved["verdict"] == "pass" and len(saved["perturbations"]) == 7
+    assert saved["verdict"] == "pass" and len(saved["perturbations"]) == 8
     sheets = sorted(p.name for p in (tmp_path / "doc/contact_sheets").iterdir())
     present = {
         int(r[0]) for _, lab in load_dataset(synth_yaml).iter_samples("val") for r in read_label_file(lab)
@@ -106,6 +116,18 @@ def test_synth_faults_are_flagged(synth_yaml: Path, tmp_path: Path, fault: Fault
     report = doctor(perturbed_copy(synth_yaml, tmp_path / "bad", fault))
     assert report.verdict == "flagged"
     assert expected in report.faults
+
+
+def test_synth_labels_read_over_1000_bins_are_flagged_as_rebinned(synth_yaml: Path, tmp_path: Path) -> None:
+    # The other half of the loc-token bug: y-first read right, but divided by 1000 instead of 1024. Boxes only
+    # 2.4% larger and a few pixels off: no other perturbation beats them.
+    report = doctor(perturbed_copy(synth_yaml, tmp_path / "bad", over_1000))
+    by_name = {p.name: p for p in report.perturbations}
+    assert report.verdict == "flagged" and report.faults == [REBINNED]
+    assert by_name["rebinned_1000"].family == "size" and by_name["rebinned_1000"].t_stat >= 2.5
+    good = doctor(synth_yaml)  # fit prefers the given labels (t -3.7); extent cannot tell (t -0.0)
+    assert good.verdict == "pass"
+    assert next(p for p in good.perturbations if p.name == "rebinned_1000").t_by_score["fit"] <= -2.5
 
 
 # ------------------------------------------------------------------------------------------- real data
@@ -142,6 +164,17 @@ def test_real_mis_scaled_labels_are_flagged_in_the_right_direction(
     assert by_name[wrong].decision == "flagged" and by_name[wrong].t_by_score["extent"] >= 2.5
     assert by_name[wrong].decided_by == "extent" and by_name[wrong].t_stat >= 2.5
     assert by_name[right].decision != "flagged"  # the copy that moves away from the truth is not preferred
+
+
+@pytest.mark.realdata
+def test_real_opixray_val_passes_and_its_copy_read_over_1000_bins_is_flagged(
+    opixray_yaml: Path, tmp_path: Path
+) -> None:
+    good = doctor(perturbed_copy(opixray_yaml, tmp_path / "good", None), "val", max_images=350)
+    assert good.n_images == 350 and good.verdict == "pass"
+    assert next(p for p in good.perturbations if p.name == "rebinned_1000").decision == "ok"
+    bad = doctor(perturbed_copy(opixray_yaml, tmp_path / "bad", over_1000), "val", max_images=350)
+    assert bad.verdict == "flagged" and bad.faults == [REBINNED]
 
 
 @pytest.mark.realdata

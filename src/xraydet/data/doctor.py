@@ -6,7 +6,10 @@ them. :func:`doctor` measures that on a sample of images by scoring the given bo
 
 * ``transposed`` (x and y swapped in normalised coordinates: the loc-token x/y mix-up),
 * ``shift_{left,right,up,down}`` (moved by half the box size),
-* ``scale_2x`` and ``scale_0.5x`` (rescaled about the box centre).
+* ``scale_2x`` and ``scale_0.5x`` (rescaled about the box centre),
+* ``rebinned_1000`` (every normalised coordinate times 1000/1024: undoes loc tokens of 1024 bins read over
+  1000, which makes boxes 2.4% larger and moves them away from the top-left corner, by up to 2.4% of the
+  image at the far corner).
 
 Three scores: one judges position, two judge size.
 
@@ -30,9 +33,18 @@ score leans towards it (``t <= 0``) and one prefers the given labels with ``t <=
 **inconclusive** otherwise: the scores cannot tell or disagree, and the report says so instead of guessing.
 On the first 150 OPIXray val scans that is box size against a 2x larger box: extent prefers the given box
 clearly (t -8.8) but fit leans the other way (t +0.9), and the contact sheets are then the check.
-Flagged perturbations make the labels look transposed, shifted or mis-scaled. A box twice the size also
-covers an object its label missed by half a box, so shifted labels usually flag ``scale_2x`` too: read the
-position faults first.
+Flagged perturbations make the labels look transposed, shifted, rebinned or mis-scaled. A box twice the size
+also covers an object its label missed by half a box, so shifted labels usually flag ``scale_2x`` too: read
+the position faults first.
+
+``rebinned_1000`` is judged like a size perturbation, by fit and extent. On the 416-px OPIXray val scans it
+moves a box by 7 px (median; 11 at most) and changes its width and height by about 1 px: mostly a move, but
+one that leaves a loose label around its object, so contrast (inside against the ring) hardly changes, while
+fit and extent, which measure the box against the object, see it. Its limits: it moves boxes up and left, so
+labels shifted down or right (by half a box, or by a few pixels) flag it too; and it shrinks them by 2.4%, so
+labels much too large can flag it besides ``scale_0.5x``. Read the other faults first; on a set flagged
+``rebinned`` alone, look at the contact sheets: a shift offsets every box by the same amount, a rebinning by
+an amount that grows towards the bottom-right corner.
 """
 
 from __future__ import annotations
@@ -78,6 +90,10 @@ PERTURBATIONS: dict[str, tuple[Family, Callable[[np.ndarray], np.ndarray]]] = {
     "shift_down": ("position", lambda r: r + np.c_[_zeros(r), r[:, 3] / 2, _zeros(r), _zeros(r)]),
     "scale_2x": ("size", lambda r: r * [1, 1, 2, 2]),
     "scale_0.5x": ("size", lambda r: r * [1, 1, 0.5, 0.5]),
+    # Undoes a loc-token set of 1024 bins converted over 1000 (every coordinate 1024/1000 too large).
+    # Judged by fit and extent, which measure the box against the object: contrast barely moves when a loose
+    # box moves a few pixels, and missed it on OPIXray samples of 150 boxes (docs/benchmarks/doctor.md).
+    "rebinned_1000": ("size", lambda r: r * (1000 / 1024)),
 }
 
 
@@ -382,18 +398,28 @@ def _open_rgb(image: Path) -> np.ndarray | None:
         return None
 
 
+def _fault_kind(name: str) -> str:
+    """The fault a flagged perturbation points at, in the user's words.
+
+    Example:
+        >>> [_fault_kind(n) for n in ("transposed", "shift_up", "rebinned_1000", "scale_2x")]
+        ['transposed', 'shifted', 'rebinned (read over 1000 bins?)', 'mis-scaled']
+    """
+    if name == "transposed":
+        return "transposed"
+    if name.startswith("shift"):
+        return "shifted"
+    if name.startswith("rebinned"):
+        return "rebinned (read over 1000 bins?)"
+    return "mis-scaled"
+
+
 def _faults(perturbations: list[PerturbationScore]) -> list[str]:
     faults = []
     for p in perturbations:
         if not p.flagged:
             continue
-        kind = (
-            "transposed"
-            if p.name == "transposed"
-            else "shifted"
-            if p.name.startswith("shift")
-            else "mis-scaled"
-        )
+        kind = _fault_kind(p.name)
         if kind not in faults:
             faults.append(kind)
     return faults
