@@ -52,6 +52,35 @@ def test_serve_log_level_is_one_of_uvicorns() -> None:
     assert "--log-level" in result.output and "debug" in result.output
 
 
+def test_a_model_level_error_is_printed_without_a_flag(tmp_path: Path) -> None:
+    """A check of the options together has no field: it printed as ``(--: Value error, ...)``."""
+    from pydantic import BaseModel, ValidationError, model_validator
+
+    from xraydet.config import validation_problems
+
+    result = _invoke("data", "synth", "--out", tmp_path / "x", "--n-train", 0, "--n-val", 0)
+    assert isinstance(result.exception, ConfigError), result.output
+    assert str(result.exception) == "invalid synth options (Value error, n_train + n_val must be at least 1)"
+    assert not (tmp_path / "x").exists()
+
+    class Opts(BaseModel):
+        low: int
+        high: int
+
+        @model_validator(mode="after")
+        def _ordered(self) -> Opts:
+            if self.low > self.high:
+                raise ValueError("low must not exceed high")
+            return self
+
+    with pytest.raises(ValidationError) as err:
+        Opts(low=2, high=1)
+    assert validation_problems(err.value) == "Value error, low must not exceed high"  # was "root: ..."
+    with pytest.raises(ValidationError) as err:
+        Opts(low="a", high=1)  # type: ignore[arg-type]
+    assert validation_problems(err.value, as_flags=True).startswith("--low: Input should be a valid integer")
+
+
 def test_plan_help_lists_every_shipped_plan() -> None:
     from xraydet.plan import bundled_plans
 

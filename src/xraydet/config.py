@@ -254,6 +254,8 @@ def validation_problems(
 ) -> str:
     """One line listing each field pydantic rejected and why: ``key.path: message; ...``.
 
+    A model-level error (a ``model_validator``'s, about the fields together) has no key: its message alone.
+
     With ``as_flags`` the keys are spelled as the CLI options a person typed (``max_upload_mb`` ->
     ``--max-upload-mb``); ``flags`` names the options whose spelling differs from their field
     (``{"image_format": "--format"}``).
@@ -270,12 +272,12 @@ def validation_problems(
     """
     problems = []
     for e in err.errors():
-        key = ".".join(map(str, e["loc"])) or "root"
+        if not e["loc"]:  # a model-level check: about several fields or none, so no one key to name
+            problems.append(e["msg"])
+            continue
+        key = ".".join(map(str, e["loc"]))
         if as_flags:
-            field = str(e["loc"][0]) if e["loc"] else ""
-            if flags and field in flags:
-                key = flags[field]
-            else:
-                key = "--" + "-".join(map(str, e["loc"])).replace("_", "-")
+            flag = "--" + "-".join(map(str, e["loc"])).replace("_", "-")
+            key = (flags or {}).get(str(e["loc"][0]), flag)
         problems.append(f"{key}: {e['msg']}")
     return "; ".join(problems)

@@ -8,6 +8,7 @@ can read the output as usual.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import json
 import os
@@ -198,6 +199,26 @@ def refuse_output_over_inputs(out: str | os.PathLike[str], inputs: Iterable[str 
             )
 
 
+def remove_path(path: Path) -> None:
+    """Remove whatever is at ``path``: a folder tree, a file or a link (not what a link points to).
+
+    Nothing there is fine, and so is a removal that fails (what is left is only ever stale output).
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = (root / "a.txt").write_text("x")
+        >>> remove_path(root / "a.txt"); remove_path(root / "missing"); remove_path(root)
+        >>> root.exists()
+        False
+    """
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_directory(final: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it to ``final`` only on success.
@@ -223,10 +244,10 @@ def atomic_directory(final: str | os.PathLike[str], overwrite: bool = False) -> 
         os.chmod(tmp, DIR_MODE)
         if final.exists():
             trash = final.with_name(f".{final.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_path(trash)  # a leftover of a run that died between the two renames
             os.replace(final, trash)
             os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_path(trash)
         else:
             os.replace(tmp, final)
     except BaseException:

@@ -73,6 +73,30 @@ def test_non_utf8_data_yaml_names_the_file_and_line(tmp_path: Path) -> None:
     assert f"{data}:2:" in str(err.value)
 
 
+@pytest.mark.parametrize("kind", ["folder", "broken link"])
+def test_a_data_yaml_that_is_not_a_file_is_named(tmp_path: Path, kind: str) -> None:
+    """A folder named data.yaml made the set read as a bare image folder: `data check` said "val has no
+    images" instead of naming DIR/data.yaml."""
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    root = tmp_path / "set"
+    make_set(root, "").unlink()
+    if kind == "folder":
+        (root / "data.yaml").mkdir()
+        match = r"data\.yaml: is a folder, not a YAML file"
+    else:
+        (root / "data.yaml").symlink_to(tmp_path / "gone.yaml")
+        match = rf"data\.yaml: is a link to {tmp_path}/gone\.yaml, which does not exist"
+    with pytest.raises(DatasetError, match=match) as err:
+        load_dataset(root)
+    assert err.value.path == root / "data.yaml"
+    result = CliRunner().invoke(app, ["data", "check", str(root)])
+    assert isinstance(result.exception, DatasetError), result.output
+    assert str(result.exception).startswith(f"{root / 'data.yaml'}: is a")
+
+
 @pytest.mark.parametrize(
     "text", ["0 nan 0.5 0.2 0.2", "0 0.5 inf 0.2 0.2", "nan 0.5 0.5 0.2 0.2", "0 0.1 0.1 0.3 0.1 0.3 -inf"]
 )

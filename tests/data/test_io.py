@@ -38,6 +38,37 @@ def test_atomic_directory_gets_the_mode_of_mkdir(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["g.txt"]
 
 
+def test_atomic_directory_replacing_a_file_leaves_no_trash(tmp_path: Path) -> None:
+    """The replaced file went to ``.a.txt.old`` and stayed there (a tree removal skips a file); the next
+    overwrite then tried to rename the new folder onto that file and crashed with NotADirectoryError."""
+    (tmp_path / "a.txt").write_text("hi\n")
+    for n in range(2):
+        with atomic_directory(tmp_path / "a.txt", overwrite=True) as tmp:
+            (tmp / "f.txt").write_text(str(n))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+        assert (tmp_path / "a.txt" / "f.txt").read_text() == str(n)
+
+
+@pytest.mark.parametrize("leftover", ["file", "folder", "link"])
+def test_atomic_directory_clears_a_trash_left_by_a_crash(tmp_path: Path, leftover: str) -> None:
+    """A ``.out.old`` left by a run that died between its two renames does not break the next overwrite."""
+    out, trash, kept = tmp_path / "out", tmp_path / ".out.old", tmp_path / "kept"
+    out.mkdir()
+    kept.mkdir()
+    (kept / "k.txt").write_text("keep")
+    if leftover == "file":
+        trash.write_text("stale")
+    elif leftover == "folder":
+        (trash / "sub").mkdir(parents=True)
+    else:
+        trash.symlink_to(kept, target_is_directory=True)
+    with atomic_directory(out, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "out"]
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert (kept / "k.txt").read_text() == "keep"  # a link's target is not removed
+
+
 LATIN1 = b"names:\n  - knife\n  - caf\xe9\n"  # the third line saved as Latin-1: byte 24 is not UTF-8
 
 

@@ -176,6 +176,25 @@ def test_bad_renames_are_refused(overlapping, tmp_path: Path, kwargs: dict, matc
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("renmae: {a: b}\n", r"key\(s\) 'renmae' \(did you mean 'rename'\?\); .*'rename:' and 'sources:'"),
+        ("rename: {a: b}\nsource: {x: {a: b}}\n", r"unknown key\(s\) 'source' \(did you mean 'sources'\?\)"),
+        ("knives: {a: b}\n", r"unknown key\(s\) 'knives'; a map file's top-level keys are 'rename:'"),
+    ],
+)
+def test_a_misspelt_map_file_section_is_named(tmp_path: Path, text: str, match: str) -> None:
+    """``renmae: {a: b}`` was read as a flat rename of a class 'renmae' and reported as a bad 'rename'."""
+    map_file = tmp_path / "map.yaml"
+    map_file.write_text(text)
+    with pytest.raises(ConfigError, match=match) as err:
+        merge_mod.load_map_file(map_file)
+    assert str(err.value).startswith(f"{map_file}: ")
+    map_file.write_text("Knife: knife\n7: gun\n")  # a flat mapping is still a rename of every source
+    assert merge_mod.load_map_file(map_file) == ({"Knife": "knife", "7": "gun"}, {})
+
+
 def test_parse_renames() -> None:
     assert parse_renames(["a=b", " c = d "]) == {"a": "b", "c": "d"}
     for bad in ("ab", "=b", "a="):

@@ -99,3 +99,65 @@ def test_an_extra_hook_refuses_a_boolean_for_a_number() -> None:
     with pytest.raises(ConfigError, match=r"parameter 'timeout_s': expected a number, got the boolean true"):
         build_hook("timeout", {"timeout_s": True})
     assert build_hook("timeout", {"timeout_s": 3}).timeout_s == 3.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("value", "given"),
+    [("banana", "'banana'"), ("cuda:x", "'cuda:x'"), ("gpu", "'gpu'"), ("0;1", "'0;1'"), ("1.5", "1.5")],
+)
+def test_a_device_ultralytics_cannot_read_is_refused_naming_the_forms(
+    tmp_path: Path, data_yaml: Path, value: str, given: str
+) -> None:
+    """`device=banana` was accepted: Ultralytics refused it after the run folder and MLflow run existed."""
+    path = _job(tmp_path, data_yaml)
+    with pytest.raises(ConfigError) as err:
+        load_job(path, [f"device={value}"])
+    message = str(err.value)
+    assert message.startswith(f"{path}: key 'device': {given} is not a device"), message
+    assert "cpu, mps, a CUDA index or indices (0 or 0,1" in message and "cuda:0" in message
+
+
+@pytest.mark.parametrize("word", ["true", "no"])
+def test_a_boolean_device_is_refused(tmp_path: Path, data_yaml: Path, word: str) -> None:
+    path = _job(tmp_path, data_yaml, f"device: {word}\n")
+    with pytest.raises(ConfigError, match=r"key 'device': expected a device \(cpu, .*got the boolean"):
+        load_job(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "device"),
+    [
+        ("device: cpu", "cpu"),
+        ("device: 0", "0"),
+        ("device: '0,1'", "0,1"),
+        ("device: [0, 1]", "0,1"),
+        ("device: cuda:1", "cuda:1"),
+        ("device: cuda", "cuda"),
+        ("device: mps", "mps"),
+        ("device: -1", "-1"),
+        ("device: ''", None),
+        ("", None),
+    ],
+)
+def test_the_devices_ultralytics_reads_are_accepted(
+    tmp_path: Path, data_yaml: Path, text: str, device: str | None
+) -> None:
+    assert load_job(_job(tmp_path, data_yaml, text + "\n")).device == device
+
+
+def test_train_refuses_a_bad_device_before_any_run_folder_or_mlflow_run(
+    tmp_path: Path, data_yaml: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    monkeypatch.setenv("XRAYDET_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["train", str(_job(tmp_path, data_yaml)), "--set", "device=banana", "--run-dir", str(run_dir)]
+    )
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "key 'device': 'banana' is not a device" in str(result.exception)
+    assert not run_dir.exists() and not (tmp_path / "home").exists()

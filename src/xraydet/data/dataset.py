@@ -294,6 +294,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _data_yaml_in(folder: Path) -> Path | None:
+    """The data set's YAML file in ``folder`` (``data.yaml``, ``dataset.yaml`` or ``data.yml``), if any.
+
+    One of those names that is there but is not a file (a folder, a broken link) is an error naming it: the
+    folder would otherwise be read as a bare image folder, and its real trouble reported as "no images".
+    """
+    for name in ("data.yaml", "dataset.yaml", "data.yml"):
+        path = folder / name
+        if path.is_file():
+            return path
+        if path.is_dir():
+            raise DatasetError("is a folder, not a YAML file of the data set's class names and splits", path)
+        if path.is_symlink():
+            raise DatasetError(f"is a link to {path.readlink()}, which does not exist", path)
+    return None
+
+
 def load_dataset(source: str | Path) -> Dataset:
     """Open a data set from a ``data.yaml``, a folder holding one, or a bare ``images/<split>`` folder tree.
 
@@ -304,9 +321,9 @@ def load_dataset(source: str | Path) -> Dataset:
     if not source.exists():
         raise DatasetError("no such file or folder", source)
     if source.is_dir():
-        for candidate in ("data.yaml", "dataset.yaml", "data.yml"):
-            if (source / candidate).is_file():
-                return load_dataset(source / candidate)
+        data_yaml = _data_yaml_in(source)
+        if data_yaml is not None:
+            return load_dataset(data_yaml)
         if (source / "images").is_dir():
             folders = {p.name: [p] for p in sorted((source / "images").iterdir()) if p.is_dir()}
             return Dataset(root=source.resolve(), names=[], splits=folders)

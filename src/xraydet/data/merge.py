@@ -27,6 +27,7 @@ A flat mapping ``{old: new}`` is read as ``rename:``. Renames from ``--rename`` 
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
@@ -138,11 +139,7 @@ def load_map_file(path: str | Path) -> tuple[dict[str, str], dict[str, dict[str,
         raise ConfigError(f"{path}: cannot read the map file ({err})") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with 'rename:' and/or 'sources:'")
-    if not {"rename", "sources"} & set(raw):
-        raw = {"rename": raw}
-    extra = set(raw) - {"rename", "sources"}
-    if extra:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(extra)}; use 'rename:' and 'sources:'")
+    raw = _map_sections(raw, path)
 
     def as_names(obj: Any, key: str) -> dict[str, str]:
         if obj is None:
@@ -157,6 +154,27 @@ def load_map_file(path: str | Path) -> tuple[dict[str, str], dict[str, dict[str,
     return as_names(raw.get("rename"), "rename"), {
         str(s): as_names(m, f"sources.{s}") for s, m in per_source.items()
     }
+
+
+MAP_KEYS = ("rename", "sources")
+
+
+def _map_sections(raw: dict[Any, Any], path: Path) -> dict[Any, Any]:
+    """A map file's ``rename:`` and ``sources:``; a flat ``{old: new}`` (no value a mapping) is ``rename:``.
+
+    A mapping under any other top-level key is a misspelt section (``renmae:``), named as such.
+    """
+    if not set(MAP_KEYS) & set(raw) and not any(isinstance(v, dict) for v in raw.values()):
+        return {"rename": raw}
+    extra = sorted(map(str, set(raw) - set(MAP_KEYS)))
+    if extra:
+        close = {c for key in extra for c in difflib.get_close_matches(key, MAP_KEYS, n=1)}
+        hint = f" (did you mean {' or '.join(repr(c) for c in sorted(close))}?)" if close else ""
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(map(repr, extra))}{hint}; a map file's top-level keys are "
+            "'rename:' and 'sources:' (or give a flat mapping of old: new class names)"
+        )
+    return raw
 
 
 def _key(name: str, case_insensitive: bool) -> str:

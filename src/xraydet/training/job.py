@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from xraydet.config import NotBool, number_from_text, read_yaml_mapping, set_key_path
 from xraydet.errors import ConfigError
@@ -360,8 +361,8 @@ class TrainJob(BaseModel):
 
     @field_validator("device", mode="before")
     @classmethod
-    def _device_str(cls, v: Any) -> Any:
-        return None if v is None else str(v)
+    def _device_known(cls, v: Any) -> str | None:
+        return check_device_form(v)
 
     @field_validator("overrides")
     @classmethod
@@ -405,6 +406,44 @@ class TrainJob(BaseModel):
                 args[key] = value
         args.update(self.overrides)
         return args
+
+
+# What Ultralytics' ``parse_device`` / ``select_device`` read (``cuda:`` and spaces dropped, ``-1`` = an idle
+# GPU). Only the form is judged here (a job may be written on one machine and trained on another); whether
+# this machine has that device, Ultralytics judges when training starts.
+DEVICE_FORMS = (
+    "cpu, mps, a CUDA index or indices (0 or 0,1; -1 picks an idle GPU), cuda, cuda:0, npu:0 or xpu:0"
+)
+_DEVICE = re.compile(r"cpu|mps(:0)?|cuda|(cuda:)?(\d+|-1)(,(\d+|-1))*|(npu|xpu)(:\d+(,\d+)*)?")
+
+
+def check_device_form(value: Any) -> str | None:
+    """A job's ``device`` as text for Ultralytics (None: Ultralytics picks), or an error naming the forms.
+
+    YAML gives ``device: 0`` as a number and ``device: [0, 1]`` as a list; both are read as Ultralytics would.
+
+    Example:
+        >>> check_device_form(0), check_device_form([0, 1]), check_device_form(" cuda:1 ")
+        ('0', '0,1', 'cuda:1')
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "device_bool",
+            "expected a device ({forms}), got the boolean {value}",
+            {"forms": DEVICE_FORMS, "value": str(value).lower()},
+        )
+    if isinstance(value, list | tuple) and all(type(i) is int for i in value):
+        value = ",".join(map(str, value))
+    text = str(value).strip() if isinstance(value, str | int) else None
+    if text is None or not (text == "" or _DEVICE.fullmatch(text.lower().replace(" ", ""))):
+        raise PydanticCustomError(
+            "device",
+            "{value} is not a device Ultralytics can train on; give {forms}",
+            {"value": repr(value), "forms": DEVICE_FORMS},
+        )
+    return text or None
 
 
 def check_model_source(model: str) -> str:
