@@ -25,7 +25,7 @@ machine has 2 cores and is noisy; the GPU figures come from an H200 and an H100,
 | data check | `xraydet data check` images/s on the 2,350 real OPIXray scans | `benchmarks/bench_check.py` |
 | data doctor | verdicts and t statistics on real labels and planted faults | `benchmarks/bench_doctor.py` |
 | serving | ONNX Runtime vs Ultralytics latency; API requests/s, 1-8 clients | `benchmarks/bench_serving.py` |
-| test-time augmentation | runs E and D models with `--tta off / hflip / flips` | `benchmarks/tta.py` |
+| test-time augmentation | runs D, E, F and H models with `--tta off / hflip / flips` | `benchmarks/tta.py` |
 | GPU training | seed presets; throughput; time-to-accuracy recipe | `benchmarks/gpu_recipe.py` |
 
 This file is assembled from `docs/benchmarks/*.md` by `python benchmarks/assemble_docs.py`.

@@ -18,7 +18,8 @@
 #           7.5 min each (about 8 min); run E, 640 won
 # pair-640: as pair, at imgsz 640: the recipe (run E's 640 job again) vs the recipe with the X-ray
 #           augmentations (about 8 min); not run yet
-# capacity: yolov8m at 640 vs yolov8s at 800, 2 jobs sharing the GPU for 7.5 min each (about 8 min); not run yet
+# capacity: yolov8m at 640 vs yolov8s at 800, 2 jobs sharing the GPU for 7.5 min each (about 8.5 min; needs an
+#           H200); run G, neither beat yolov8s at 640
 # save-every: what writing last.pt every epoch costs, yolov8s alone, 4 short runs (about 3.2 min)
 # loader:   does the loader keep up with the X-ray augmentations: 3 yolov8s jobs alone, 5 epochs each (about 1 min)
 # loader-640: throughput at imgsz 640: yolov8s with and without the X-ray augmentations, yolov8n, yolov8m,

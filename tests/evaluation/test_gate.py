@@ -232,3 +232,16 @@ def test_a_report_file_finds_the_review_beside_it(label_report_dir):
     from_file = by_name(check_gate(label_report_dir / "report.json", policy))
     assert from_file["predictions reviewed"].value == 3 and from_file["predictions reviewed"].passed
     assert from_file == by_name(check_gate(label_report_dir, policy))
+
+
+def test_cli_gate_given_the_report_json_writes_gate_json_beside_it(label_report_dir, tmp_path):
+    """`gate REPORT_DIR/report.json` judges the same report as `gate REPORT_DIR`, and records it in the same
+    place: before, the file form wrote no gate.json at all."""
+    review(load_report(label_report_dir), label_report_dir, 3)
+    policy = tmp_path / "p.yaml"
+    policy.write_text("min_reviewed: 3\n")
+    (label_report_dir / "gate.json").unlink(missing_ok=True)
+    args = ["gate", str(label_report_dir / "report.json"), "--policy", str(policy), "--json"]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((label_report_dir / "gate.json").read_text()) == json.loads(result.stdout)

@@ -196,7 +196,9 @@ def stats_cmd(
 
 def split_cmd(
     source: Path = typer.Argument(..., help="data.yaml or folder; all its splits are pooled."),
-    out: Path = typer.Option(..., "--out", "-o", help="New data-set folder (must not exist)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="New data-set folder (must not exist unless --overwrite)."
+    ),
     val: float = typer.Option(0.15, "--val", help="Share of images for val."),
     test: float = typer.Option(0.0, "--test", help="Share of images for test (0: no test split)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed (>= 0); same seed, same split."),
@@ -227,7 +229,9 @@ def merge_cmd(
     sources: list[Path] = typer.Argument(
         ..., help="Data sets (data.yaml or folders); the first one's classes first."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Merged data-set folder (must not exist)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Merged data-set folder (must not exist unless --overwrite)."
+    ),
     rename: list[str] = typer.Option(
         [], "--rename", help="OLD=NEW class rename before the union (repeatable)."
     ),

@@ -168,7 +168,7 @@ def doctor_cmd(
     probe_imgsz: int = typer.Option(160, "--probe-imgsz", min=32),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
-    """Do the boxes sit on objects? Scores the labels against transposed/shifted/rescaled copies.
+    """Do the boxes sit on objects? Scores the labels against transposed/shifted/rescaled/rebinned copies.
 
     Exits 1 when the labels are flagged (or the probe's train-set mAP does not climb).
     """

@@ -204,7 +204,9 @@ def _fmt(name: str, value: float | None) -> str:
 
 
 def gate(
-    report_dir: Path = typer.Argument(..., help="Report folder written by `xraydet eval`."),
+    report_dir: Path = typer.Argument(
+        ..., help="Report folder written by `xraydet eval`, or its report.json."
+    ),
     policy: Path | None = typer.Option(None, "--policy", help="Policy YAML \\[default: the seed's policy]."),
     review_dir: Path | None = typer.Option(
         None,
@@ -220,8 +222,9 @@ def gate(
     from xraydet.io import atomic_write_json
 
     result = check_gate(report_dir, load_policy(policy) if policy else None, review_dir)
-    if report_dir.is_dir():
-        atomic_write_json(report_dir / "gate.json", result.model_dump(mode="json"))
+    # beside the report: in its folder, also when REPORT_DIR names the report.json in it
+    folder = report_dir if report_dir.is_dir() else report_dir.parent
+    atomic_write_json(folder / "gate.json", result.model_dump(mode="json"))
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
     else:

@@ -33,7 +33,7 @@ def serve(
         "(2 or 4 model calls per scan)",
     ),
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
-    port: int = typer.Option(8000, help="TCP port"),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
     api_key: str | None = typer.Option(
         None,
         envvar="XRAYDET_API_KEY",
@@ -46,7 +46,7 @@ def serve(
         1, min=1, help="model calls at once (queue the rest); raise it only with spare cores or a GPU"
     ),
     poll_s: float = typer.Option(30.0, help="check the model source this often for a new model (0: never)"),
-    imgsz: int | None = typer.Option(None, help="inference size (default: the model's)"),
+    imgsz: int | None = typer.Option(None, min=32, help="inference size (default: the model's)"),
     threads: int | None = typer.Option(None, help="inference threads (default: all cores)"),
     device: str = typer.Option(
         "cpu",

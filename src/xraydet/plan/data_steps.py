@@ -124,8 +124,8 @@ def run_check(ctx: StepContext, params: CheckParams) -> StepResult:
 
 
 class DoctorParams(BaseModel):
-    """``doctor``: do the boxes sit on the objects? Stops the plan when the labels look transposed, shifted or
-    mis-scaled (the seed's real fault), before any GPU time is spent."""
+    """``doctor``: do the boxes sit on the objects? Stops the plan when the labels look transposed (the seed's
+    real fault), shifted, mis-scaled or rebinned (read over 1000 bins), before any GPU time is spent."""
 
     model_config = ConfigDict(extra="forbid")
 
