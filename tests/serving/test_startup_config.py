@@ -51,11 +51,12 @@ def _with_class_names(onnx_model: Path, names: list[str], out: Path) -> Path:
 
 def test_unknown_threat_classes_fail_the_startup(onnx_model: Path) -> None:
     names = OnnxPredictor(onnx_model, threads=1).names
-    settings = ServeSettings(poll_s=0, threads=1, threats=["bomb", names[0], "Gun"])
+    # names match regardless of case (names[1] in capitals is a class); names matching none are refused
+    settings = ServeSettings(poll_s=0, threads=1, threats=["bomb", names[0], names[1].upper(), "Rifle"])
     app = create_app(settings, FileModelSource(onnx_model))
     with pytest.raises(UnknownThreatsSetting) as err, TestClient(app):
         pass
-    assert "unknown threat classes ['bomb', 'Gun']" in str(err.value)
+    assert "unknown threat classes ['bomb', 'Rifle']" in str(err.value)
     assert f"the model's classes are {names}" in str(err.value)
 
 
