@@ -161,3 +161,26 @@ def test_train_refuses_a_bad_device_before_any_run_folder_or_mlflow_run(
     assert isinstance(result.exception, ConfigError), result.output
     assert "key 'device': 'banana' is not a device" in str(result.exception)
     assert not run_dir.exists() and not (tmp_path / "home").exists()
+
+
+def test_train_refuses_a_gpu_this_machine_lacks_before_any_run_folder_or_mlflow_run(
+    tmp_path: Path, data_yaml: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`device: cuda:7` is a well-formed device: the job loads anywhere, but training on a machine without
+    that GPU stops before it makes a run folder or an MLflow run (Ultralytics refused it only after both)."""
+    import torch
+    from typer.testing import CliRunner
+
+    from xraydet.cli.main import app
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a GPU 7")
+    monkeypatch.setenv("XRAYDET_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    run_dir = tmp_path / "run"
+    job = _job(tmp_path, data_yaml, "device: cuda:7\n")
+    assert load_job(job).device == "cuda:7"
+    result = CliRunner().invoke(app, ["train", str(job), "--run-dir", str(run_dir)])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "the job's device cuda:7: not usable here" in str(result.exception)
+    assert not run_dir.exists() and not (tmp_path / "home").exists()

@@ -28,10 +28,10 @@ def detections_from_results(result: Any) -> Detections:
     )
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, setting: str = "--device") -> None:
     """Refuse a device Ultralytics cannot use (``cuda:3`` on a one-GPU or CPU-only machine, ``mps`` off a
-    Mac) before any work, with an :class:`UnusableSetting` naming ``--device`` instead of Ultralytics'
-    ``ValueError`` at the first image or its quiet fallback to the CPU.
+    Mac) before any work, with an :class:`UnusableSetting` naming ``setting`` (``--device``, or a job file's
+    key) instead of Ultralytics' ``ValueError`` at the first image or its quiet fallback to the CPU.
     """
     text = str(device).strip().lower()
     if text == "cpu":  # always there (select_device would reset the threads)
@@ -40,7 +40,7 @@ def check_device(device: str) -> None:
         import torch
 
         if not torch.backends.mps.is_available():
-            raise UnusableSetting(f"--device {device}: Apple's MPS is not available here; use cpu or a GPU")
+            raise UnusableSetting(f"{setting} {device}: Apple's MPS is not available here; use cpu or a GPU")
         return
     import logging
 
@@ -56,7 +56,7 @@ def check_device(device: str) -> None:
 
         first = str(err).strip().split(".")[0]
         raise UnusableSetting(
-            f"--device {device}: not usable here: {first} (CUDA devices seen: {torch.cuda.device_count()})"
+            f"{setting} {device}: not usable here: {first} (CUDA devices seen: {torch.cuda.device_count()})"
         ) from err
     finally:
         ultralytics_log.setLevel(level)

@@ -171,6 +171,10 @@ def run_training(job: TrainJob, run_dir: Path | None = None) -> RunResult:
     run_dir = Path(run_dir).resolve() if run_dir is not None else default_run_dir(job)
     if (run_dir / "state.json").exists() or (run_dir / "weights").exists():
         raise ConfigError(f"{run_dir} already holds a run; resume it with `xraydet train --resume {run_dir}`")
+    if job.device is not None:  # a device this machine lacks fails here, before a run folder or MLflow run
+        from xraydet.inference.ultralytics_backend import check_device
+
+        check_device(job.device, setting="the job's device")
     run_dir.mkdir(parents=True, exist_ok=True)
     # made explicit in job.yaml; under `time` a default one follows Ultralytics' plan until the gate judges
     job = job.model_copy(update={"gate": job.gate.model_copy(update={"decision_epoch": job.gate_epoch()})})
