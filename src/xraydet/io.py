@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -108,13 +109,35 @@ def decode_text(data: bytes, path: str | os.PathLike[str], encoding: str = "utf-
         ) from err
 
 
+TEMP_FILE_SUFFIX, TEMP_DIR_SUFFIX = ".tmp", ".partial"
+# ``.NAME.<8 random>.tmp`` / ``.partial``: the names mkstemp / mkdtemp give an atomic write's temp beside NAME
+_TEMP_NAME = re.compile(
+    rf"^\.(?P<name>.+)\.[A-Za-z0-9_]{{8}}(?:{re.escape(TEMP_FILE_SUFFIX)}|{re.escape(TEMP_DIR_SUFFIX)})$"
+)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def temp_target(path: Path) -> Path | None:
+    """The file or folder that ``path``, an atomic write's temp beside it, stands in for (None if not one).
+
+    Example:
+        >>> temp_target(Path("/out/.r.json.wkymwuej.tmp")), temp_target(Path("/out/r.json"))
+        (PosixPath('/out/r.json'), None)
+    """
+    match = _TEMP_NAME.match(path.name)
+    return path.with_name(match["name"]) if match else None
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it into place."""
     path = Path(path)
     if path.is_dir():
         raise XrayDetError(f"{path}: is a folder; cannot write a file there")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_FILE_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), FILE_MODE)
@@ -238,7 +261,7 @@ def atomic_directory(final: str | os.PathLike[str], overwrite: bool = False) -> 
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} already exists; pass overwrite to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=TEMP_DIR_SUFFIX, dir=final.parent))
     try:
         yield tmp
         os.chmod(tmp, DIR_MODE)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from xraydet.cli import registry as registry_cli
 from xraydet.cli import serve as serve_cli
 from xraydet.cli import train as train_cli
 from xraydet.errors import XrayDetError
+from xraydet.io import temp_target
 
 app = typer.Typer(
     name="xraydet",
@@ -53,10 +53,6 @@ def _root(
     )
 
 
-# The temporary names atomic writes use beside their target: ``.NAME.<8 random>.tmp`` / ``.partial``.
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.(?:tmp|partial)$")
-
-
 def os_error_message(err: OSError) -> str:
     """``PATH: reason`` for a file-system error, naming the path a person gave, not the temp file beside it.
 
@@ -76,9 +72,9 @@ def os_error_message(err: OSError) -> str:
         reason = "is a file, where a folder is needed"  # a file in the way of a folder to make
     elif isinstance(err, NotADirectoryError):
         reason = "a part of this path is a file, where a folder is needed"
-    temp = _TEMP_NAME.match(path.name)
-    if temp:
-        return f"cannot write {path.with_name(temp['name'])}: {reason}"
+    target = temp_target(path)
+    if target is not None:
+        return f"cannot write {target}: {reason}"
     return f"{path}: {reason}"
 
 
