@@ -219,12 +219,12 @@ def gate(
 ) -> None:
     """Check a report against the production readiness policy; exit 0 only when every criterion passes."""
     from xraydet.evaluation.gate import check_gate, load_policy
+    from xraydet.evaluation.report import report_folder
     from xraydet.io import atomic_write_json
 
     result = check_gate(report_dir, load_policy(policy) if policy else None, review_dir)
     # beside the report: in its folder, also when REPORT_DIR names the report.json in it
-    folder = report_dir if report_dir.is_dir() else report_dir.parent
-    atomic_write_json(folder / "gate.json", result.model_dump(mode="json"))
+    atomic_write_json(report_folder(report_dir) / "gate.json", result.model_dump(mode="json"))
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
     else:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xraydet.config import NotBool, read_yaml_mapping
 from xraydet.errors import ConfigError
-from xraydet.evaluation.report import EvalReport, load_report
+from xraydet.evaluation.report import EvalReport, load_report, report_folder
 from xraydet.evaluation.review.store import VerdictStore
 
 Op = Literal[">", ">=", "<", "<="]
@@ -116,8 +116,7 @@ def check_gate(
     if not isinstance(report, EvalReport):
         label = str(report)
         if review_dir is None:
-            folder = Path(report) if Path(report).is_dir() else Path(report).parent
-            review_dir = folder / "review"
+            review_dir = report_folder(report) / "review"
         report = load_report(report)
     s, lat = report.screening, report.latency
     review = _review_counts(report, review_dir)

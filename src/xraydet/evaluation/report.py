@@ -173,6 +173,19 @@ def is_url(model: str | Path) -> bool:
     return str(model).startswith(("http://", "https://"))
 
 
+def report_folder(path: str | Path) -> Path:
+    """The folder of a report given as its folder or its ``report.json``: where its review and gate.json go.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> report_folder(folder / REPORT_JSON) == report_folder(folder) == folder
+        True
+    """
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
 def load_report(path: str | Path) -> EvalReport:
     """Read ``report.json`` from a report folder (or the file itself); errors name the file."""
     path = Path(path)

@@ -192,10 +192,10 @@ def _check_provenance(report: Any, report_file: Path, mv: Any, c: Any) -> None:
 def _reviewed_report(path: str | Path, mv: Any, dataset: str | Path | None, c: Any) -> tuple[Any, Path]:
     """Load an existing evaluation of the candidate and check it evaluated this very model and data set."""
     from xraydet.data.dataset import load_dataset
-    from xraydet.evaluation.report import REPORT_JSON, load_report
+    from xraydet.evaluation.report import REPORT_JSON, load_report, report_folder
 
     report = load_report(path)
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    folder = report_folder(path)
     _check_provenance(report, folder / REPORT_JSON if Path(path).is_dir() else Path(path), mv, c)
     if dataset is not None:
         wanted = load_dataset(dataset)
