@@ -410,7 +410,7 @@ class TrainJob(BaseModel):
 
 # What Ultralytics' ``parse_device`` / ``select_device`` read (``cuda:`` and spaces dropped, ``-1`` = an idle
 # GPU). Only the form is judged here (a job may be written on one machine and trained on another); whether
-# this machine has that device, Ultralytics judges when training starts.
+# this machine has that device, run_training checks before it makes the run folder.
 DEVICE_FORMS = (
     "cpu, mps, a CUDA index or indices (0 or 0,1; -1 picks an idle GPU), cuda, cuda:0, npu:0 or xpu:0"
 )

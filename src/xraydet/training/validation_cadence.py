@@ -31,6 +31,16 @@ def skip_validation(trainer: Any) -> None:
         trainer.best_fitness = -math.inf
 
 
+def _time_so_far(trainer: Any) -> tuple[float, float, float] | None:
+    """``(budget, elapsed, mean epoch time)`` in seconds under Ultralytics' ``time`` budget (hours), as its
+    end-of-epoch re-plan measures them; None without a budget."""
+    hours = getattr(trainer.args, "time", None)
+    if not hours:
+        return None
+    elapsed = time.time() - trainer.train_time_start
+    return float(hours) * 3600, elapsed, elapsed / max(trainer.epoch - trainer.start_epoch + 1, 1)
+
+
 def time_budget_ends(trainer: Any, margin: float = 0.25) -> bool:
     """Whether Ultralytics' ``time`` budget (hours) will end the run after the epoch just trained.
 
@@ -38,12 +48,9 @@ def time_budget_ends(trainer: Any, margin: float = 0.25) -> bool:
     stops once the (absolute, 0-based) epoch reaches it, or once the budget is spent. ``margin`` (in mean
     epochs) also counts an epoch that ends within a quarter epoch of the budget: the next one would be cut.
     """
-    hours = getattr(trainer.args, "time", None)
-    if not hours:
+    if (so_far := _time_so_far(trainer)) is None:
         return False
-    budget = float(hours) * 3600
-    elapsed = time.time() - trainer.train_time_start
-    mean = elapsed / max(trainer.epoch - trainer.start_epoch + 1, 1)
+    budget, elapsed, mean = so_far
     planned = math.ceil(budget / mean) if mean > 0 else trainer.epoch + 1
     return elapsed + margin * mean >= budget or trainer.epoch + 1 >= planned
 
@@ -54,11 +61,10 @@ def time_budget_stops(trainer: Any) -> bool:
 
     The mean epoch time only grows by then, and the plan only shrinks: a True here stays True.
     """
-    hours = getattr(trainer.args, "time", None)
-    if not hours:
+    if (so_far := _time_so_far(trainer)) is None:
         return False
-    mean = (time.time() - trainer.train_time_start) / max(trainer.epoch - trainer.start_epoch + 1, 1)
-    return mean > 0 and trainer.epoch >= math.ceil(float(hours) * 3600 / mean)
+    budget, _, mean = so_far
+    return mean > 0 and trainer.epoch >= math.ceil(budget / mean)
 
 
 def save_due(trainer: Any, every: int, validating: bool) -> bool:
